@@ -1,0 +1,17 @@
+#!/usr/bin/env python3
+"""Generate text from a trained checkpoint: the seed's entry point (see README.md).
+
+Usage::
+
+    python generate_text.py --checkpoint output/best_checkpoint --prompt "Once upon a time"
+
+    from generate_text import load_model_and_tokenizer, generate_text
+"""
+
+from txtgen_nb.api import generate_text, load_model_and_tokenizer
+from txtgen_nb.cli import main
+
+__all__ = ["generate_text", "load_model_and_tokenizer", "main"]
+
+if __name__ == "__main__":
+    raise SystemExit(main())

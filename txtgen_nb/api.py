@@ -1,0 +1,63 @@
+"""The seed's Python API: ``load_model_and_tokenizer`` and ``generate_text``.
+
+Usage::
+
+    from txtgen_nb import load_model_and_tokenizer, generate_text
+    model, params, tokenizer, config = load_model_and_tokenizer("output/best_checkpoint")
+    print(generate_text(model, params, tokenizer, "Once upon a time", max_length=50))
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flax import nnx
+from tokenizers import Tokenizer
+
+from txtgen_nb.checkpoint import load_run
+from txtgen_nb.config import ModelConfig
+from txtgen_nb.generation import generate
+from txtgen_nb.model import Transformer
+
+DEMO_DIR = Path(__file__).resolve().parent / "assets" / "demo"
+
+
+def demo_checkpoint() -> Path:
+    """Path of the bundled demo model's ``best_checkpoint``.
+
+    Usage: ``load_model_and_tokenizer(demo_checkpoint())``
+    """
+    path = DEMO_DIR / "best_checkpoint"
+    if not path.is_dir():
+        raise FileNotFoundError(f"the bundled demo model is missing: {path} (run `make demo-model`)")
+    return path
+
+
+def load_model_and_tokenizer(
+    checkpoint_dir: str | Path | None = None, tokenizer_path: str | Path | None = None
+) -> tuple[Transformer, nnx.State, Tokenizer, ModelConfig]:
+    """Load ``(model, params, tokenizer, config)``; no ``checkpoint_dir`` means the bundled demo.
+
+    Usage: ``model, params, tok, cfg = load_model_and_tokenizer("output/best_checkpoint")``
+    """
+    return load_run(demo_checkpoint() if checkpoint_dir is None else checkpoint_dir, tokenizer_path)
+
+
+def generate_text(
+    model: Transformer,
+    params: nnx.State,
+    tokenizer: Tokenizer,
+    prompt: str,
+    max_length: int = 100,
+    temperature: float = 0.8,
+    top_k: int = 50,
+    top_p: float = 1.0,
+    rng_seed: int = 42,
+) -> str:
+    """The prompt followed by up to ``max_length`` sampled tokens.
+
+    Usage: ``generate_text(model, params, tok, "Once upon a time", temperature=0.8, top_k=50)``
+    """
+    result = generate(model, params, tokenizer, prompt, max_new_tokens=max_length, temperature=temperature,
+                      top_k=top_k, top_p=top_p, seed=rng_seed)
+    return result.texts[0]

@@ -1,0 +1,134 @@
+"""Model configuration: the ``ModelConfig`` dataclass and ``model_config.json`` I/O.
+
+Training scripts spell the same hyper-parameter many ways (``n_embd``, ``hidden_size``,
+``d_model``...). ``load_config`` accepts the common aliases, keeps unknown keys in
+``ModelConfig.extra`` and names the file and key in every error.
+
+Usage::
+
+    cfg = load_config("output/model_config.json")
+    save_config(cfg, "run/model_config.json")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+ALIASES: dict[str, tuple[str, ...]] = {
+    "vocab_size": ("vocab_size", "n_vocab", "vocab"),
+    "max_len": ("max_len", "max_length", "max_seq_len", "block_size", "n_positions", "n_ctx",
+                "max_position_embeddings", "context_length", "seq_len"),
+    "d_model": ("d_model", "model_size", "hidden_size", "n_embd", "embed_dim", "emb_dim"),
+    "num_layers": ("num_layers", "n_layers", "n_layer", "num_hidden_layers", "layers", "depth"),
+    "num_heads": ("num_heads", "n_heads", "n_head", "num_attention_heads", "heads"),
+    "d_ff": ("d_ff", "mlp_dim", "intermediate_size", "ffn_dim", "n_inner", "hidden_dim"),
+    "tie_embeddings": ("tie_embeddings", "tie_word_embeddings", "tied_embeddings", "share_embeddings"),
+    "layer_norm_eps": ("layer_norm_eps", "layer_norm_epsilon", "ln_eps", "norm_eps"),
+    "dtype": ("dtype", "param_dtype", "torch_dtype"),
+}
+REQUIRED = ("vocab_size", "max_len", "d_model", "num_layers", "num_heads")
+_INT_FIELDS = ("vocab_size", "max_len", "d_model", "num_layers", "num_heads", "d_ff")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Hyper-parameters of the decoder-only transformer.
+
+    Usage: ``ModelConfig(vocab_size=4096, max_len=128, d_model=256, num_layers=4, num_heads=4)``
+    """
+
+    vocab_size: int
+    max_len: int
+    d_model: int
+    num_layers: int
+    num_heads: int
+    d_ff: int = 0
+    tie_embeddings: bool = True
+    layer_norm_eps: float = 1e-5
+    dtype: str = "float32"
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.d_ff == 0:
+            object.__setattr__(self, "d_ff", 4 * self.d_model)
+        for name in _INT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"config field '{name}' must be a positive integer, got {value!r}")
+        if self.d_model % self.num_heads:
+            raise ValueError(
+                f"config field 'num_heads' ({self.num_heads}) must divide 'd_model' ({self.d_model})"
+            )
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"config field 'dtype' must be float32, bfloat16 or float16, got {self.dtype!r}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form written to ``model_config.json`` (unknown keys kept)."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        return {**self.extra, **data}
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "model config") -> ModelConfig:
+    """Build a ``ModelConfig`` from a dict, resolving key aliases.
+
+    Usage: ``config_from_dict({"n_embd": 64, "n_layer": 2, ...})``
+    """
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source}: expected a JSON object, got {type(raw).__name__}")
+    values: dict[str, Any] = {}
+    used: set[str] = set()
+    for field, names in ALIASES.items():
+        present = [n for n in names if n in raw]
+        if not present:
+            continue
+        distinct = {json.dumps(raw[n]) for n in present}
+        if len(distinct) > 1:
+            raise ValueError(f"{source}: keys {', '.join(present)} disagree for '{field}'")
+        values[field] = raw[present[0]]
+        used.update(present)
+    for field in REQUIRED:
+        if field not in values:
+            raise ValueError(
+                f"{source}: missing key '{field}' (or one of: {', '.join(ALIASES[field][1:])})"
+            )
+    for field in _INT_FIELDS:
+        if field in values:
+            value = values[field]
+            if isinstance(value, float) and value.is_integer():
+                values[field] = int(value)
+            elif isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{source}: key '{field}' must be an integer, got {value!r}")
+    extra = {k: v for k, v in raw.items() if k not in used}
+    try:
+        return ModelConfig(**values, extra=extra)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{source}: {err}") from None
+
+
+def load_config(path: str | Path) -> ModelConfig:
+    """Read ``model_config.json``; errors name the file and the key.
+
+    Usage: ``cfg = load_config("output/model_config.json")``
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Model config not found: {path}")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: cannot read model config ({err})") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: model config is not valid JSON ({err})") from None
+    return config_from_dict(raw, source=str(path))
+
+
+def save_config(config: ModelConfig, path: str | Path) -> None:
+    """Write ``config`` as pretty JSON. Usage: ``save_config(cfg, "run/model_config.json")``"""
+    Path(path).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")

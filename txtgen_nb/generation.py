@@ -1,0 +1,302 @@
+"""Batched text generation: prefill and KV-cache decoding in one compiled XLA program.
+
+The sampling settings (temperature, top-k, top-p, min-p), the seeds and the number of new
+tokens are traced arguments, so changing them never recompiles. Prompts are left-padded to a
+few length buckets and batches to powers of two, so new prompts rarely compile either. Each row
+stops at end-of-sequence, at ``max_new_tokens`` or at the model's context, whichever is first.
+
+Usage::
+
+    result = generate(model, params, tok, ["Once upon a time"], max_new_tokens=50, seed=0)
+    print(result.texts[0])
+    result = generate(model, params, tok, "Hello", num_samples=4, trace=True)
+    result.trace.logits.shape      # [4, steps, vocab]: raw logits before each chosen token
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import warnings
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tokenizers import Tokenizer
+
+from txtgen_nb import sampling
+from txtgen_nb.model import Transformer, init_cache
+from txtgen_nb.tokenizer import decode, encode_prompt, special_ids
+
+PROMPT_BUCKET_MIN = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingSettings:
+    """One row's sampling settings. Usage: ``SamplingSettings(temperature=0.7, top_p=0.9)``"""
+
+    temperature: float = 0.8
+    top_k: int = 50
+    top_p: float = 1.0
+    min_p: float = 0.0
+
+    def __post_init__(self) -> None:
+        validate_settings(self.temperature, self.top_k, self.top_p, self.min_p)
+
+
+def validate_settings(temperature: float, top_k: int, top_p: float, min_p: float = 0.0) -> None:
+    """Raise ``ValueError`` naming the first bad setting. Usage: ``validate_settings(0.8, 50, 1.0)``"""
+    checks = (
+        ("temperature", temperature, lambda v: v >= 0, "must be >= 0"),
+        ("top_k", top_k, lambda v: v >= 0 and float(v).is_integer(), "must be an integer >= 0"),
+        ("top_p", top_p, lambda v: 0 <= v <= 1, "must be between 0 and 1"),
+        ("min_p", min_p, lambda v: 0 <= v <= 1, "must be between 0 and 1"),
+    )
+    for name, value, ok, rule in checks:
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise ValueError(f"{name} {rule}, got {value!r}")
+        if not np.isfinite(value) or not ok(value):
+            raise ValueError(f"{name} {rule}, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Trace:
+    """What the sampler saw at each step, enough to re-filter without calling the model.
+
+    ``logits[b, i]`` are the raw (temperature 1) logits from which ``token_ids[b, i]`` was drawn;
+    steps ``i >= lengths[b]`` are padding. Settings are per row.
+    """
+
+    prompt_ids: list[list[int]]
+    token_ids: np.ndarray  # [B, N] int32
+    lengths: np.ndarray  # [B] int32
+    logits: np.ndarray  # [B, N, V] float32
+    settings: list[SamplingSettings]
+    seeds: list[int]
+    eos_id: int | None
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.prompt_ids)
+
+    def context_ids(self, row: int, step: int) -> list[int]:
+        """Token ids the model had seen before choosing ``token_ids[row, step]``."""
+        return [*self.prompt_ids[row], *self.token_ids[row, :step].tolist()]
+
+    def stages(self, row: int, step: int, settings: SamplingSettings | None = None) -> sampling.Stages:
+        """The sampling stages at one step, with the row's settings or others (no model call)."""
+        s = settings or self.settings[row]
+        return sampling.filter_stages(self.logits[row, step], temperature=s.temperature, top_k=s.top_k,
+                                      top_p=s.top_p, min_p=s.min_p)
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationResult:
+    """Texts (prompt plus continuation), the new token ids per row and the optional trace."""
+
+    texts: list[str]
+    continuations: list[str]
+    new_token_ids: list[list[int]]
+    prompt_token_counts: list[int]
+    stop_reasons: list[str]  # "eos", "max_new_tokens" or "context"
+    trace: Trace | None = None
+
+
+def _bucket(n: int, limit: int, minimum: int = 1) -> int:
+    """Smallest power of two >= ``n`` (at least ``minimum``), capped at ``limit``."""
+    size = max(minimum, 1 << max(0, (n - 1).bit_length()))
+    return min(size, max(limit, n))
+
+
+def seed_words(seed: int) -> np.ndarray:
+    """Any Python int as two uint32 words (low, high of ``seed mod 2**64``)."""
+    value = int(seed) % (1 << 64)
+    return np.array([value & 0xFFFFFFFF, value >> 32], dtype=np.uint32)
+
+
+def _row_key(words: jax.Array) -> jax.Array:
+    return jax.random.fold_in(jax.random.key(words[0]), words[1])
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_steps", "with_trace"))
+def _generate_compiled(graphdef, params, prompt, pad, limit, seeds, temperature, top_k, top_p, min_p,
+                       eos_id, *, max_steps: int, with_trace: bool):
+    """prompt [B, P] left-padded by pad [B]; limit [B] new tokens per row; seeds [B, 2] uint32."""
+    model: Transformer = nnx.merge(graphdef, params)
+    batch, prompt_len = prompt.shape
+    cache_size = prompt_len + max_steps
+    slots = jnp.arange(cache_size)
+    valid_from = pad[:, None, None]  # [B, 1, 1]: first real slot of each row
+
+    query_slots = jnp.arange(prompt_len)[None, :, None]
+    mask = (slots[None, None] <= query_slots) & (slots[None, None] >= valid_from)
+    positions = jnp.maximum(jnp.arange(prompt_len)[None] - pad[:, None], 0)
+    logits, cache = model(prompt, positions=positions, mask=mask, cache=init_cache(model.config, batch, cache_size),
+                          cache_index=0)
+    keys = jax.vmap(_row_key)(seeds)
+    draw = jax.vmap(lambda key, step, row_logits, t, k, p, m: sampling.sample_token(
+        jax.random.fold_in(key, step), row_logits, temperature=t, top_k=k, top_p=p, min_p=m))
+
+    trace = jnp.zeros((batch, max_steps, logits.shape[-1]), jnp.float32) if with_trace else None
+    state = dict(step=jnp.int32(0), cache=cache, logits=logits[:, -1], tokens=jnp.zeros((batch, max_steps), jnp.int32),
+                 lengths=jnp.zeros((batch,), jnp.int32), done=limit <= 0, trace=trace)
+
+    def cond(s):
+        return (s["step"] < max_steps) & ~jnp.all(s["done"])
+
+    def body(s):
+        step = s["step"]
+        token = draw(keys, jnp.full((batch,), step), s["logits"], temperature, top_k, top_p, min_p)
+        token = jnp.where(s["done"], 0, token)
+        lengths = s["lengths"] + (~s["done"]).astype(jnp.int32)
+        done = s["done"] | (token == eos_id) | (lengths >= limit)
+        tokens = s["tokens"].at[:, step].set(token)
+        trace = s["trace"]
+        if with_trace:
+            trace = trace.at[:, step].set(s["logits"])
+        slot = prompt_len + step
+        step_mask = (slots[None, None] <= slot) & (slots[None, None] >= valid_from)
+        position = (prompt_len - pad + step)[:, None]
+        new_logits, cache = model(token[:, None], positions=jnp.minimum(position, model.config.max_len - 1),
+                                  mask=step_mask, cache=s["cache"], cache_index=slot)
+        return dict(step=step + 1, cache=cache, logits=new_logits[:, -1], tokens=tokens, lengths=lengths, done=done,
+                    trace=trace)
+
+    final = jax.lax.while_loop(cond, body, state)
+    return final["tokens"], final["lengths"], final["trace"]
+
+
+def _as_rows(value, batch: int, name: str) -> list:
+    if isinstance(value, (list, tuple, np.ndarray)):
+        if len(value) != batch:
+            raise ValueError(f"{name} has {len(value)} values for {batch} rows")
+        return list(value)
+    return [value] * batch
+
+
+def generate(
+    model: Transformer,
+    params: nnx.State,
+    tokenizer: Tokenizer,
+    prompts: str | Sequence[str],
+    *,
+    max_new_tokens: int = 100,
+    temperature: float | Sequence[float] = 0.8,
+    top_k: int | Sequence[int] = 50,
+    top_p: float | Sequence[float] = 1.0,
+    min_p: float | Sequence[float] = 0.0,
+    seed: int | Sequence[int] = 42,
+    num_samples: int = 1,
+    trace: bool = False,
+) -> GenerationResult:
+    """Generate continuations for one or more prompts in one compiled call.
+
+    ``num_samples`` repeats each prompt with seeds ``seed, seed+1, ...``. Settings and seeds may
+    also be given per row (a sequence as long as the batch). Row ``b`` depends only on its own
+    prompt, settings and seed, so a batch of one equals a single call.
+
+    Usage: ``generate(model, params, tok, "Once upon a time", num_samples=4, trace=True)``
+    """
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts:
+        raise ValueError("no prompts given")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+        raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+    if isinstance(seed, (list, tuple, np.ndarray)):
+        rows_prompts = [p for p in prompts for _ in range(num_samples)]
+        seeds = _as_rows(seed, len(rows_prompts), "seed")
+    else:
+        rows_prompts = [p for p in prompts for _ in range(num_samples)]
+        seeds = [int(seed) + i for _ in prompts for i in range(num_samples)]
+    batch = len(rows_prompts)
+    settings = [SamplingSettings(t, k, p, m) for t, k, p, m in zip(
+        _as_rows(temperature, batch, "temperature"), _as_rows(top_k, batch, "top_k"),
+        _as_rows(top_p, batch, "top_p"), _as_rows(min_p, batch, "min_p"))]
+
+    config = model.config
+    max_len = config.max_len
+    prompt_ids = []
+    for text in rows_prompts:
+        ids = encode_prompt(tokenizer, text)
+        if len(ids) >= max_len:
+            warnings.warn(f"prompt has {len(ids)} tokens but the model's context is {max_len}; "
+                          f"keeping the last {max_len - 1}", stacklevel=2)
+            ids = ids[-(max_len - 1):]
+        prompt_ids.append(ids)
+
+    padded_batch = _bucket(batch, limit=1 << 30)
+    prompt_len = _bucket(max(len(ids) for ids in prompt_ids), limit=max_len, minimum=PROMPT_BUCKET_MIN)
+    prompt = np.zeros((padded_batch, prompt_len), np.int32)
+    pad = np.full((padded_batch,), prompt_len - 1, np.int32)
+    limit = np.zeros((padded_batch,), np.int32)
+    for b, ids in enumerate(prompt_ids):
+        prompt[b, prompt_len - len(ids):] = ids
+        pad[b] = prompt_len - len(ids)
+        limit[b] = min(max_new_tokens, max_len - len(ids))
+    words = np.zeros((padded_batch, 2), np.uint32)
+    words[:batch] = [seed_words(s) for s in seeds]
+
+    def per_row(field: str, dtype) -> np.ndarray:
+        values = np.zeros((padded_batch,), dtype)
+        values[:batch] = [getattr(s, field) for s in settings]
+        return values
+
+    eos_id = special_ids(tokenizer).eos
+    tokens, lengths, logits = _generate_compiled(
+        nnx.graphdef(model), params, prompt, pad, limit, words, per_row("temperature", np.float32),
+        per_row("top_k", np.int32), per_row("top_p", np.float32), per_row("min_p", np.float32),
+        np.int32(-1 if eos_id is None else eos_id), max_steps=max_len, with_trace=trace)
+    tokens, lengths = np.asarray(tokens)[:batch], np.asarray(lengths)[:batch]
+
+    new_ids, continuations, reasons = [], [], []
+    for b in range(batch):
+        ids = tokens[b, : lengths[b]].tolist()
+        ended = bool(ids) and eos_id is not None and ids[-1] == eos_id
+        reasons.append("eos" if ended else "max_new_tokens" if lengths[b] >= max_new_tokens else "context")
+        new_ids.append(ids)
+        continuations.append(decode(tokenizer, ids[:-1] if ended else ids))
+    steps = int(lengths.max(initial=0))
+    trace_obj = None
+    if trace:
+        trace_obj = Trace(prompt_ids=prompt_ids, token_ids=tokens[:, :steps], lengths=lengths,
+                          logits=np.asarray(logits)[:batch, :steps], settings=settings, seeds=[int(s) for s in seeds],
+                          eos_id=eos_id)
+    return GenerationResult(texts=[p + c for p, c in zip(rows_prompts, continuations)], continuations=continuations,
+                            new_token_ids=new_ids, prompt_token_counts=[len(ids) for ids in prompt_ids],
+                            stop_reasons=reasons, trace=trace_obj)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _sequence_nll(graphdef, params, tokens, weights):
+    model: Transformer = nnx.merge(graphdef, params)
+    logits = model(tokens[:, :-1])
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+    return jnp.sum(nll * weights[:, 1:]), jnp.sum(weights[:, 1:])
+
+
+def evaluate_text(model: Transformer, params: nnx.State, tokenizer: Tokenizer, text: str) -> float:
+    """Mean negative log-likelihood of ``text`` in nats per token (given a BOS start).
+
+    Texts longer than the context are scored in consecutive windows.
+
+    Usage: ``evaluate_text(model, params, tok, "Once upon a time, there was a cat.")``
+    """
+    ids = encode_prompt(tokenizer, text)
+    if len(ids) < 2:
+        raise ValueError("text is empty: nothing to score")
+    window = model.config.max_len
+    total, count = 0.0, 0.0
+    for start in range(0, len(ids) - 1, window - 1):
+        chunk = ids[start: start + window]
+        tokens = np.zeros((1, window), np.int32)
+        weights = np.zeros((1, window), np.float32)
+        tokens[0, : len(chunk)] = chunk
+        weights[0, : len(chunk)] = 1.0
+        nll, n = _sequence_nll(nnx.graphdef(model), params, tokens, weights)
+        total, count = total + float(nll), count + float(n)
+    return total / count
