@@ -109,6 +109,7 @@ def resolve_checkpoint_dir(path: str | Path) -> Path:
 def _restore_tree(path: Path) -> Any:
     """Restore an Orbax PyTree checkpoint as NumPy arrays on the host."""
     checkpointer = ocp.PyTreeCheckpointer()
+    path = path.absolute()
     try:
         metadata = checkpointer.metadata(path)
         tree = getattr(metadata, "item_metadata", metadata)

@@ -1,0 +1,61 @@
+"""Shared fixtures: a tiny random model saved in the seed's layout with ``save_run``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from flax import nnx
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from txtgen_nb.checkpoint import save_run
+from txtgen_nb.config import ModelConfig
+from txtgen_nb.model import Transformer
+from txtgen_nb.tokenizer import SPECIAL_TOKENS
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+REPO = Path(__file__).resolve().parents[1]
+TINY_TEXT = [
+    "Once upon a time, there was a little girl named Lily. She loved to play outside.",
+    "The quick brown fox jumps over the lazy dog. Hello world!",
+    "Person A: How are you?\nPerson B: I am fine, thank you.",
+]
+
+
+def tiny_tokenizer(vocab_size: int = 300) -> Tokenizer:
+    """A byte-level BPE tokenizer trained on a few sentences."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(TINY_TEXT * 20, trainer)
+    return tok
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    values = dict(vocab_size=300, max_len=32, d_model=32, num_layers=2, num_heads=4)
+    return ModelConfig(**{**values, **overrides})
+
+
+@pytest.fixture(scope="session")
+def tiny_tok() -> Tokenizer:
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """``(model, params, config)`` for a random tiny transformer."""
+    config = tiny_config()
+    model = Transformer(config, rngs=nnx.Rngs(0))
+    return model, nnx.state(model, nnx.Param), config
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_tok, tiny_model) -> Path:
+    """A run folder ``.../output`` with tokenizer.json, model_config.json and best_checkpoint/."""
+    out = tmp_path_factory.mktemp("run") / "output"
+    model, _, config = tiny_model
+    save_run(out, model, config, tiny_tok)
+    return out

@@ -1,0 +1,157 @@
+"""Compiled generation: cache equals full recompute, determinism, batching, stopping, no recompiles."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from txtgen_nb import evaluate_text, generate, generate_text
+from txtgen_nb.generation import _generate_compiled
+from txtgen_nb.model import Transformer
+from txtgen_nb.tokenizer import encode_prompt, special_ids
+
+from conftest import tiny_config
+
+
+def test_cached_decoding_equals_full_forward(tiny_model, tiny_tok):
+    model, params, _ = tiny_model
+    result = generate(model, params, tiny_tok, ["Once upon", "The quick brown fox jumps"], max_new_tokens=12,
+                      temperature=1.0, top_k=0, trace=True)
+    trace = result.trace
+    for row in range(2):
+        ids = trace.context_ids(row, int(trace.lengths[row]))
+        full = np.asarray(model(jnp.asarray(ids)[None])[0])
+        start = len(trace.prompt_ids[row]) - 1
+        for step in range(int(trace.lengths[row])):
+            np.testing.assert_allclose(trace.logits[row, step], full[start + step], atol=1e-4, rtol=1e-4)
+
+
+def test_same_seed_same_text_and_batch_of_one_equals_single(tiny_model, tiny_tok):
+    model, params, _ = tiny_model
+    prompts = ["Once upon a time", "Hello", "Person A: How are you?"]
+    batch = generate(model, params, tiny_tok, prompts, max_new_tokens=15, seed=[3, 4, 5])
+    for i, prompt in enumerate(prompts):
+        single = generate(model, params, tiny_tok, prompt, max_new_tokens=15, seed=3 + i)
+        assert single.new_token_ids[0] == batch.new_token_ids[i]
+    again = generate(model, params, tiny_tok, prompts, max_new_tokens=15, seed=[3, 4, 5])
+    assert again.texts == batch.texts
+
+
+def test_num_samples_uses_consecutive_seeds(tiny_model, tiny_tok):
+    model, params, _ = tiny_model
+    many = generate(model, params, tiny_tok, "Once", num_samples=4, seed=10, max_new_tokens=10, temperature=1.5,
+                    top_k=0)
+    assert len(set(map(tuple, many.new_token_ids))) > 1
+    third = generate(model, params, tiny_tok, "Once", seed=12, max_new_tokens=10, temperature=1.5, top_k=0)
+    assert third.new_token_ids[0] == many.new_token_ids[2]
+
+
+def test_greedy_picks_argmax_each_step(tiny_model, tiny_tok):
+    model, params, _ = tiny_model
+    result = generate(model, params, tiny_tok, "Hello", temperature=0.0, max_new_tokens=8, trace=True, seed=1)
+    trace = result.trace
+    assert (trace.token_ids[0, : trace.lengths[0]] == trace.logits[0, : trace.lengths[0]].argmax(-1)).all()
+    other_seed = generate(model, params, tiny_tok, "Hello", temperature=0.0, max_new_tokens=8, seed=99)
+    assert other_seed.texts == result.texts
+
+
+def eos_loving_model(tokenizer):
+    """A model whose every next-token argmax is EOS: the final norm outputs EOS's embedding."""
+    config = tiny_config()
+    model = Transformer(config, rngs=nnx.Rngs(0))
+    eos = special_ids(tokenizer).eos
+    model.ln_f.scale[...] = jnp.zeros_like(model.ln_f.scale[...])
+    model.ln_f.bias[...] = 10.0 * model.embed.embedding[...][eos]
+    return model, nnx.state(model, nnx.Param)
+
+
+def test_stops_at_end_of_sequence(tiny_tok):
+    model, params = eos_loving_model(tiny_tok)
+    result = generate(model, params, tiny_tok, ["Hi", "Once upon a time"], temperature=0.0, max_new_tokens=50)
+    assert result.stop_reasons == ["eos", "eos"]
+    assert result.new_token_ids == [[special_ids(tiny_tok).eos]] * 2
+    assert result.texts == ["Hi", "Once upon a time"]
+
+
+def test_stops_at_context_and_max_new_tokens(tiny_model, tiny_tok):
+    model, params, config = tiny_model
+    prompt = "Once upon a time"
+    n_prompt = len(encode_prompt(tiny_tok, prompt))
+    eos = special_ids(tiny_tok).eos
+    long = generate(model, params, tiny_tok, prompt, max_new_tokens=500, temperature=1.0, top_k=0, seed=0)
+    ids = long.new_token_ids[0]
+    assert len(ids) == config.max_len - n_prompt or ids[-1] == eos
+    short = generate(model, params, tiny_tok, [prompt, "Hi"], max_new_tokens=3, temperature=0.0)
+    assert all(len(ids) <= 3 for ids in short.new_token_ids)
+    zero = generate(model, params, tiny_tok, prompt, max_new_tokens=0)
+    assert zero.texts == [prompt] and zero.new_token_ids == [[]]
+
+
+def test_long_prompt_keeps_last_tokens_with_warning(tiny_model, tiny_tok):
+    model, params, config = tiny_model
+    prompt = "The quick brown fox jumps over the lazy dog. " * 10
+    with pytest.warns(UserWarning, match="keeping the last"):
+        result = generate(model, params, tiny_tok, prompt, max_new_tokens=5, trace=True)
+    assert len(result.trace.prompt_ids[0]) == config.max_len - 1
+    assert len(result.new_token_ids[0]) == 1
+    assert result.texts[0].startswith(prompt)
+
+
+@pytest.mark.parametrize("prompt", ["", "héllo wörld ☃ 日本語 🙂", "<script>alert(1)</script>", "a\nb\tc"])
+def test_odd_but_valid_prompts(tiny_model, tiny_tok, prompt):
+    model, params, _ = tiny_model
+    text = generate_text(model, params, tiny_tok, prompt, max_length=5, rng_seed=2**100 + 7)
+    assert text.startswith(prompt)
+
+
+def test_huge_and_negative_seeds_are_deterministic(tiny_model, tiny_tok):
+    model, params, _ = tiny_model
+    a = generate(model, params, tiny_tok, "Hi", seed=10**30, max_new_tokens=6, top_k=0, temperature=1.5)
+    b = generate(model, params, tiny_tok, "Hi", seed=10**30, max_new_tokens=6, top_k=0, temperature=1.5)
+    c = generate(model, params, tiny_tok, "Hi", seed=-5, max_new_tokens=6, top_k=0, temperature=1.5)
+    assert a.texts == b.texts and c.texts
+
+
+def test_settings_seed_and_length_never_recompile(tiny_model, tiny_tok):
+    model, params, _ = tiny_model
+    generate(model, params, tiny_tok, "Once upon", max_new_tokens=10)
+    compiled = _generate_compiled._cache_size()
+    for t, k, p, m, seed, n in [(0.0, 0, 1.0, 0.0, 1, 3), (1.9, 7, 0.5, 0.1, 10**20, 20), (0.5, 100, 0.95, 0.0, 5, 1)]:
+        generate(model, params, tiny_tok, "Once upon", max_new_tokens=n, temperature=t, top_k=k, top_p=p, min_p=m,
+                 seed=seed)
+    generate(model, params, tiny_tok, "A different prompt", max_new_tokens=4)
+    assert _generate_compiled._cache_size() == compiled
+
+
+@pytest.mark.parametrize("kwargs,fragment", [
+    (dict(temperature=-0.1), "temperature must be >= 0"),
+    (dict(top_p=1.5), "top_p must be between 0 and 1"),
+    (dict(top_k=-1), "top_k must be an integer >= 0"),
+    (dict(top_k=2.5), "top_k must be an integer >= 0"),
+    (dict(min_p=-1.0), "min_p must be between 0 and 1"),
+    (dict(max_new_tokens=-3), "max_new_tokens must be an integer >= 0"),
+    (dict(temperature="hot"), "temperature must be >= 0"),
+    (dict(temperature=float("nan")), "temperature must be >= 0"),
+    (dict(num_samples=0), "num_samples must be an integer >= 1"),
+    (dict(seed=[1, 2]), "seed has 2 values for 1 rows"),
+])
+def test_bad_settings_raise_value_error(tiny_model, tiny_tok, kwargs, fragment):
+    model, params, _ = tiny_model
+    with pytest.raises(ValueError, match=fragment):
+        generate(model, params, tiny_tok, "Hi", **kwargs)
+
+
+def test_evaluate_text_matches_manual_nll(tiny_model, tiny_tok):
+    model, params, _ = tiny_model
+    text = "Once upon a time, there was a cat."
+    ids = encode_prompt(tiny_tok, text)
+    logp = jax.nn.log_softmax(model(jnp.asarray(ids)[None])[0], axis=-1)
+    manual = -float(np.mean([logp[i, ids[i + 1]] for i in range(len(ids) - 1)]))
+    assert evaluate_text(model, params, tiny_tok, text) == pytest.approx(manual, rel=1e-4)
+    long_text = text * 20
+    assert np.isfinite(evaluate_text(model, params, tiny_tok, long_text))
+    with pytest.raises(ValueError, match="empty"):
+        evaluate_text(model, params, tiny_tok, "")

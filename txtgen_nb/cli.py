@@ -1,0 +1,195 @@
+"""Command line: ``python generate_text.py`` / ``txtgen-generate``, with the seed's banner.
+
+Usage::
+
+    python generate_text.py --checkpoint output/best_checkpoint --prompt "Once upon a time"
+    txtgen-generate --prompt "Hello" --num-samples 3       # bundled demo model
+    txtgen-generate --interactive
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+RULE = "=" * 80
+THIN = "─" * 80
+TITLE = " " * 30 + "TEXT GENERATION" + " " * 35
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one line and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _number(kind: type, low: float | None = None, high: float | None = None):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'}, got {text!r}")
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The seed's arguments plus ``--num-samples``, ``--min-p`` and ``--interactive``."""
+    parser = _Parser(prog="generate_text.py", description="Generate text from a trained transformer checkpoint.")
+    parser.add_argument("--checkpoint", help="checkpoint directory (default: the bundled demo model)")
+    parser.add_argument("--prompt", help="input text prompt; \\n means a newline")
+    parser.add_argument("--tokenizer-path", help="path to tokenizer.json (default: auto-detected)")
+    parser.add_argument("--max-length", type=_number(int, 0), default=100,
+                        help="maximum number of tokens to generate (default 100)")
+    parser.add_argument("--temperature", type=_number(float, 0), default=0.8,
+                        help="sampling temperature, 0 = greedy (default 0.8)")
+    parser.add_argument("--top-k", type=_number(int, 0), default=50, help="top-k sampling, 0 = disabled (default 50)")
+    parser.add_argument("--top-p", type=_number(float, 0, 1), default=1.0,
+                        help="nucleus sampling, 1.0 = disabled (default 1.0)")
+    parser.add_argument("--min-p", type=_number(float, 0, 1), default=0.0,
+                        help="min-p sampling, 0 = disabled (default 0)")
+    parser.add_argument("--seed", type=int, default=42, help="random seed for reproducibility (default 42)")
+    parser.add_argument("--num-samples", type=_number(int, 1), default=1,
+                        help="number of continuations, generated in one batched call (default 1)")
+    parser.add_argument("--interactive", action="store_true", help="prompt for text in a loop ('quit' to exit)")
+    return parser
+
+
+def _backend() -> str:
+    import jax
+
+    name = jax.default_backend().lower()
+    return "GPU" if name in ("gpu", "cuda", "rocm") else name.upper()
+
+
+def _load(args: argparse.Namespace):
+    from txtgen_nb.api import demo_checkpoint
+    from txtgen_nb.checkpoint import find_run_files, restore_params
+    from txtgen_nb.config import load_config
+    from txtgen_nb.tokenizer import load_tokenizer
+
+    print(f"Backend: {_backend()}")
+    if args.checkpoint is None:
+        print("No --checkpoint given: using the bundled demo model")
+    checkpoint, config_path, tok_path = find_run_files(
+        demo_checkpoint() if args.checkpoint is None else args.checkpoint, args.tokenizer_path)
+    print(f"Loading tokenizer from: {tok_path}")
+    tokenizer = load_tokenizer(tok_path)
+    print(f"Loading config from: {config_path}")
+    config = load_config(config_path)
+    print("Creating model...")
+    print(f"Loading checkpoint from: {checkpoint}")
+    model, params = restore_params(checkpoint, config)
+    print("✓ Model loaded successfully!")
+    print(f"  Vocab size: {config.vocab_size}")
+    print(f"  Max length: {config.max_len}")
+    print(f"  Model size: {config.d_model}")
+    print(f"  Layers: {config.num_layers}")
+    return model, params, tokenizer, config
+
+
+def _generate_and_print(model, params, tokenizer, config, prompt: str, args: argparse.Namespace) -> None:
+    from txtgen_nb.generation import generate
+    from txtgen_nb.tokenizer import encode_prompt
+
+    print()
+    print(RULE)
+    print("GENERATING TEXT")
+    print(RULE)
+    print(f"Prompt: {prompt}")
+    print(f"Prompt tokens: {len(encode_prompt(tokenizer, prompt))}")
+    print(f"Max new tokens: {args.max_length}")
+    print(f"Temperature: {args.temperature}" + (" (greedy)" if args.temperature == 0 else ""))
+    print(f"Top-k: {args.top_k if args.top_k > 0 else 'disabled'}")
+    print(f"Top-p: {args.top_p if args.top_p < 1.0 else 'disabled'}")
+    if args.min_p > 0:
+        print(f"Min-p: {args.min_p}")
+    if args.num_samples > 1:
+        print(f"Samples: {args.num_samples} (seeds {args.seed}..{args.seed + args.num_samples - 1})")
+    start = time.perf_counter()
+    result = generate(model, params, tokenizer, prompt, max_new_tokens=args.max_length, temperature=args.temperature,
+                      top_k=args.top_k, top_p=args.top_p, min_p=args.min_p, seed=args.seed,
+                      num_samples=args.num_samples)
+    seconds = time.perf_counter() - start
+    stops = {"eos": "end-of-sequence", "max_new_tokens": "max length", "context": f"model context ({config.max_len})"}
+    for i, text in enumerate(result.texts):
+        print()
+        print(THIN)
+        print("Generated text:" if args.num_samples == 1 else f"Generated text {i + 1}/{args.num_samples} "
+              f"(seed {args.seed + i}):")
+        print(THIN)
+        print(text)
+        print(f"[{len(result.new_token_ids[i])} new tokens; stopped at {stops[result.stop_reasons[i]]}]")
+    total = sum(len(ids) for ids in result.new_token_ids)
+    print(f"\n{total} tokens in {seconds:.2f} s (first call includes compilation)")
+
+
+def _read_prompts():
+    while True:
+        try:
+            text = input("\nEnter prompt (or 'quit' to exit): ")
+        except EOFError:
+            return
+        if text.strip() == "quit":
+            return
+        yield text
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load once, then generate for ``--prompt`` or each interactive prompt."""
+    print(RULE)
+    print(TITLE)
+    print(RULE)
+    print()
+    model, params, tokenizer, config = _load(args)
+    prompts = _read_prompts() if args.interactive else [args.prompt]
+    for prompt in prompts:
+        _generate_and_print(model, params, tokenizer, config, prompt.replace("\\n", "\n"), args)
+    return 0
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 ok, 1 bad input or files, 2 bad arguments).
+
+    Usage: ``main(["--prompt", "Hello", "--max-length", "20"])``
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.prompt is None and not args.interactive:
+        parser.error("the following arguments are required: --prompt (or use --interactive)")
+    if args.checkpoint is not None and not Path(args.checkpoint).exists():
+        print(f"error: Checkpoint not found: {args.checkpoint}", file=sys.stderr)
+        return 1
+    warnings.showwarning = _show_warning
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+        return run(args)
+    except (ValueError, FileNotFoundError, OSError) as err:
+        sys.stdout.flush()
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
