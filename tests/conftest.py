@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from txtgen_nb.config import ModelConfig
 from txtgen_nb.model import Transformer
 from txtgen_nb.tokenizer import SPECIAL_TOKENS
 
-os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="txtgen-xla-"))
 REPO = Path(__file__).resolve().parents[1]
 TINY_TEXT = [
     "Once upon a time, there was a little girl named Lily. She loved to play outside.",
