@@ -48,7 +48,7 @@ demo: setup output
 
 ## demo-model: retrain the bundled demo model (about 15 minutes on 2 CPU cores)
 demo-model: setup
-	$(PY) -m txtgen_nb.train --out $(DEMO) --dtype bfloat16
+	$(PY) -m txtgen_nb.train --out $(DEMO) --steps 2000 --dtype bfloat16
 
 ## bench: generation speed against a naive loop and the hardware floor
 bench: setup

@@ -244,7 +244,12 @@ def save_checkpoint(params: nnx.State | Transformer | dict, path: str | Path) ->
         old = path.with_name(f".{path.name}.{uuid.uuid4().hex}.old")
         if path.exists():
             os.replace(path, old)
-        os.replace(staging / "ckpt", path)
+        try:
+            os.replace(staging / "ckpt", path)
+        except BaseException:
+            if old.exists():
+                os.replace(old, path)
+            raise
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
