@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -89,8 +90,6 @@ def test_crash_while_saving_a_new_best_keeps_the_previous_one(tiny_run, tmp_path
         train(out=str(out), steps=40, eval_every=10, resume=True, progress=False)
     monkeypatch.undo()
     _, after, _, _ = load_run(out / "best_checkpoint")
-    import jax
-
     for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(after)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert not [p.name for p in out.iterdir() if p.name.startswith(".") and p.name.endswith(".saving")]

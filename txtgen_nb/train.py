@@ -45,14 +45,14 @@ class TrainConfig:
     out: str = "output"
     text: tuple[str, ...] = ()
     num_stories: int = 20000
-    steps: int = 1400
+    steps: int = 1200
     batch_size: int = 32
     lr: float = 3e-3
     warmup_steps: int = 100
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    vocab_size: int = 4096
-    d_model: int = 256
+    vocab_size: int = 2048
+    d_model: int = 128
     layers: int = 4
     heads: int = 4
     max_len: int = 128
@@ -425,13 +425,14 @@ def train(config: TrainConfig | None = None, *, progress: bool = True, **overrid
                desc="training", dynamic_ncols=True)
     last = start
     for step in bar:
-        batch = train_rows[_batch_indices(config.seed, step, len(train_rows), config.batch_size)]
+        rows = _batch_indices(config.seed, step, len(train_rows), config.batch_size)
+        batch = train_rows[rows]
         t0 = time.perf_counter()
         params, opt_state, loss_array = train_step(params, opt_state, batch)
         loss = float(loss_array)
         if step > start:  # the first step includes compilation
             train_time += time.perf_counter() - t0
-            tokens += int(target_counts[_batch_indices(config.seed, step, len(train_rows), config.batch_size)].sum())
+            tokens += int(target_counts[rows].sum())
         last = step + 1
         log["train"].append([last, loss])
         tok_s = tokens / train_time if train_time else 0.0
