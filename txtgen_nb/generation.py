@@ -136,8 +136,14 @@ def _generate_compiled(graphdef, params, prompt, pad, limit, seeds, temperature,
     logits, cache = model(prompt, positions=positions, mask=mask, cache=init_cache(model.config, batch, cache_size),
                           cache_index=0)
     keys = jax.vmap(_row_key)(seeds)
-    draw = jax.vmap(lambda key, step, row_logits, t, k, p, m: sampling.sample_token(
-        jax.random.fold_in(key, step), row_logits, temperature=t, top_k=k, top_p=p, min_p=m))
+
+    def draw(step, logits):
+        # filter the whole batch at once (no vmap: filter_logits_fast skips the vocabulary sort
+        # with one lax.cond for the batch), then one categorical draw per row with its own key
+        filtered = sampling.filter_logits_fast(logits, temperature=temperature, top_k=top_k, top_p=top_p,
+                                               min_p=min_p)
+        return jax.vmap(lambda key, row: jax.random.categorical(jax.random.fold_in(key, step), row, axis=-1))(
+            keys, filtered).astype(jnp.int32)
 
     trace = jnp.zeros((batch, max_steps, logits.shape[-1]), jnp.float32) if with_trace else None
     state = dict(step=jnp.int32(0), cache=cache, logits=logits[:, -1], tokens=jnp.zeros((batch, max_steps), jnp.int32),
@@ -148,7 +154,7 @@ def _generate_compiled(graphdef, params, prompt, pad, limit, seeds, temperature,
 
     def body(s):
         step = s["step"]
-        token = draw(keys, jnp.full((batch,), step), s["logits"], temperature, top_k, top_p, min_p)
+        token = draw(step, s["logits"])
         token = jnp.where(s["done"], 0, token)
         lengths = s["lengths"] + (~s["done"]).astype(jnp.int32)
         done = s["done"] | (token == eos_id) | (lengths >= limit)

@@ -130,6 +130,54 @@ def filter_logits(
     return filter_stages(logits, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p).min_p
 
 
+TOP_K_CAP = 64
+
+
+def filter_logits_fast(
+    logits: ArrayLike,
+    *,
+    temperature: ArrayLike,
+    top_k: ArrayLike = 0,
+    top_p: ArrayLike = 1.0,
+    min_p: ArrayLike = 0.0,
+    cap: int = TOP_K_CAP,
+) -> Array:
+    """:func:`filter_logits` (same rules, same result) without sorting the vocabulary each call.
+
+    Top-k and top-p only need the ``cap`` largest logits (``lax.top_k``) when every row has
+    ``1 <= top_k <= cap``, or top-k off and either ``top_p >= 1`` or a nucleus inside those ``cap``
+    tokens. Otherwise the whole batch takes the sorting path (one ``lax.cond`` for the batch: do
+    not ``vmap`` this function, or the cond becomes a select and both paths run).
+
+    Usage: ``filter_logits_fast(logits, temperature=0.8, top_k=50, top_p=1.0)``
+    """
+    raw = jnp.asarray(logits, jnp.float32)
+    vocab = raw.shape[-1]
+    cap = max(1, min(cap, vocab))
+    after_t = apply_temperature(raw, temperature)
+    k = jnp.broadcast_to(jnp.asarray(top_k, jnp.int32), raw.shape[:-1])[..., None]
+    p = _setting(top_p, raw)
+    k_on = (k > 0) & (k < vocab)  # k >= vocab keeps every token, like k == 0
+    small_k = k_on & (k <= cap)
+    top_vals = jax.lax.top_k(after_t, cap)[0]  # [..., cap], descending
+    kth = jnp.where(small_k, jnp.take_along_axis(top_vals, jnp.clip(k, 1, cap) - 1, axis=-1), NEG_INF)
+    after_k = jnp.where(after_t >= kth, after_t, NEG_INF)
+    # the top-p rule of apply_top_p on the window of the cap largest logits left after top-k
+    window = jnp.where(top_vals >= kth, top_vals, NEG_INF)
+    probs = jnp.exp(window - jax.nn.logsumexp(after_k, axis=-1, keepdims=True))
+    mass_before = jnp.cumsum(probs, axis=-1) - probs
+    keep_window = (mass_before < p).at[..., 0].set(True)
+    threshold = jnp.min(jnp.where(keep_window, window, jnp.inf), axis=-1, keepdims=True)
+    after_p = jnp.where((p >= 1.0) | (after_k >= threshold), after_k, NEG_INF)
+    # exact unless top-k needs a rank past the window, or top-p's nucleus may extend past it
+    exact = jnp.where(k_on, small_k, (p >= 1.0) | (jnp.sum(probs, axis=-1, keepdims=True) >= p))
+    return jax.lax.cond(
+        jnp.all(exact),
+        lambda: apply_min_p(after_p, min_p),
+        lambda: filter_logits(raw, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p),
+    )
+
+
 def probabilities(filtered_logits: ArrayLike) -> Array:
     """Renormalised probabilities of (filtered) logits; removed tokens get exactly 0.
 

@@ -1,0 +1,486 @@
+"""Generation speed: compiled KV-cache decoding vs a naive loop vs the hardware floor.
+
+Everything is measured side by side in ONE run (timings on a shared machine are noisy, so every
+number is the median of ``--repeats`` runs), and printed as a Markdown table:
+
+* which model (the bundled demo if present, else a random model of the demo's shape), its
+  parameter count and bytes;
+* tokens/s of the compiled decoder (``generation._generate_compiled``) at batch 1 and 16, and of
+  ``generate()`` end to end (tokenising, padding, decoding text included);
+* tokens/s of a naive loop: a jitted full forward over the whole sequence so far (padded to
+  ``max_len`` so it compiles once) per new token, sampling on the host in NumPy;
+* the floor: max(parameter bytes / measured memory bandwidth, decode FLOPs / measured matmul
+  rate) per token, and how far batch-1 decoding is from it;
+* first-call (compile) time for a new prompt bucket, and the number of recompilations after
+  changing temperature, top-k, top-p, min-p, seed and max length (must be 0).
+
+Usage::
+
+    python benchmarks/bench_generate.py               # about 1-2 minutes on 2 CPU cores
+    python benchmarks/bench_generate.py --random      # force the random model
+    python benchmarks/bench_generate.py --quick       # tiny model, a few tokens (smoke test)
+    python benchmarks/bench_generate.py --repeats 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+if importlib.util.find_spec("txtgen_nb") is None:  # not installed and no PYTHONPATH: use this checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from txtgen_nb import generation  # noqa: E402
+from txtgen_nb.config import ModelConfig  # noqa: E402
+from txtgen_nb.model import Transformer, count_params  # noqa: E402
+from txtgen_nb.tokenizer import encode_prompt  # noqa: E402
+
+DEMO_SHAPE = dict(vocab_size=4096, max_len=128, d_model=256, num_layers=4, num_heads=4)
+# not the tests' tiny_config shape, so nothing compiled earlier in a pytest session is reused
+QUICK_SHAPE = dict(vocab_size=320, max_len=40, d_model=32, num_layers=2, num_heads=4)
+PROMPT = "Once upon a time"
+BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+@dataclasses.dataclass
+class BenchSettings:
+    """What to measure. ``quick()`` is the smoke-test size."""
+
+    random_model: bool = False
+    quick: bool = False
+    repeats: int = 5
+    batches: tuple[int, ...] = (1, 16)
+    new_tokens: int = 100  # decoded tokens per row for the compiled decoder
+    naive_tokens: tuple[int, ...] = (24, 6)  # naive-loop tokens per row, per batch (cost/token is flat)
+    copy_mb: int = 256
+    matmul_n: int = 1024
+
+    @classmethod
+    def quick_settings(cls, repeats: int = 1) -> "BenchSettings":
+        return cls(random_model=True, quick=True, repeats=repeats, batches=(1, 4), new_tokens=8,
+                   naive_tokens=(4, 2), copy_mb=16, matmul_n=256)
+
+
+# ------------------------------------------------------------------------------------------
+# Model
+# ------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Subject:
+    model: Transformer
+    params: nnx.State
+    tokenizer: object
+    config: ModelConfig
+    source: str
+
+    @property
+    def num_params(self) -> int:
+        return count_params(self.params)
+
+    @property
+    def param_bytes(self) -> int:
+        return sum(int(x.size) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(self.params))
+
+
+def build_tokenizer(vocab_size: int):
+    """A byte-level BPE tokenizer trained on a few hundred grammar stories (a second or two)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from txtgen_nb.corpus import generate_stories
+    from txtgen_nb.tokenizer import SPECIAL_TOKENS
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(generate_stories(300, seed=0), trainer=trainer)
+    return tok
+
+
+def load_subject(settings: BenchSettings) -> Subject:
+    """The bundled demo model, or a random model of the same shape (``--random``, ``--quick``)."""
+    if not settings.random_model and not settings.quick:
+        from txtgen_nb.api import DEMO_DIR, load_model_and_tokenizer
+
+        if (DEMO_DIR / "best_checkpoint").is_dir():
+            model, params, tok, config = load_model_and_tokenizer()
+            return Subject(model, params, tok, config, "bundled demo (txtgen_nb/assets/demo)")
+    shape = QUICK_SHAPE if settings.quick else DEMO_SHAPE
+    config = ModelConfig(**shape)
+    model = Transformer(config, rngs=nnx.Rngs(0))
+    why = "--quick" if settings.quick else "--random" if settings.random_model else "no bundled demo"
+    return Subject(model, nnx.state(model, nnx.Param), build_tokenizer(config.vocab_size), config,
+                   f"random {'tiny' if settings.quick else 'demo-shaped'} model ({why})")
+
+
+# ------------------------------------------------------------------------------------------
+# Timing helpers
+# ------------------------------------------------------------------------------------------
+
+def median_time(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``fn()`` (which must block until its result is ready)."""
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+class CompileCounter:
+    """Counts XLA backend compilations (jax.monitoring event; fires for every new executable)."""
+
+    def __init__(self):
+        self.events: list[tuple[str, float]] = []
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+
+    def _listen(self, event: str, duration: float, **kwargs) -> None:
+        if event == BACKEND_COMPILE_EVENT:
+            self.events.append((str(kwargs.get("fun_name", "?")), duration))
+
+    def count(self, name_fragment: str = "") -> int:
+        return sum(1 for name, _ in self.events if name_fragment in name)
+
+    def seconds(self, name_fragment: str = "") -> float:
+        return sum(d for name, d in self.events if name_fragment in name)
+
+    def close(self) -> None:
+        try:
+            jax.monitoring.unregister_event_duration_listener(self._listen)
+        except (AssertionError, ValueError, AttributeError):
+            pass
+
+
+def jit_cache_size(fn) -> int | None:
+    """Number of compiled variants a ``jax.jit`` function holds (``None`` where unsupported)."""
+    size = getattr(fn, "_cache_size", None)
+    return size() if callable(size) else None
+
+
+# ------------------------------------------------------------------------------------------
+# Compiled decoder (the system under test)
+# ------------------------------------------------------------------------------------------
+
+def compiled_inputs(subject: Subject, batch: int, new_tokens: int, *, temperature=0.8, top_k=50, top_p=1.0,
+                    min_p=0.0, seed=0, prompt: str = PROMPT) -> dict:
+    """Arguments for ``generation._generate_compiled`` laid out exactly as ``generate()`` does,
+    except ``eos_id=-1``: no row can stop early, so every row decodes exactly ``new_tokens``."""
+    ids = encode_prompt(subject.tokenizer, prompt)
+    max_len = subject.config.max_len
+    padded = generation._bucket(batch, limit=1 << 30)
+    prompt_len = generation._bucket(len(ids), limit=max_len, minimum=generation.PROMPT_BUCKET_MIN)
+    tokens = np.zeros((padded, prompt_len), np.int32)
+    tokens[:, prompt_len - len(ids):] = ids
+    limit = np.zeros((padded,), np.int32)
+    limit[:batch] = min(new_tokens, max_len - len(ids))
+    words = np.stack([generation.seed_words(seed + b) for b in range(padded)])
+    full = lambda value, dtype: np.full((padded,), value, dtype)  # noqa: E731
+    return dict(graphdef=nnx.graphdef(subject.model), params=subject.params, prompt=tokens,
+                pad=full(prompt_len - len(ids), np.int32), limit=limit, seeds=words,
+                temperature=full(temperature, np.float32), top_k=full(top_k, np.int32),
+                top_p=full(top_p, np.float32), min_p=full(min_p, np.float32), eos_id=np.int32(-1),
+                max_steps=max_len, with_trace=False)
+
+
+def run_compiled(inputs: dict) -> tuple[np.ndarray, np.ndarray]:
+    tokens, lengths, _ = generation._generate_compiled(**inputs)
+    return np.asarray(tokens), np.asarray(lengths)
+
+
+@dataclasses.dataclass
+class DecodeTiming:
+    batch: int
+    new_tokens: int
+    seconds: float  # one call: prefill + new_tokens decode steps
+    step_seconds: float  # marginal time of one decode step: (t(N) - t(1)) / (N - 1)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.batch * self.new_tokens / self.seconds
+
+    @property
+    def step_tokens_per_s(self) -> float:
+        return self.batch / self.step_seconds
+
+
+def bench_compiled(subject: Subject, batch: int, new_tokens: int, repeats: int) -> DecodeTiming:
+    """Tokens/s of the compiled decoder with a fixed token count (eos disabled, see compiled_inputs).
+
+    The marginal step time subtracts a 1-token call (prefill + 1 step) from the N-token call, so it
+    is the decode loop alone, the number to compare with the per-token floor.
+    """
+    long_in = compiled_inputs(subject, batch, new_tokens)
+    short_in = compiled_inputs(subject, batch, 1)
+    tokens, lengths = run_compiled(long_in)  # compile + warm up
+    n = int(lengths[0])
+    assert n > 0 and (lengths[:batch] == n).all(), "eos_id=-1 must give every row the same length"
+    run_compiled(short_in)
+    t_long = median_time(lambda: run_compiled(long_in), repeats)
+    t_short = median_time(lambda: run_compiled(short_in), repeats)
+    step = max(t_long - t_short, 1e-9) / max(n - 1, 1)
+    return DecodeTiming(batch, n, t_long, step)
+
+
+def bench_generate_api(subject: Subject, batch: int, new_tokens: int, repeats: int) -> float:
+    """Tokens/s of the public ``generate()`` end to end, counting the tokens actually produced
+    (a row may stop early at end-of-sequence, so the sum of lengths, not batch x max_new_tokens)."""
+    prompts = [PROMPT] * batch
+    counts = []
+
+    def call():
+        result = generation.generate(subject.model, subject.params, subject.tokenizer, prompts,
+                                     max_new_tokens=new_tokens, seed=0)
+        counts.append(sum(len(ids) for ids in result.new_token_ids))
+
+    call()
+    seconds = median_time(call, repeats)
+    return statistics.median(counts) / seconds
+
+
+# ------------------------------------------------------------------------------------------
+# Naive baseline
+# ------------------------------------------------------------------------------------------
+
+@jax.jit
+def _naive_forward(graphdef, params, tokens, last):
+    """Full causal forward over ``tokens [B, max_len]``; logits at position ``last`` only."""
+    model = nnx.merge(graphdef, params)
+    logits = model(tokens)
+    return jax.lax.dynamic_index_in_dim(logits, last, axis=1, keepdims=False)
+
+
+def _naive_sample(rng: np.random.Generator, logits: np.ndarray, temperature: float, top_k: int) -> np.ndarray:
+    """Temperature then top-k sampling of one token per row, in NumPy."""
+    logits = logits.astype(np.float64) / temperature
+    kth = -np.partition(-logits, top_k - 1, axis=-1)[:, top_k - 1: top_k]
+    logits = np.where(logits >= kth, logits, -np.inf)
+    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    probs /= probs.sum(axis=-1, keepdims=True)
+    return np.array([rng.choice(len(p), p=p) for p in probs], np.int32)
+
+
+def naive_generate(subject: Subject, batch: int, new_tokens: int, *, temperature: float = 0.8,
+                   top_k: int = 50, seed: int = 0) -> np.ndarray:
+    """The naive loop: one jitted full forward pass per new token, sampling on the host."""
+    config = subject.config
+    ids = encode_prompt(subject.tokenizer, PROMPT)
+    tokens = np.zeros((batch, config.max_len), np.int32)
+    tokens[:, : len(ids)] = ids
+    rng = np.random.default_rng(seed)
+    graphdef = nnx.graphdef(subject.model)
+    length = len(ids)
+    for _ in range(min(new_tokens, config.max_len - length)):
+        logits = np.asarray(_naive_forward(graphdef, subject.params, tokens, np.int32(length - 1)))
+        tokens[:, length] = _naive_sample(rng, logits, temperature, min(top_k, config.vocab_size))
+        length += 1
+    return tokens[:, len(ids): length]
+
+
+def bench_naive(subject: Subject, batch: int, new_tokens: int, repeats: int) -> float:
+    naive_generate(subject, batch, 1)  # compile
+    seconds = median_time(lambda: naive_generate(subject, batch, new_tokens), repeats)
+    return batch * min(new_tokens, subject.config.max_len - len(encode_prompt(subject.tokenizer, PROMPT))) / seconds
+
+
+# ------------------------------------------------------------------------------------------
+# Hardware floor
+# ------------------------------------------------------------------------------------------
+
+def memory_bandwidth(megabytes: int, repeats: int) -> tuple[float, float]:
+    """(jitted, NumPy) copy bandwidth in bytes/s, counting bytes read + bytes written."""
+    n = megabytes * (1 << 20) // 4
+    x = jnp.arange(n, dtype=jnp.float32)
+    copy = jax.jit(lambda a: a + 1.0)  # `+ 1` so XLA cannot elide the copy; read n, write n
+    copy(x).block_until_ready()
+    t_jax = median_time(lambda: copy(x).block_until_ready(), max(3, repeats))
+    src = np.asarray(x)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    t_np = median_time(lambda: np.copyto(dst, src), max(3, repeats))
+    moved = 2 * 4 * n
+    return moved / t_jax, moved / t_np
+
+
+def matmul_rate(n: int, repeats: int) -> float:
+    """FLOP/s of a jitted float32 ``[n, n] @ [n, n]`` matmul."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    mm = jax.jit(jnp.matmul)
+    mm(a, b).block_until_ready()
+    seconds = median_time(lambda: mm(a, b).block_until_ready(), max(5, repeats))
+    return 2 * n ** 3 / seconds
+
+
+def decode_flops_per_token(subject: Subject, context: float) -> float:
+    """≈ 2 x params (every weight is one multiply-add; the tied head uses the embedding) plus
+    attention: per layer, q.k and weights.v over ``context`` keys, 2 x 2 x context x d_model."""
+    c = subject.config
+    return 2 * subject.num_params + c.num_layers * 4 * context * c.d_model
+
+
+# ------------------------------------------------------------------------------------------
+# Compilation behaviour
+# ------------------------------------------------------------------------------------------
+
+def compile_behaviour(subject: Subject, counter: CompileCounter) -> dict:
+    """First-call time for a new prompt bucket, then recompiles after changing every setting.
+
+    Uses the public ``generate()``. The new bucket is a prompt of 17..32 tokens (bucket 32 or the
+    model's context), which nothing earlier in the run has used.
+    """
+    m, p, tok = subject.model, subject.params, subject.tokenizer
+    max_len = subject.config.max_len
+    words = "the cat sat on the mat and looked at the big red ball".split()
+    target = min(generation.PROMPT_BUCKET_MIN + 4, max_len - 4)
+    text = ""
+    while len(encode_prompt(tok, text)) < target:
+        text = (text + " " + words[len(text) % len(words)]).strip()
+    gen = lambda **kw: generation.generate(m, p, tok, text, **{"max_new_tokens": 8, **kw})  # noqa: E731
+
+    before = counter.count("_generate_compiled")
+    start = time.perf_counter()
+    gen()
+    first = time.perf_counter() - start
+    compiled_first = counter.count("_generate_compiled") - before
+    compile_seconds = sum(d for name, d in counter.events[-max(compiled_first, 1):] if "_generate_compiled" in name)
+    second = median_time(gen, 3)
+
+    cache_before, events_before = jit_cache_size(generation._generate_compiled), counter.count("_generate_compiled")
+    changes = [dict(temperature=0.0), dict(temperature=1.7), dict(top_k=0), dict(top_k=7), dict(top_p=0.5),
+               dict(top_p=0.95, top_k=0), dict(min_p=0.1), dict(seed=12345), dict(seed=10 ** 20),
+               dict(max_new_tokens=1), dict(max_new_tokens=3), dict(temperature=0.3, top_k=3, top_p=0.7, min_p=0.05,
+                                                                    seed=7, max_new_tokens=5)]
+    for change in changes:
+        gen(**change)
+    cache_after = jit_cache_size(generation._generate_compiled)
+    recompiles = counter.count("_generate_compiled") - events_before
+    if cache_before is not None:
+        recompiles = max(recompiles, cache_after - cache_before)
+    return dict(first_call_s=first, second_call_s=second, compiles_first_call=compiled_first,
+                compile_s=compile_seconds, recompiles=recompiles, settings_tried=len(changes))
+
+
+# ------------------------------------------------------------------------------------------
+# The run and the table
+# ------------------------------------------------------------------------------------------
+
+def run(settings: BenchSettings) -> tuple[list[tuple[str, str, str]], dict]:
+    """All measurements; returns the table rows (metric, value, note) and the raw numbers."""
+    counter = CompileCounter()
+    try:
+        subject = load_subject(settings)
+        c = subject.config
+        raw: dict = dict(source=subject.source, params=subject.num_params, param_bytes=subject.param_bytes)
+        rows = [
+            ("model", subject.source, f"V={c.vocab_size} ctx={c.max_len} d={c.d_model} L={c.num_layers} "
+                                      f"H={c.num_heads} {c.dtype}"),
+            ("parameters", f"{subject.num_params:,}", f"{subject.param_bytes / 1e6:.2f} MB"),
+        ]
+
+        bw_jax, bw_np = memory_bandwidth(settings.copy_mb, settings.repeats)
+        bandwidth = max(bw_jax, bw_np)
+        flops_rate = matmul_rate(settings.matmul_n, settings.repeats)
+
+        decode = {b: bench_compiled(subject, b, settings.new_tokens, settings.repeats) for b in settings.batches}
+        api = {b: bench_generate_api(subject, b, settings.new_tokens, settings.repeats) for b in settings.batches}
+        naive = {b: bench_naive(subject, b, n, settings.repeats) for b, n in zip(settings.batches, settings.naive_tokens)}
+        behaviour = compile_behaviour(subject, counter)
+
+        b1 = settings.batches[0]
+        prompt_len = len(encode_prompt(subject.tokenizer, PROMPT))
+        context = prompt_len + decode[b1].new_tokens / 2  # mean number of keys a decode step attends to
+        flops = decode_flops_per_token(subject, context)
+        floor_mem = subject.param_bytes / bandwidth
+        floor_flop = flops / flops_rate
+        floor = max(floor_mem, floor_flop)
+        step = decode[b1].step_seconds
+        raw.update(bandwidth=bandwidth, bandwidth_jax=bw_jax, bandwidth_numpy=bw_np, matmul_flops=flops_rate,
+                   decode_flops=flops, floor_s=floor, floor_mem_s=floor_mem, floor_flop_s=floor_flop,
+                   decode={b: dataclasses.asdict(t) | dict(tokens_per_s=t.tokens_per_s,
+                                                           step_tokens_per_s=t.step_tokens_per_s)
+                           for b, t in decode.items()},
+                   generate_api=api, naive=naive, behaviour=behaviour,
+                   x_naive=decode[b1].tokens_per_s / naive[b1], x_floor=step / floor)
+
+        rows += [
+            ("memory bandwidth", f"{bandwidth / 1e9:.1f} GB/s",
+             f"copy of {settings.copy_mb} MB, read+write; jit {bw_jax / 1e9:.1f}, numpy {bw_np / 1e9:.1f}"),
+            ("matmul rate", f"{flops_rate / 1e9:.1f} GFLOP/s",
+             f"jitted f32 {settings.matmul_n}x{settings.matmul_n} @ {settings.matmul_n}x{settings.matmul_n}"),
+            ("floor (a) weights / bandwidth", f"{floor_mem * 1e3:.3f} ms/token", f"{subject.param_bytes / 1e6:.2f} MB per step"),
+            ("floor (b) FLOPs / matmul rate", f"{floor_flop * 1e3:.3f} ms/token", f"{flops / 1e6:.2f} MFLOP per token"),
+            ("floor = max(a, b)", f"{floor * 1e3:.3f} ms/token", f"{1 / floor:,.0f} tokens/s at batch 1"),
+        ]
+        for b in settings.batches:
+            t = decode[b]
+            rows.append((f"compiled decode, batch {b}", f"{t.tokens_per_s:,.1f} tokens/s",
+                         f"{t.new_tokens} new tokens/row incl. prefill, {t.seconds * 1e3:.1f} ms/call"))
+            rows.append((f"compiled decode step, batch {b}", f"{t.step_seconds * 1e3:.3f} ms/step",
+                         f"{t.step_tokens_per_s:,.1f} tokens/s in the loop alone"))
+        for b in settings.batches:
+            rows.append((f"generate() end to end, batch {b}", f"{api[b]:,.1f} tokens/s",
+                         "tokens actually produced (eos may stop rows early)"))
+        for b, n in zip(settings.batches, settings.naive_tokens):
+            rows.append((f"naive loop, batch {b}", f"{naive[b]:,.1f} tokens/s",
+                         f"full forward over {c.max_len} slots per token, NumPy sampling ({n} tokens/row)"))
+        hit_naive = raw["x_naive"] >= 10
+        hit_floor = raw["x_floor"] <= 2
+        rows += [
+            (f"speed-up vs naive, batch {b1}", f"{raw['x_naive']:.1f}x", "target >= 10x: " + ("met" if hit_naive else "MISSED")),
+        ]
+        for b in settings.batches[1:]:
+            rows.append((f"speed-up vs naive, batch {b}", f"{decode[b].tokens_per_s / naive[b]:.1f}x", ""))
+        rows += [
+            (f"decode step vs floor, batch {b1}", f"{raw['x_floor']:.2f}x of floor",
+             "target <= 2x: " + ("met" if hit_floor else "MISSED")),
+            ("first call, new prompt bucket", f"{behaviour['first_call_s']:.2f} s",
+             f"{behaviour['compiles_first_call']} compile(s), {behaviour['compile_s']:.2f} s in XLA; "
+             f"next call {behaviour['second_call_s'] * 1e3:.1f} ms"),
+            ("recompiles after changing settings", f"{behaviour['recompiles']}",
+             f"{behaviour['settings_tried']} calls changing temperature/top-k/top-p/min-p/seed/max length"),
+        ]
+        return rows, raw
+    finally:
+        counter.close()
+
+
+def format_table(rows: list[tuple[str, str, str]]) -> str:
+    lines = ["| metric | value | note |", "|---|---|---|"]
+    lines += [f"| {m} | {v} | {n} |" for m, v, n in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny random model, a few tokens (smoke test)")
+    parser.add_argument("--random", action="store_true", help="use a random model even if the demo exists")
+    parser.add_argument("--repeats", type=int, default=None, help="timing repeats per number (median)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        settings = BenchSettings.quick_settings(repeats=args.repeats or 1)
+    else:
+        settings = BenchSettings(random_model=args.random, repeats=args.repeats or 5)
+    start = time.perf_counter()
+    rows, raw = run(settings)
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, "
+          f"{len(jax.devices())} device(s); median of {settings.repeats} repeat(s)\n")
+    print(format_table(rows))
+    print(f"\nrecompiles after changing settings: {raw['behaviour']['recompiles']}")
+    print(f"(benchmark took {time.perf_counter() - start:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""Smoke test of benchmarks/bench_generate.py: the quick run's table and its no-recompile check.
+
+No wall-clock assertions: timings on a shared CPU are noise; only that numbers exist and are > 0.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+EXPECTED_ROWS = [
+    "model", "parameters", "memory bandwidth", "matmul rate", "floor (a) weights / bandwidth",
+    "floor (b) FLOPs / matmul rate", "floor = max(a, b)",
+    "compiled decode, batch 1", "compiled decode step, batch 1", "compiled decode, batch 4",
+    "compiled decode step, batch 4", "generate() end to end, batch 1", "generate() end to end, batch 4",
+    "naive loop, batch 1", "naive loop, batch 4", "speed-up vs naive, batch 1", "speed-up vs naive, batch 4",
+    "decode step vs floor, batch 1", "first call, new prompt bucket", "recompiles after changing settings",
+]
+NUMERIC_ROWS = EXPECTED_ROWS[1:]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_generate", REPO / "benchmarks" / "bench_generate.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_generate"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _number(text: str) -> float:
+    match = re.search(r"-?\d[\d,]*\.?\d*", text)
+    assert match, f"no number in {text!r}"
+    return float(match.group().replace(",", ""))
+
+
+@pytest.mark.slow
+def test_quick_run_prints_full_table_without_recompiles(bench, capsys):
+    assert bench.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 3 and cells[0] not in ("metric", "---"):
+            rows[cells[0]] = cells[1]
+    assert list(rows) == EXPECTED_ROWS
+    assert rows["model"].startswith("random tiny model")
+    for name in NUMERIC_ROWS:
+        if name != "recompiles after changing settings":
+            assert _number(rows[name]) > 0, (name, rows[name])
+    assert rows["recompiles after changing settings"] == "0"
+    assert "recompiles after changing settings: 0" in out
+
+
+def test_fixed_token_count_and_settings_do_not_recompile(bench):
+    settings = bench.BenchSettings.quick_settings()
+    subject = bench.load_subject(settings)
+    counter = bench.CompileCounter()
+    try:
+        tokens, lengths = bench.run_compiled(bench.compiled_inputs(subject, 2, 6))
+        assert (lengths[:2] == 6).all()  # eos_id=-1: every row decodes exactly the asked count
+        before_cache = bench.jit_cache_size(bench.generation._generate_compiled)
+        before_events = counter.count("_generate_compiled")
+        for change in [dict(temperature=0.0), dict(top_k=0, top_p=0.5), dict(min_p=0.2, seed=99), dict(top_k=3)]:
+            _, lengths = bench.run_compiled(bench.compiled_inputs(subject, 2, 3, **change))
+            assert (lengths[:2] == 3).all()
+        assert counter.count("_generate_compiled") == before_events
+        if before_cache is not None:
+            assert bench.jit_cache_size(bench.generation._generate_compiled) == before_cache
+        # the counter does see a real compilation (a new batch bucket)
+        bench.run_compiled(bench.compiled_inputs(subject, 8, 2))
+        assert counter.count("_generate_compiled") == before_events + 1
+    finally:
+        counter.close()
+
+
+def test_naive_loop_and_floor_helpers(bench):
+    subject = bench.load_subject(bench.BenchSettings.quick_settings())
+    out = bench.naive_generate(subject, 2, 3)
+    assert out.shape == (2, 3) and (out >= 0).all() and (out < subject.config.vocab_size).all()
+    assert bench.decode_flops_per_token(subject, 10) > 2 * subject.num_params
+    bw_jax, bw_np = bench.memory_bandwidth(4, 1)
+    assert bw_jax > 0 and bw_np > 0 and bench.matmul_rate(64, 1) > 0
+    assert np.isfinite(subject.param_bytes) and subject.param_bytes == 4 * subject.num_params
