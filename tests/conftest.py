@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -15,7 +17,9 @@ from txtgen_nb.config import ModelConfig
 from txtgen_nb.model import Transformer
 from txtgen_nb.tokenizer import SPECIAL_TOKENS
 
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="txtgen-xla-"))
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # CLI subprocesses share one throw-away XLA cache
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="txtgen-xla-")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
 REPO = Path(__file__).resolve().parents[1]
 TINY_TEXT = [
     "Once upon a time, there was a little girl named Lily. She loved to play outside.",
