@@ -67,8 +67,8 @@ class BenchSettings:
     matmul_n: int = 1024
 
     @classmethod
-    def quick_settings(cls, repeats: int = 1) -> "BenchSettings":
-        return cls(random_model=True, quick=True, repeats=repeats, batches=(1, 4), new_tokens=8,
+    def quick_settings(cls, repeats: int = 3) -> "BenchSettings":
+        return cls(random_model=True, quick=True, repeats=repeats, batches=(1, 4), new_tokens=48,
                    naive_tokens=(4, 2), copy_mb=16, matmul_n=256)
 
 
@@ -469,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="timing repeats per number (median)")
     args = parser.parse_args(argv)
     if args.quick:
-        settings = BenchSettings.quick_settings(repeats=args.repeats or 1)
+        settings = BenchSettings.quick_settings(repeats=args.repeats or 3)
     else:
         settings = BenchSettings(random_model=args.random, repeats=args.repeats or 5)
     start = time.perf_counter()

@@ -128,3 +128,17 @@ def test_bad_run_folder_one_line_error(tiny_run, tmp_path, damage, fragment):
 
 def test_console_script_installed():
     assert shutil.which("txtgen-generate", path=str(BIN)), "pip install -e . should install txtgen-generate"
+
+
+def test_run_in_subprocess_shows_output_and_errors(workdir, capsys):
+    from txtgen_nb.cli import run_in_subprocess
+
+    checkpoint = workdir / "output" / "best_checkpoint"
+    run_in_subprocess(f'--checkpoint "{checkpoint}" --prompt "Hello" --max-length 3 --seed 1')
+    out = capsys.readouterr().out
+    assert out.startswith("$ python generate_text.py --checkpoint") and "✓ Model loaded successfully!" in out
+    assert "exit status" not in out
+    run_in_subprocess(f'--checkpoint "{checkpoint}" --prompt "Hello" --temperature -1')
+    out = capsys.readouterr().out
+    assert "--temperature: must be >= 0" in out and out.rstrip().endswith("[exit status 2]")
+    assert "Traceback" not in out

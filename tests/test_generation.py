@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from txtgen_nb import evaluate_text, generate, generate_text
+from txtgen_nb import RECOMMENDED, SamplingSettings, evaluate_text, generate, generate_text, next_token_logits
 from txtgen_nb.generation import _generate_compiled
 from txtgen_nb.model import Transformer
 from txtgen_nb.tokenizer import encode_prompt, special_ids
@@ -136,7 +136,7 @@ def test_settings_seed_and_length_never_recompile(tiny_model, tiny_tok):
     (dict(temperature="hot"), "temperature must be >= 0"),
     (dict(temperature=float("nan")), "temperature must be >= 0"),
     (dict(num_samples=0), "num_samples must be an integer >= 1"),
-    (dict(seed=[1, 2]), "seed has 2 values for 1 rows"),
+    (dict(seed=[1, 2], num_samples=3), "seed has 2 values for 3 rows"),
 ])
 def test_bad_settings_raise_value_error(tiny_model, tiny_tok, kwargs, fragment):
     model, params, _ = tiny_model
@@ -155,3 +155,26 @@ def test_evaluate_text_matches_manual_nll(tiny_model, tiny_tok):
     assert np.isfinite(evaluate_text(model, params, tiny_tok, long_text))
     with pytest.raises(ValueError, match="empty"):
         evaluate_text(model, params, tiny_tok, "")
+
+
+def test_settings_objects_and_one_prompt_per_setting(tiny_model, tiny_tok):
+    model, params, _ = tiny_model
+    rows = [SamplingSettings(0.0, 0), SamplingSettings(1.5, 5, 0.9), SamplingSettings(1.0, 0, 1.0, 0.1)]
+    by_object = generate(model, params, tiny_tok, "Once upon", settings=rows, seed=[1, 1, 1], max_new_tokens=10,
+                         trace=True)
+    by_lists = generate(model, params, tiny_tok, ["Once upon"] * 3, temperature=[0.0, 1.5, 1.0], top_k=[0, 5, 0],
+                        top_p=[1.0, 0.9, 1.0], min_p=[0.0, 0.0, 0.1], seed=[1, 1, 1], max_new_tokens=10)
+    assert by_object.new_token_ids == by_lists.new_token_ids and len(by_object.texts) == 3
+    assert by_object.trace.settings == rows
+    one = generate(model, params, tiny_tok, "Once upon", settings=RECOMMENDED["balanced"], max_new_tokens=10, seed=2)
+    assert one.new_token_ids == generate(model, params, tiny_tok, "Once upon", temperature=0.8, top_k=50, top_p=0.9,
+                                         max_new_tokens=10, seed=2).new_token_ids
+    with pytest.raises(ValueError, match="settings has 3 values for 2 rows"):
+        generate(model, params, tiny_tok, ["a", "b"], settings=rows)
+
+
+def test_next_token_logits_are_the_first_trace_step(tiny_model, tiny_tok):
+    model, params, _ = tiny_model
+    logits = next_token_logits(model, params, tiny_tok, "The quick brown")
+    full = np.asarray(model(jnp.asarray(encode_prompt(tiny_tok, "The quick brown"))[None])[0, -1])
+    np.testing.assert_allclose(logits, full, atol=1e-4, rtol=1e-4)

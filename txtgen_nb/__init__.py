@@ -10,12 +10,14 @@ Usage::
 from txtgen_nb.api import demo_checkpoint, generate_text, load_model_and_tokenizer
 from txtgen_nb.checkpoint import load_run, save_run
 from txtgen_nb.config import ModelConfig, load_config
-from txtgen_nb.generation import GenerationResult, SamplingSettings, Trace, evaluate_text, generate
+from txtgen_nb.generation import (
+    RECOMMENDED, GenerationResult, SamplingSettings, Trace, evaluate_text, generate, next_token_logits,
+)
 from txtgen_nb.sampling import filter_logits, sample_token
 
 __all__ = [
-    "GenerationResult", "ModelConfig", "SamplingSettings", "Trace", "demo_checkpoint", "evaluate_text",
+    "RECOMMENDED", "GenerationResult", "ModelConfig", "SamplingSettings", "Trace", "demo_checkpoint", "evaluate_text",
     "filter_logits", "generate", "generate_text", "load_config", "load_model_and_tokenizer", "load_run",
-    "sample_token", "save_run",
+    "next_token_logits", "sample_token", "save_run",
 ]
 __version__ = "0.1.0"

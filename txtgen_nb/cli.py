@@ -174,6 +174,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_in_subprocess(arguments: str) -> None:
+    """Run ``python generate_text.py ARGUMENTS`` in a fresh Python process and print what it prints,
+    errors and a non-zero exit status included: the command line, shown from a notebook.
+
+    A subprocess (not ``!``, which forks the multithreaded JAX kernel) keeps the notebook clean.
+
+    Usage: ``run_in_subprocess('--prompt "Once upon a time" --max-length 40')``
+    """
+    import shlex
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "generate_text.py"
+    command = [sys.executable, str(script), *shlex.split(arguments)] if script.is_file() else [
+        sys.executable, "-m", "txtgen_nb.cli", *shlex.split(arguments)]
+    print(f"$ python generate_text.py {arguments}")
+    done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    print(done.stdout + done.stderr, end="")
+    if done.returncode:
+        print(f"[exit status {done.returncode}]")
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     print(f"warning: {message}", file=sys.stderr)
 

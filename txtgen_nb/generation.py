@@ -61,6 +61,15 @@ def validate_settings(temperature: float, top_k: int, top_p: float, min_p: float
             raise ValueError(f"{name} {rule}, got {value!r}")
 
 
+RECOMMENDED = {
+    "conservative": SamplingSettings(temperature=0.3, top_k=30, top_p=0.8),
+    "balanced": SamplingSettings(temperature=0.8, top_k=50, top_p=0.9),
+    "creative": SamplingSettings(temperature=1.2, top_k=60, top_p=0.95),
+    "experimental": SamplingSettings(temperature=1.5, top_k=0, top_p=1.0),
+}
+"""The user guide's recommended combinations (facts and code; general; stories; maximum diversity)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Trace:
     """What the sampler saw at each step, enough to re-filter without calling the model.
@@ -196,12 +205,15 @@ def generate(
     seed: int | Sequence[int] = 42,
     num_samples: int = 1,
     trace: bool = False,
+    settings: SamplingSettings | Sequence[SamplingSettings] | None = None,
 ) -> GenerationResult:
     """Generate continuations for one or more prompts in one compiled call.
 
     ``num_samples`` repeats each prompt with seeds ``seed, seed+1, ...``. Settings and seeds may
-    also be given per row (a sequence as long as the batch). Row ``b`` depends only on its own
-    prompt, settings and seed, so a batch of one equals a single call.
+    also be given per row (a sequence as long as the batch; one prompt is repeated to match), or as
+    ``settings`` (one :class:`SamplingSettings` or one per row) in place of the four separate
+    arguments. Row ``b`` depends only on its own prompt, settings and seed, so a batch of one equals
+    a single call.
 
     Usage: ``generate(model, params, tok, "Once upon a time", num_samples=4, trace=True)``
     """
@@ -212,13 +224,20 @@ def generate(
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
         raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+    per_row = [len(v) for v in (temperature, top_k, top_p, min_p, seed, settings)
+               if isinstance(v, (list, tuple, np.ndarray))]
+    if len(prompts) == 1 and num_samples == 1 and per_row:
+        prompts = prompts * max(per_row)  # one prompt, one row per given setting or seed
+    rows_prompts = [p for p in prompts for _ in range(num_samples)]
     if isinstance(seed, (list, tuple, np.ndarray)):
-        rows_prompts = [p for p in prompts for _ in range(num_samples)]
         seeds = _as_rows(seed, len(rows_prompts), "seed")
     else:
-        rows_prompts = [p for p in prompts for _ in range(num_samples)]
         seeds = [int(seed) + i for _ in prompts for i in range(num_samples)]
     batch = len(rows_prompts)
+    if settings is not None:
+        rows = _as_rows(settings, batch, "settings")
+        temperature, top_k, top_p, min_p = ([getattr(s, f) for s in rows] for f in
+                                            ("temperature", "top_k", "top_p", "min_p"))
     settings = [SamplingSettings(t, k, p, m) for t, k, p, m in zip(
         _as_rows(temperature, batch, "temperature"), _as_rows(top_k, batch, "top_k"),
         _as_rows(top_p, batch, "top_p"), _as_rows(min_p, batch, "min_p"))]
@@ -274,6 +293,15 @@ def generate(
     return GenerationResult(texts=[p + c for p, c in zip(rows_prompts, continuations)], continuations=continuations,
                             new_token_ids=new_ids, prompt_token_counts=[len(ids) for ids in prompt_ids],
                             stop_reasons=reasons, trace=trace_obj)
+
+
+def next_token_logits(model: Transformer, params: nnx.State, tokenizer: Tokenizer, prompt: str) -> np.ndarray:
+    """Raw next-token logits ``[vocab]`` after ``prompt`` (one compiled step, no sampling choices).
+
+    Usage: ``viz.temperature_view(next_token_logits(model, params, tok, "Once upon a"), tok)``
+    """
+    result = generate(model, params, tokenizer, prompt, max_new_tokens=1, temperature=0.0, top_k=0, trace=True)
+    return result.trace.logits[0, 0]
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))

@@ -193,7 +193,7 @@ def entropy(filtered_logits: ArrayLike) -> Array:
     """
     probs = probabilities(filtered_logits)
     logp = jnp.where(probs > 0, jnp.log(jnp.where(probs > 0, probs, 1.0)), 0.0)
-    return -jnp.sum(probs * logp, axis=-1)
+    return jnp.maximum(-jnp.sum(probs * logp, axis=-1), 0.0) + 0.0  # never negative, never -0.0
 
 
 def sample_token(

@@ -14,6 +14,7 @@ Usage::
 from __future__ import annotations
 
 import json
+import unicodedata
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -90,7 +91,7 @@ def decode(tokenizer: Tokenizer, ids: Sequence[int]) -> str:
 
 def show_token(tokenizer: Tokenizer, token_id: int, max_chars: int = 12) -> str:
     """A readable label for one token: leading space as '␣', newline as '↵', tab as '⇥',
-    undecodable byte pieces as ``<0xNN>``, long pieces shortened with '…'.
+    undecodable byte pieces and control characters as ``<0xNN>``, long pieces shortened with '…'.
 
     Usage: ``show_token(tok, 42)``
     """
@@ -108,6 +109,7 @@ def show_token(tokenizer: Tokenizer, token_id: int, max_chars: int = 12) -> str:
             raw = _byte_level_bytes(piece)
             text = "".join(f"<0x{b:02X}>" for b in raw) if raw is not None else piece
     text = text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥").replace("\r", "␍")
+    text = "".join(f"<0x{ord(ch):02X}>" if unicodedata.category(ch) in ("Cc", "Cf") else ch for ch in text)
     if len(text) > max_chars:
         text = text[: max_chars - 1] + "…"
     return text

@@ -370,7 +370,7 @@ def train(config: TrainConfig | None = None, *, progress: bool = True, **overrid
     config = dataclasses.replace(config or TrainConfig(), **overrides)
     if isinstance(config.text, (str, Path)):
         config = dataclasses.replace(config, text=(str(config.text),))
-    config = dataclasses.replace(config, text=tuple(str(t) for t in config.text))
+    config = dataclasses.replace(config, out=str(config.out), text=tuple(str(t) for t in config.text))
     validate(config)
     out = Path(config.out)
     previous_log: dict[str, Any] | None = None

@@ -1,0 +1,319 @@
+"""The explorer notebook in a real JupyterLab, driven by headless Chromium through Playwright.
+
+Starts ``jupyter lab`` on a free local port with throw-away settings, opens
+``notebooks/04_interactive_explorer.ipynb``, runs all cells and checks that the widgets render as
+widgets (not as "Error displaying widget" or their text form), then moves the first explorer's
+Temperature slider with the keyboard and waits for its plot to be redrawn by the kernel.
+
+Screenshots go to ``artifacts/browser/`` (``before.png``, ``after.png``, ``failure.png`` when the
+test fails), next to the server log ``jupyter.log`` and the browser console ``console.log``.
+
+Needs Chromium (Debian: ``apt-get install chromium``, or ``make chromium``); skipped without it.
+Playwright drives that system Chromium, so ``playwright install`` is never needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = "notebooks/04_interactive_explorer.ipynb"  # relative to the server's root_dir
+ARTIFACTS = REPO / "artifacts" / "browser"
+
+SERVER_START_S = 90  # until /api/status answers
+RUN_ALL_S = 180  # all cells executed: the first one imports JAX, loads the demo model and compiles
+REDRAW_S = 60  # slider released -> new plot image
+SHUTDOWN_S = 20
+
+# Throw-away JupyterLab user settings: no news/update toasts (no network), all cells attached to the DOM,
+# no autosave (the notebook in the repo keeps no outputs; checkpoints go to a temporary folder too).
+LAB_SETTINGS = {
+    "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
+        "fetchNews": "false", "checkForUpdates": False, "doNotDisturbMode": True},
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
+}
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+# ----- the JupyterLab server ---------------------------------------------------------------------
+
+@dataclass
+class LabServer:
+    base_url: str
+    token: str
+    process: subprocess.Popen
+
+    def url(self, path: str) -> str:
+        """``http://127.0.0.1:PORT/<path>?token=...``"""
+        return f"{self.base_url}/{path.lstrip('/')}?token={self.token}"
+
+    def api(self, path: str, method: str = "GET", timeout: float = 5) -> bytes:
+        request = urllib.request.Request(self.url(f"api/{path}"), method=method)
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.read()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_lab_settings(settings_dir: Path) -> None:
+    for name, values in LAB_SETTINGS.items():
+        path = settings_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values), encoding="utf-8")
+
+
+def wait_until_up(server: LabServer, log: Path) -> None:
+    """Poll ``/api/status`` until it answers (bounded); fail with the log tail if the server dies."""
+    deadline = time.monotonic() + SERVER_START_S
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            pytest.fail(f"jupyter lab exited with {server.process.returncode}:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(OSError):  # refused / reset / HTTP errors while starting
+            server.api("status", timeout=2)
+            return
+        time.sleep(0.5)
+    pytest.fail(f"jupyter lab did not answer within {SERVER_START_S} s:\n{log.read_text()[-3000:]}")
+
+
+def stop_server(server: LabServer) -> None:
+    """Shut the server down through the API (it stops its kernels), then make sure its process group is gone."""
+    with contextlib.suppress(OSError):
+        server.api("shutdown", method="POST")
+    try:
+        server.process.wait(timeout=SHUTDOWN_S)
+    except subprocess.TimeoutExpired:
+        server.process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.process.wait(timeout=5)
+    with contextlib.suppress(ProcessLookupError):  # kernels left behind share the server's own session
+        os.killpg(server.process.pid, signal.SIGKILL)
+    server.process.wait()
+
+
+@pytest.fixture
+def lab_root() -> Path:
+    """The server's root_dir; ``NOTEBOOK`` is relative to it."""
+    return REPO
+
+
+@pytest.fixture
+def lab_server(tmp_path: Path, lab_root: Path) -> Iterator[LabServer]:
+    """A private ``jupyter lab`` on 127.0.0.1 with a random token; stopped (kernels included) afterwards."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    settings_dir = tmp_path / "lab-settings"
+    write_lab_settings(settings_dir)
+    env = {key: value for key, value in os.environ.items() if key != "MPLBACKEND"}  # Agg hides inline plots
+    env.update(JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+               IPYTHONDIR=str(tmp_path / "ipython"), PYTHONUNBUFFERED="1")
+    port, token = free_port(), secrets.token_hex(16)
+    command = [
+        sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={lab_root}",
+        f"--LabApp.user_settings_dir={settings_dir}", f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
+        "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        f"--FileCheckpoints.checkpoint_dir={tmp_path / 'checkpoints'}",
+        "--LabApp.expose_app_in_browser=True",  # window.jupyterapp: read the kernel's state
+    ]
+    log = ARTIFACTS / "jupyter.log"
+    with log.open("w", encoding="utf-8") as log_file:
+        process = subprocess.Popen(command, cwd=lab_root, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    server = LabServer(f"http://127.0.0.1:{port}", token, process)
+    try:
+        wait_until_up(server, log)
+        yield server
+    finally:
+        stop_server(server)
+
+
+# ----- the browser -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    path = "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else shutil.which("chromium")
+    if not path:
+        pytest.skip("chromium not installed: apt-get install chromium")
+    return path
+
+
+@pytest.fixture
+def page(chromium: str):
+    """A fresh headless Chromium page (1400x1000); its console messages go to ``artifacts/browser/console.log``."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    messages: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True,
+                                    args=["--no-sandbox", "--disable-background-networking", "--disable-dev-shm-usage"])
+        try:
+            new_page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            new_page.on("console", lambda msg: messages.append(f"[{msg.type}] {msg.text}"))
+            new_page.on("pageerror", lambda err: messages.append(f"[pageerror] {err}"))
+            yield new_page
+        finally:
+            (ARTIFACTS / "console.log").write_text("\n".join(messages) + "\n", encoding="utf-8")
+            browser.close()
+
+
+def screenshot(page, name: str) -> Path:
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    return path
+
+
+@contextlib.contextmanager
+def screenshot_on_failure(page) -> Iterator[None]:
+    """Keep ``failure.png`` of the page as it was when anything in the block failed."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            screenshot(page, "failure")
+        raise
+
+
+# ----- JupyterLab steps --------------------------------------------------------------------------
+
+KERNEL_IDLE_JS = """() => {
+    const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+    const kernel = panel && panel.sessionContext && panel.sessionContext.session && panel.sessionContext.session.kernel;
+    return !!kernel && kernel.connectionStatus === 'connected' && kernel.status === 'idle';
+}"""
+
+
+def open_notebook(page, url: str) -> None:
+    """Open the notebook and wait until its kernel is connected and idle.
+
+    The toolbar's execution indicator says "idle" before the kernel even starts, and Run All at that
+    moment opens a "Select Kernel" dialog, so this asks the frontend's session instead.
+    """
+    page.goto(url)
+    page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
+    page.wait_for_function(KERNEL_IDLE_JS, timeout=60_000, polling=250)
+    page.keyboard.press("Escape")  # closes a toast, if any
+
+
+def run_all_cells(page) -> None:
+    """Run > Run All Cells from the main menu (the menu item's command is ``runmenu:run-all``)."""
+    page.locator("#jp-MainMenu .lm-MenuBar-item", has_text="Run").first.click()
+    page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
+
+
+def wait_until_executed(page) -> None:
+    """Wait until every code cell has an execution count (``[3]:``), failing early on an error output."""
+    state = page.wait_for_function(
+        """() => {
+            const error = document.querySelector('.jp-Notebook .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]');
+            if (error) return 'error: ' + error.innerText.slice(-2000);
+            const prompts = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')];
+            const done = prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
+            return done ? 'done' : false;
+        }""",
+        timeout=RUN_ALL_S * 1000, polling=500).json_value()
+    assert state == "done", f"a cell failed:\n{state}"
+
+
+def output_texts(page) -> list[str]:
+    return page.locator(".jp-Notebook .jp-OutputArea-output").all_inner_texts()
+
+
+def wait_for_widgets(page) -> None:
+    """Wait until a slider and an image are rendered and no widget output still says "Loading widget..."."""
+    page.locator(".jp-Notebook .jupyter-widgets .widget-slider").first.wait_for(timeout=30_000)
+    page.locator(".jp-Notebook .jupyter-widgets img").first.wait_for(timeout=30_000)
+    page.wait_for_function(
+        """() => ![...document.querySelectorAll('.jp-Notebook .jp-OutputArea-output')]
+                   .some(o => o.innerText.includes('Loading widget...'))""",
+        timeout=30_000, polling=250)
+
+
+def slider_value(slider) -> float:
+    return float(slider.locator(".widget-readout").inner_text())
+
+
+def drag_slider(page, slider, dx: float) -> None:
+    """Drag the noUiSlider handle ``dx`` pixels; with ``continuous_update=False`` the value is sent on release.
+
+    (Each ArrowRight on a focused handle also commits at once: noUiSlider fires "change" per key press,
+    so N presses mean N regenerations queued in the kernel.)
+    """
+    handle = slider.locator(".noUi-handle")
+    handle.scroll_into_view_if_needed()
+    box = handle.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + dx, y, steps=10)
+    page.mouse.up()
+
+
+def wait_for_new_src(img, old: str) -> str:
+    """Wait (bounded) until the image's ``src`` differs from ``old`` and return the new one."""
+    deadline = time.monotonic() + REDRAW_S
+    while time.monotonic() < deadline:
+        src = img.get_attribute("src") or ""
+        if src and src != old:
+            return src
+        time.sleep(0.25)
+    pytest.fail(f"the plot was not redrawn within {REDRAW_S} s of moving the slider")
+
+
+# ----- the test ----------------------------------------------------------------------------------
+
+def test_explorer_notebook_renders_widgets_and_slider_redraws_plot(lab_root, lab_server, page):
+    notebook = lab_root / NOTEBOOK
+    assert notebook.is_file(), f"{NOTEBOOK} is missing"
+    saved = notebook.read_bytes()
+    for old in ARTIFACTS.glob("*.png"):
+        old.unlink()
+    with screenshot_on_failure(page):
+        open_notebook(page, lab_server.url(f"lab/tree/{NOTEBOOK}"))
+        run_all_cells(page)
+        wait_until_executed(page)
+        wait_for_widgets(page)
+
+        texts = "\n".join(output_texts(page))
+        for bad in ("Error displaying widget", "SamplingExplorer(", "VBox(children=", "HBox(children="):
+            assert bad not in texts, f"{bad!r} in the notebook's outputs (widget not rendered):\n{texts[:3000]}"
+
+        # The first explorer: the first output with a Temperature slider; its plot is its last image.
+        temperature = page.locator(".widget-slider").filter(
+            has=page.locator(".widget-label", has_text="Temperature"))
+        explorer = page.locator(".jp-Notebook .jp-OutputArea-output").filter(has=temperature).first
+        slider, plot = explorer.locator(temperature).first, explorer.locator("img").last
+        value_before, src_before = slider_value(slider), plot.get_attribute("src") or ""
+        assert src_before.startswith(("blob:", "data:")), f"unexpected plot src {src_before[:80]!r}"
+        screenshot(page, "before")
+
+        drag_slider(page, slider, dx=40)
+        wait_for_new_src(plot, src_before)
+        page.wait_for_function(KERNEL_IDLE_JS, timeout=REDRAW_S * 1000, polling=250)  # regeneration done
+        assert slider_value(slider) > value_before, "the Temperature readout did not move"
+        assert "⚠" not in explorer.inner_text(), f"the explorer shows an error:\n{explorer.inner_text()[:2000]}"
+        explorer.scroll_into_view_if_needed()
+        screenshot(page, "after")
+    assert notebook.read_bytes() == saved, "JupyterLab saved the notebook (autosave should be off)"

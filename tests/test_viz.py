@@ -1,0 +1,146 @@
+"""Visualisation: the data behind every view equals the sampler's own filtering; figures render."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from txtgen_nb import SamplingSettings, generate, sampling, viz
+from txtgen_nb.generation import Trace
+
+
+@pytest.fixture(scope="module")
+def trace(tiny_model, tiny_tok) -> Trace:
+    model, params, _ = tiny_model
+    result = generate(model, params, tiny_tok, ["Once upon a time", "Hello"], temperature=[0.9, 1.3], top_k=[20, 0],
+                      top_p=[1.0, 0.8], seed=[0, 1], max_new_tokens=12, trace=True)
+    return result.trace
+
+
+def long_trace(steps: int = 180, vocab: int = 300, rows: int = 2) -> Trace:
+    """A synthetic trace with hundreds of steps (no model needed)."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(rows, steps, vocab)).astype(np.float32) * 3
+    return Trace(prompt_ids=[[2, 40]] * rows, token_ids=logits.argmax(-1).astype(np.int32),
+                 lengths=np.array([steps, steps - 30], np.int32), logits=logits,
+                 settings=[SamplingSettings(0.8, 50, 0.9), SamplingSettings(1.0, 0, 0.95, 0.02)], seeds=[0, 1],
+                 eos_id=3)
+
+
+def render(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def test_step_data_equals_filter_logits(trace, tiny_tok):
+    for settings in (None, SamplingSettings(0.5, 5, 0.7), SamplingSettings(0.0, 0, 1.0), SamplingSettings(2.0, 0, 0.3, 0.1)):
+        data = viz.step_data(trace, tiny_tok, step=4, row=1, settings=settings, top_n=30)
+        s = settings or trace.settings[1]
+        final = np.asarray(sampling.filter_logits(trace.logits[1, 4], temperature=s.temperature, top_k=s.top_k,
+                                                  top_p=s.top_p, min_p=s.min_p))
+        np.testing.assert_allclose(data.prob_after, np.asarray(sampling.probabilities(final))[data.ids], atol=1e-7)
+        np.testing.assert_array_equal(data.kept, np.isfinite(final[data.ids]))
+        assert data.num_kept == np.isfinite(final).sum()
+        before = np.asarray(sampling.probabilities(sampling.apply_temperature(trace.logits[1, 4], s.temperature)))
+        np.testing.assert_allclose(data.prob_before, before[data.ids], atol=1e-7)
+        assert data.chosen == trace.token_ids[1, 4] and data.chosen in data.ids
+
+
+def test_refiltering_changes_the_data_without_a_model(trace, tiny_tok):
+    wide = viz.step_data(trace, tiny_tok, 2, settings=SamplingSettings(1.5, 0, 1.0))
+    narrow = viz.step_data(trace, tiny_tok, 2, settings=SamplingSettings(1.5, 3, 1.0))
+    assert wide.num_kept == 300 and narrow.num_kept == 3
+    assert narrow.entropy_after < wide.entropy_after
+
+
+def test_pipeline_and_heatmap_use_the_same_filters(trace, tiny_tok):
+    fig = viz.pipeline_view(trace, tiny_tok, 3, settings=SamplingSettings(0.8, 10, 0.9, 0.05))
+    titles = [ax.get_title() for ax in fig.axes]
+    stages = sampling.filter_stages(trace.logits[0, 3], temperature=0.8, top_k=10, top_p=0.9, min_p=0.05)
+    for title, stage in zip(titles, stages):
+        assert f"{int(np.isfinite(np.asarray(stage)).sum()):,} kept" in title
+    assert len(titles) == 5
+
+
+def test_timeline_data_equals_per_step_filtering(trace):
+    data = viz.timeline_data(trace)
+    for row in range(trace.num_rows):
+        s = trace.settings[row]
+        for step in range(int(trace.lengths[row])):
+            final = np.asarray(sampling.filter_logits(trace.logits[row, step], temperature=s.temperature,
+                                                      top_k=s.top_k, top_p=s.top_p, min_p=s.min_p))
+            probs = np.asarray(sampling.probabilities(final))
+            assert data.num_kept[row, step] == np.isfinite(final).sum()
+            assert data.chosen_prob[row, step] == pytest.approx(probs[trace.token_ids[row, step]], abs=1e-6)
+            assert data.entropy_after[row, step] == pytest.approx(float(sampling.entropy(final)), abs=1e-5)
+        assert np.isnan(data.chosen_prob[row, int(trace.lengths[row]):]).all()
+
+
+def test_every_view_renders(trace, tiny_tok):
+    figures = [viz.step_view(trace, tiny_tok, 0), viz.pipeline_view(trace, tiny_tok, 1, row=1),
+               viz.timeline_view(trace), viz.heatmap_view(trace, tiny_tok),
+               viz.distribution_view(trace.logits[0, 0], tiny_tok, SamplingSettings(0.7, 5, 0.9))]
+    for fig in figures:
+        assert isinstance(fig, Figure)
+        assert render(fig).startswith(b"\x89PNG")
+    assert viz.figure_to_png(figures[0]).startswith(b"\x89PNG")
+
+
+def test_long_generations_paginate_and_overlay(tiny_tok):
+    trace = long_trace()
+    assert render(viz.timeline_view(trace, labels=["a", "b"]))
+    assert len(viz.timeline_view(trace).axes[0].get_lines()) == 2
+    pages = [viz.heatmap_view(trace, tiny_tok, row=0, max_steps=40, page=p) for p in range(5)]
+    assert "page 5 of 5" in pages[-1].axes[0].get_title(loc="left")
+    assert len(pages[0].axes[0].get_yticklabels()) == 40
+    with pytest.raises(ValueError, match="page must be between 0 and 4"):
+        viz.heatmap_view(trace, tiny_tok, max_steps=40, page=5)
+    with pytest.raises(ValueError, match="step must be between 0 and 149"):
+        viz.step_data(trace, tiny_tok, step=150, row=1)
+
+
+@pytest.mark.parametrize("color_by", ["probability", "rank", "entropy"])
+def test_colored_text_escapes_and_saves(tiny_model, tiny_tok, tmp_path, color_by):
+    model, params, _ = tiny_model
+    evil = "<script>alert(1)</script>"
+    trace = generate(model, params, tiny_tok, evil, max_new_tokens=6, trace=True).trace
+    text = viz.colored_text(trace, tiny_tok, color_by=color_by)
+    assert "<script>alert" not in text.html and "&lt;script&gt;alert(1)&lt;/script&gt;" in text.html
+    assert text.html.count('class="tg-tok"') == int(trace.lengths[0])
+    assert text._repr_html_() == text.html
+    path = text.save(tmp_path / "story.html")
+    saved = path.read_text(encoding="utf-8")
+    assert saved.startswith("<!DOCTYPE html>") and "&lt;script&gt;" in saved and "<script>alert" not in saved
+    with pytest.raises(ValueError, match="color_by"):
+        viz.colored_text(trace, tiny_tok, color_by="mood")
+
+
+def test_temperature_view_uses_apply_temperature(trace, tiny_tok):
+    logits = trace.logits[0, 0]
+    fig = viz.temperature_view(logits, tiny_tok, temperatures=[0.5, 2.0], top_n=8)
+    bars = fig.axes[0].containers
+    ids = np.argsort(-logits, kind="stable")[:8]
+    for container, t in zip(bars, [0.5, 2.0]):
+        want = np.asarray(sampling.probabilities(sampling.apply_temperature(logits, t)))[ids]
+        np.testing.assert_allclose([bar.get_height() for bar in container], want, rtol=1e-6)
+    assert render(fig).startswith(b"\x89PNG")
+
+
+def test_entropy_shown_is_never_negative_zero(tiny_tok):
+    peaked = np.full(300, -50.0, np.float32)
+    peaked[7] = 50.0
+    data = viz.distribution_data(peaked, tiny_tok, SamplingSettings(1.0, 0, 0.9))
+    assert data.num_kept == 1 and f"{data.entropy_after:.2f}" == "0.00"
+
+
+def test_token_labels_are_readable(tiny_tok):
+    from txtgen_nb.tokenizer import show_token
+
+    labels = {show_token(tiny_tok, i) for i in range(tiny_tok.get_vocab_size())}
+    assert {"<0x00>", "<0x1D>", "↵", "␣", "<bos>"} <= labels
+    assert all(ch.isprintable() for label in labels for ch in label)
+    assert all(len(label) <= 12 for label in labels)

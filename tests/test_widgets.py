@@ -1,0 +1,171 @@
+"""The notebook explorers, driven from code with the bundled demo model (no browser needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from txtgen_nb import load_model_and_tokenizer, viz, widgets
+from txtgen_nb.generation import SamplingSettings
+from txtgen_nb.sampling import filter_logits
+from txtgen_nb.tokenizer import decode
+
+STEPS = 12
+
+
+@pytest.fixture(scope="module")
+def demo():
+    model, params, tokenizer, _config = load_model_and_tokenizer()
+    return model, params, tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok(demo):
+    return demo[2]
+
+
+def assert_same_step_data(got: viz.StepData, want: viz.StepData) -> None:
+    np.testing.assert_array_equal(got.ids, want.ids)
+    np.testing.assert_allclose(got.prob_before, want.prob_before, rtol=1e-6)
+    np.testing.assert_allclose(got.prob_after, want.prob_after, rtol=1e-6)
+    np.testing.assert_array_equal(got.kept, want.kept)
+    assert (got.num_kept, got.chosen, got.settings) == (want.num_kept, want.chosen, want.settings)
+
+
+def test_sampling_explorer_sliders_refilter_and_regenerate(demo, tok):
+    ex = widgets.SamplingExplorer(*demo, max_new_tokens=STEPS, seed=0)
+    assert ex.generate_calls == 1 and ex.error.value == ""
+    assert ex.trace.token_ids.shape == (1, STEPS)
+    ex.step.value = 3
+    before, png, text = ex.current_step_data(), ex.plot.value, ex.result.texts[0]
+
+    ex.top_k.value = 3  # re-filter the shown step, then regenerate
+    assert ex.generate_calls == 2
+    data = ex.current_step_data()
+    assert data.settings == SamplingSettings(0.8, 3, 1.0, 0.0) == ex.trace.settings[0]
+    assert data.num_kept <= 3 < before.num_kept
+    assert_same_step_data(data, viz.step_data(ex.trace, tok, 3, settings=SamplingSettings(0.8, 3, 1.0, 0.0)))
+    assert ex.plot.value != png
+
+    html = ex.text_html.value
+    ex.top_k.value, ex.temperature.value = 0, 2.0  # hot and unfiltered: a different continuation
+    assert ex.generate_calls == 4
+    assert ex.result.texts[0] != text and ex.text_html.value != html
+    data = ex.current_step_data()
+    assert_same_step_data(data, viz.step_data(ex.trace, tok, 3, settings=SamplingSettings(2.0, 0, 1.0, 0.0)))
+    assert data.entropy_before > before.entropy_before
+
+
+def test_sampling_explorer_refilters_stored_logits_without_model_call(demo, tok):
+    ex = widgets.SamplingExplorer(*demo, max_new_tokens=STEPS, seed=0)
+    ex.auto_regenerate.value = False
+    trace, png = ex.trace, ex.plot.value
+    ex.top_p.value = 0.5
+    assert ex.generate_calls == 1 and ex.trace is trace
+    settings = SamplingSettings(0.8, 50, 0.5, 0.0)
+    assert_same_step_data(ex.current_step_data(), viz.step_data(trace, tok, 0, settings=settings))
+    assert ex.plot.value != png
+    ex.color_by.value = "entropy"
+    assert "entropy" in ex.text_html.value and ex.generate_calls == 1
+    step_png = bytes(ex.plot.value)
+    ex.view.value = "pipeline"
+    assert bytes(ex.plot.value).startswith(b"\x89PNG") and bytes(ex.plot.value) != step_png
+
+
+def test_step_slider_walks_the_generation(demo):
+    ex = widgets.SamplingExplorer(*demo, max_new_tokens=STEPS, seed=1)
+    assert (ex.step.min, ex.step.max) == (0, int(ex.trace.lengths[0]) - 1)
+    images = set()
+    for step in (0, 1, ex.step.max):
+        ex.step.value = step
+        assert ex.current_step_data().chosen == ex.trace.token_ids[0, step]
+        images.add(bytes(ex.plot.value))
+    assert len(images) == 3 and ex.generate_calls == 1
+
+
+def test_errors_show_inside_the_widget(demo, tmp_path):
+    ex = widgets.SamplingExplorer(checkpoint="/nonexistent")
+    assert "/nonexistent" in ex.error.value and ex.trace is None and ex.generate_button.disabled
+    ex.generate_button.click()  # nothing to run, nothing raised
+    assert ex.generate_calls == 0
+
+    odd = tmp_path / "<b>not a checkpoint"
+    odd.write_text("x")
+    ex = widgets.DistributionExplorer(checkpoint=odd)
+    assert "&lt;b&gt;not a checkpoint" in ex.error.value and "<b>not" not in ex.error.value
+
+    ex = widgets.SamplingExplorer(*demo, top_p=1.5, max_new_tokens=STEPS)
+    assert "top_p" in ex.error.value and ex.top_p.value == 1.0 and ex.generate_calls == 1
+
+    ex = widgets.CompareExplorer(*demo, settings=[SamplingSettings()])
+    assert "2 to 4" in ex.error.value and ex.generate_calls == 0
+
+    ex = widgets.SamplingExplorer(demo[0], max_new_tokens=STEPS)
+    assert "together" in ex.error.value
+
+
+def test_busy_state_and_callback_errors(demo, monkeypatch):
+    ex = widgets.SamplingExplorer(*demo, max_new_tokens=STEPS)
+    seen = []
+
+    def failing_generate(*args, **kwargs):
+        seen.append((ex.status.value, ex.generate_button.disabled))
+        raise ValueError("bad setting\nsecond line")
+
+    monkeypatch.setattr(widgets, "generate", failing_generate)
+    ex.generate_button.click()
+    assert seen == [("Generating…", True)]
+    assert "bad setting second line" in ex.error.value and "\n" not in ex.error.value
+    assert not ex.generate_button.disabled and ex.status.value == ""
+    monkeypatch.undo()
+    ex.generate_button.click()
+    assert ex.error.value == "" and ex.generate_calls == 2
+
+
+def test_distribution_explorer_refilters_without_model_call(demo):
+    ex = widgets.DistributionExplorer(*demo, prompt="The cat sat on the")
+    assert ex.generate_calls == 1 and ex.logits().shape == (demo[2].get_vocab_size(),)
+    png = ex.plot.value
+    for top_k in (7, 0):
+        ex.top_k.value = top_k
+        kept = np.isfinite(np.asarray(filter_logits(ex.logits(), temperature=0.8, top_k=top_k))).sum()
+        assert ex.current_step_data().num_kept == kept
+    assert ex.generate_calls == 1 and ex.plot.value != png
+    ex.prompt.value = "Once upon a time"
+    assert ex.generate_calls == 2
+
+
+def test_compare_explorer_one_batched_call(demo):
+    settings = [SamplingSettings(0.0, 0), SamplingSettings(1.0, 0), SamplingSettings(2.0, 0)]
+    ex = widgets.CompareExplorer(*demo, settings=settings, max_new_tokens=STEPS, seed=0)
+    assert ex.generate_calls == 1 and ex.error.value == ""
+    assert ex.trace.settings == settings and ex.trace.seeds == [0, 0, 0]
+    assert len(set(ex.result.texts)) == 3
+    assert ex.labels == ["greedy", "T=1", "T=2"]
+    assert all(label in ex.text_html.value for label in ex.labels)
+    assert bytes(ex.plot.value).startswith(b"\x89PNG")
+
+
+def test_branch_explorer_continues_from_an_alternative(demo, tok):
+    ex = widgets.BranchExplorer(*demo, max_new_tokens=STEPS, seed=0)
+    step = 4
+    ex.step.value = step
+    chosen = int(ex.trace.token_ids[0, step])
+    values = [value for _label, value in ex.alternative.options]
+    assert chosen in values and ex.alternative.value != chosen
+    alt = ex.alternative.value
+    ex.branch_button.click()
+    assert ex.generate_calls == 2 and ex.error.value == ""
+    prefix = decode(tok, ex.trace.context_ids(0, step)) + tok.decode([alt])
+    assert ex.branch_result.texts[0].startswith(prefix)
+    assert ex.branch_result.texts[0] != ex.result.texts[0]
+    assert "Branch at step 4" in ex.branch_html.value
+    ex.top_k.value = 2  # re-filters the shown step and its alternatives, no model call
+    assert ex.generate_calls == 2 and ex.current_step_data().num_kept <= 2
+
+
+def test_explorers_display_as_one_widget(demo):
+    ex = widgets.CompareExplorer(*demo, max_new_tokens=4)
+    bundle = ex._repr_mimebundle_()
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == ex.widget.model_id
+    assert ex.error in ex.widget.children
