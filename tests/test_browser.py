@@ -2,8 +2,8 @@
 
 Starts ``jupyter lab`` on a free local port with throw-away settings, opens
 ``notebooks/04_interactive_explorer.ipynb``, runs all cells and checks that the widgets render as
-widgets (not as "Error displaying widget" or their text form), then moves the first explorer's
-Temperature slider with the keyboard and waits for its plot to be redrawn by the kernel.
+widgets (not as "Error displaying widget" or their text form), then drags the first explorer's
+Temperature slider and waits for the kernel to redraw its plot.
 
 Screenshots go to ``artifacts/browser/`` (``before.png``, ``after.png``, ``failure.png`` when the
 test fails), next to the server log ``jupyter.log`` and the browser console ``console.log``.
@@ -24,7 +24,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +59,7 @@ class LabServer:
     base_url: str
     token: str
     process: subprocess.Popen
+    runtime_dir: Path  # private: the kernels' connection files are in it
 
     def url(self, path: str) -> str:
         """``http://127.0.0.1:PORT/<path>?token=...``"""
@@ -97,8 +97,18 @@ def wait_until_up(server: LabServer, log: Path) -> None:
     pytest.fail(f"jupyter lab did not answer within {SERVER_START_S} s:\n{log.read_text()[-3000:]}")
 
 
+def own_kernel_pids(runtime_dir: Path) -> list[int]:
+    """Processes whose command line names a file in the server's private runtime folder: its kernels."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            if f"{runtime_dir}{os.sep}".encode() in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+    return pids
+
+
 def stop_server(server: LabServer) -> None:
-    """Shut the server down through the API (it stops its kernels), then make sure its process group is gone."""
+    """Shut the server down through the API (it stops its kernels); kill whatever is left of it by pid."""
     with contextlib.suppress(OSError):
         server.api("shutdown", method="POST")
     try:
@@ -107,9 +117,12 @@ def stop_server(server: LabServer) -> None:
         server.process.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             server.process.wait(timeout=5)
-    with contextlib.suppress(ProcessLookupError):  # kernels left behind share the server's own session
+    with contextlib.suppress(ProcessLookupError):  # the server was started in a session of its own
         os.killpg(server.process.pid, signal.SIGKILL)
     server.process.wait()
+    for pid in own_kernel_pids(server.runtime_dir):  # kernels run in sessions of their own
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -125,7 +138,8 @@ def lab_server(tmp_path: Path, lab_root: Path) -> Iterator[LabServer]:
     settings_dir = tmp_path / "lab-settings"
     write_lab_settings(settings_dir)
     env = {key: value for key, value in os.environ.items() if key != "MPLBACKEND"}  # Agg hides inline plots
-    env.update(JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+    runtime_dir = tmp_path / "runtime"
+    env.update(JUPYTER_RUNTIME_DIR=str(runtime_dir), JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
                IPYTHONDIR=str(tmp_path / "ipython"), PYTHONUNBUFFERED="1")
     port, token = free_port(), secrets.token_hex(16)
     command = [
@@ -141,7 +155,7 @@ def lab_server(tmp_path: Path, lab_root: Path) -> Iterator[LabServer]:
     with log.open("w", encoding="utf-8") as log_file:
         process = subprocess.Popen(command, cwd=lab_root, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
                                    stderr=subprocess.STDOUT, start_new_session=True)
-    server = LabServer(f"http://127.0.0.1:{port}", token, process)
+    server = LabServer(f"http://127.0.0.1:{port}", token, process, runtime_dir)
     try:
         wait_until_up(server, log)
         yield server
@@ -223,32 +237,53 @@ def run_all_cells(page) -> None:
     page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
 
 
+# "done" when every code cell shows an execution count ("[3]:", not "[*]:" or "[ ]:"), or the first error
+# output of the notebook's model (errors render with the stderr MIME type, so the DOM cannot tell them apart).
+EXECUTED_JS = """() => {
+    const cells = window.jupyterapp.shell.currentWidget.content.widgets.filter(c => c.model.type === 'code');
+    for (const cell of cells) {
+        const error = cell.model.outputs.toJSON().find(o => o.output_type === 'error');
+        if (error) return `${error.ename}: ${error.evalue}\\n\\nin the cell:\\n${cell.model.sharedModel.getSource()}`;
+    }
+    const prompts = cells.map(c => c.node.querySelector('.jp-InputPrompt').textContent);
+    return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p)) ? 'done' : false;
+}"""
+
+
 def wait_until_executed(page) -> None:
-    """Wait until every code cell has an execution count (``[3]:``), failing early on an error output."""
-    state = page.wait_for_function(
-        """() => {
-            const error = document.querySelector('.jp-Notebook .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]');
-            if (error) return 'error: ' + error.innerText.slice(-2000);
-            const prompts = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')];
-            const done = prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
-            return done ? 'done' : false;
-        }""",
-        timeout=RUN_ALL_S * 1000, polling=500).json_value()
-    assert state == "done", f"a cell failed:\n{state}"
+    """Wait until every code cell has run; fail at once, with the error, when one raised."""
+    state = page.wait_for_function(EXECUTED_JS, timeout=RUN_ALL_S * 1000, polling=500).json_value()
+    if state != "done":
+        pytest.fail(f"a cell raised {state}", pytrace=False)
 
 
 def output_texts(page) -> list[str]:
     return page.locator(".jp-Notebook .jp-OutputArea-output").all_inner_texts()
 
 
+# [widget outputs in the notebook's model, widget outputs rendered as widgets, outputs still "Loading widget..."]
+WIDGETS_JS = """() => {
+    const cells = window.jupyterapp.shell.currentWidget.content.widgets.filter(c => c.model.type === 'code');
+    const expected = cells.flatMap(c => c.model.outputs.toJSON())
+        .filter(o => o.data && o.data['application/vnd.jupyter.widget-view+json']).length;
+    const outputs = [...document.querySelectorAll('.jp-Notebook .jp-OutputArea-output')];
+    const rendered = outputs.filter(o => o.querySelector(':scope > .jupyter-widgets')).length;
+    const loading = outputs.filter(o => o.innerText.includes('Loading widget...')).length;
+    return [expected, rendered, loading];
+}"""
+
+
 def wait_for_widgets(page) -> None:
-    """Wait until a slider and an image are rendered and no widget output still says "Loading widget..."."""
-    page.locator(".jp-Notebook .jupyter-widgets .widget-slider").first.wait_for(timeout=30_000)
-    page.locator(".jp-Notebook .jupyter-widgets img").first.wait_for(timeout=30_000)
-    page.wait_for_function(
-        """() => ![...document.querySelectorAll('.jp-Notebook .jp-OutputArea-output')]
-                   .some(o => o.innerText.includes('Loading widget...'))""",
-        timeout=30_000, polling=250)
+    """Wait (bounded) until every widget output of the notebook is rendered as a widget."""
+    deadline = time.monotonic() + 30
+    while True:
+        expected, rendered, loading = counts = page.evaluate(WIDGETS_JS)
+        if expected and rendered == expected and not loading:
+            return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    pytest.fail(f"[widget outputs, rendered, still loading] = {counts}: not every widget rendered")
 
 
 def slider_value(slider) -> float:
@@ -296,6 +331,8 @@ def test_explorer_notebook_renders_widgets_and_slider_redraws_plot(lab_root, lab
         wait_until_executed(page)
         wait_for_widgets(page)
 
+        assert page.locator(".jp-Notebook .jupyter-widgets .widget-slider").count() >= 1
+        assert page.locator(".jp-Notebook .jupyter-widgets img").count() >= 1
         texts = "\n".join(output_texts(page))
         for bad in ("Error displaying widget", "SamplingExplorer(", "VBox(children=", "HBox(children="):
             assert bad not in texts, f"{bad!r} in the notebook's outputs (widget not rendered):\n{texts[:3000]}"
@@ -307,6 +344,7 @@ def test_explorer_notebook_renders_widgets_and_slider_redraws_plot(lab_root, lab
         slider, plot = explorer.locator(temperature).first, explorer.locator("img").last
         value_before, src_before = slider_value(slider), plot.get_attribute("src") or ""
         assert src_before.startswith(("blob:", "data:")), f"unexpected plot src {src_before[:80]!r}"
+        explorer.scroll_into_view_if_needed()
         screenshot(page, "before")
 
         drag_slider(page, slider, dx=40)
