@@ -342,8 +342,7 @@ def heatmap_view(trace: Trace, tokenizer: Tokenizer, row: int = 0, top_n: int = 
     kept = np.isfinite(np.take_along_axis(final, order, axis=-1))
     fig = _new_figure(0.32 * len(steps) + 1.5)
     ax = fig.add_subplot()
-    cmap = matplotlib.colormaps[CMAP].copy()
-    cmap.set_bad(REMOVED)
+    cmap = matplotlib.colormaps[CMAP].with_extremes(bad=REMOVED)
     image = ax.imshow(np.where(kept, values, np.nan), cmap=cmap, vmin=0, vmax=1, aspect="auto")
     for i, step in enumerate(steps):
         for j, token in enumerate(order[i]):
