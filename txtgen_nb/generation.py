@@ -45,6 +45,12 @@ class SamplingSettings:
     def __post_init__(self) -> None:
         validate_settings(self.temperature, self.top_k, self.top_p, self.min_p)
 
+    def stages(self, logits: np.ndarray) -> sampling.Stages:
+        """``sampling.filter_stages`` of ``logits [..., vocab]`` with these settings (``.min_p`` is the
+        final filtered logits). Usage: ``SamplingSettings(0.8, 50).stages(logits).top_k``"""
+        return sampling.filter_stages(logits, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+                                      min_p=self.min_p)
+
 
 def validate_settings(temperature: float, top_k: int, top_p: float, min_p: float = 0.0) -> None:
     """Raise ``ValueError`` naming the first bad setting. Usage: ``validate_settings(0.8, 50, 1.0)``"""
@@ -96,9 +102,7 @@ class Trace:
 
     def stages(self, row: int, step: int, settings: SamplingSettings | None = None) -> sampling.Stages:
         """The sampling stages at one step, with the row's settings or others (no model call)."""
-        s = settings or self.settings[row]
-        return sampling.filter_stages(self.logits[row, step], temperature=s.temperature, top_k=s.top_k,
-                                      top_p=s.top_p, min_p=s.min_p)
+        return (settings or self.settings[row]).stages(self.logits[row, step])
 
 
 @dataclasses.dataclass(frozen=True)

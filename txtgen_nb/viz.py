@@ -118,8 +118,7 @@ def distribution_data(
     Usage: ``distribution_data(trace.logits[0, 3], tok, SamplingSettings(0.8, 50, 0.9))``
     """
     logits = np.asarray(logits, np.float32)
-    stages = sampling.filter_stages(logits, temperature=settings.temperature, top_k=settings.top_k,
-                                    top_p=settings.top_p, min_p=settings.min_p)
+    stages = settings.stages(logits)
     order = np.argsort(-logits, kind="stable")
     ids = order[: min(top_n, logits.size)]
     if chosen is not None and chosen not in ids:
@@ -236,8 +235,7 @@ def pipeline_view(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
     """
     data = step_data(trace, tokenizer, step, row, settings, top_n)
     s = data.settings
-    stages = sampling.filter_stages(trace.logits[row, step], temperature=s.temperature, top_k=s.top_k,
-                                    top_p=s.top_p, min_p=s.min_p)
+    stages = s.stages(trace.logits[row, step])
     panels = [("raw (T=1)", stages.raw), (f"temperature {s.temperature:g}", stages.temperature),
               (f"top-k {s.top_k}" if s.top_k else "top-k off", stages.top_k),
               (f"top-p {s.top_p:g}" if s.top_p < 1 else "top-p off", stages.top_p)]
@@ -334,8 +332,7 @@ def heatmap_view(trace: Trace, tokenizer: Tokenizer, row: int = 0, top_n: int = 
     steps = range(page * max_steps, min(length, (page + 1) * max_steps))
     s = settings or trace.settings[row]
     logits = trace.logits[row, list(steps)]
-    final = np.asarray(sampling.filter_logits(logits, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-                                              min_p=s.min_p))
+    final = np.asarray(s.stages(logits).min_p)
     probs = _probs(final)
     order = np.argsort(-logits, axis=-1, kind="stable")[:, :top_n]
     values = np.take_along_axis(probs, order, axis=-1)
@@ -409,8 +406,7 @@ def colored_text(trace: Trace, tokenizer: Tokenizer, row: int = 0, color_by: str
     length = int(trace.lengths[row])
     s = settings or trace.settings[row]
     logits = trace.logits[row, :length]
-    final = np.asarray(sampling.filter_logits(logits, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-                                              min_p=s.min_p)) if length else np.zeros((0, 1))
+    final = np.asarray(s.stages(logits).min_p) if length else np.zeros((0, 1))
     probs = _probs(final) if length else final
     tokens = trace.token_ids[row, :length].astype(np.int64)
     chosen_p = probs[np.arange(length), tokens] if length else np.zeros(0)

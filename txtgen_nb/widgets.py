@@ -241,9 +241,8 @@ class _TunableExplorer(_Explorer):
 
     def _sample(self, prompt: str, max_new_tokens: int) -> GenerationResult:
         """One counted model call with the sliders' settings and the seed."""
-        s = self.settings()
-        return self._generate(prompt, max_new_tokens=max_new_tokens, temperature=s.temperature, top_k=s.top_k,
-                              top_p=s.top_p, min_p=s.min_p, seed=int(self.seed.value))
+        return self._generate(prompt, max_new_tokens=max_new_tokens, settings=self.settings(),
+                              seed=int(self.seed.value))
 
 
 class SamplingExplorer(_TunableExplorer):
