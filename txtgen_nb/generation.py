@@ -187,8 +187,13 @@ def _generate_compiled(graphdef, params, prompt, pad, limit, seeds, temperature,
     return final["tokens"], final["lengths"], final["trace"]
 
 
+def _is_per_row(value) -> bool:
+    """Whether a setting or seed was given as one value per row."""
+    return isinstance(value, (list, tuple, np.ndarray))
+
+
 def _as_rows(value, batch: int, name: str) -> list:
-    if isinstance(value, (list, tuple, np.ndarray)):
+    if _is_per_row(value):
         if len(value) != batch:
             raise ValueError(f"{name} has {len(value)} values for {batch} rows")
         return list(value)
@@ -228,12 +233,11 @@ def generate(
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
         raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
-    per_row = [len(v) for v in (temperature, top_k, top_p, min_p, seed, settings)
-               if isinstance(v, (list, tuple, np.ndarray))]
+    per_row = [len(v) for v in (temperature, top_k, top_p, min_p, seed, settings) if _is_per_row(v)]
     if len(prompts) == 1 and num_samples == 1 and per_row:
         prompts = prompts * max(per_row)  # one prompt, one row per given setting or seed
     rows_prompts = [p for p in prompts for _ in range(num_samples)]
-    if isinstance(seed, (list, tuple, np.ndarray)):
+    if _is_per_row(seed):
         seeds = _as_rows(seed, len(rows_prompts), "seed")
     else:
         seeds = [int(seed) + i for _ in prompts for i in range(num_samples)]

@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 from flax import nnx
 from tokenizers import Tokenizer
 
-from txtgen_nb.corpus import complete_sentences, is_grammatical, tokenize
+from txtgen_nb.corpus import complete_sentences, grammatical_rate, tokenize
 from txtgen_nb.generation import generate
 from txtgen_nb.model import Transformer
 
@@ -78,11 +78,10 @@ def summarise(texts: Sequence[str], stop_reasons: Sequence[str], *, temperature:
 
     Usage: ``summarise(result.texts, result.stop_reasons, temperature=0.8, top_p=0.9, top_k=0)``
     """
-    sentences = [s for text in texts for s in complete_sentences(text)]
-    grammatical = sum(map(is_grammatical, sentences)) / len(sentences) if sentences else 0.0
+    sentences = sum(len(complete_sentences(text)) for text in texts)
     return SweepRow(
-        temperature=temperature, top_p=top_p, top_k=top_k, samples=len(texts), sentences=len(sentences),
-        grammatical=grammatical, distinct_1=distinct_n(texts, 1), distinct_2=distinct_n(texts, 2),
+        temperature=temperature, top_p=top_p, top_k=top_k, samples=len(texts), sentences=sentences,
+        grammatical=grammatical_rate(texts), distinct_1=distinct_n(texts, 1), distinct_2=distinct_n(texts, 2),
         repetition_3=sum(repetition(t, 3) for t in texts) / max(1, len(texts)),
         eos_share=sum(r == "eos" for r in stop_reasons) / max(1, len(stop_reasons)), texts=tuple(texts),
     )
