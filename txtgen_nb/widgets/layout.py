@@ -21,7 +21,9 @@ def prompt_box(prompt: str) -> widgets.Textarea:
 
 def plot_image() -> widgets.Image:
     """An image for a PNG figure, shown at its own size (shrunk only when the column is narrower)."""
-    return widgets.Image(format="png", layout=widgets.Layout(max_width="100%", height="auto"))
+    image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%", height="auto"))
+    image.add_class("tg-plot")
+    return image
 
 
 def step_row(*children: widgets.Widget) -> widgets.HBox:
@@ -33,6 +35,9 @@ def explorer_row(controls: list[widgets.Widget], view: list[widgets.Widget], *be
     """Controls in a column on the left, the text and the plot they drive on the right."""
     left = widgets.VBox(controls, layout=widgets.Layout(width=COLUMN, min_width=COLUMN, margin="0 12px 0 0"))
     right = widgets.VBox(view, layout=widgets.Layout(flex="1 1 auto", min_width="0"))
+    left.add_class("tg-controls")
     right.add_class("tg-view-column")
     row = widgets.HBox([left, right], layout=widgets.Layout(width="100%", align_items="flex-start"))
-    return widgets.VBox([BUSY_STYLE, row, *below], layout=widgets.Layout(width="100%"))
+    root = widgets.VBox([BUSY_STYLE, row, *below], layout=widgets.Layout(width="100%"))
+    root.add_class("tg-explorer")
+    return root
