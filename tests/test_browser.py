@@ -313,7 +313,7 @@ def wait_for_new_src(img, old: str) -> str:
         src = img.get_attribute("src") or ""
         if src and src != old:
             return src
-        time.sleep(0.25)
+        time.sleep(0.02)
     pytest.fail(f"the plot was not redrawn within {REDRAW_S} s of moving the slider")
 
 
@@ -324,8 +324,8 @@ VISIBLE_JS = """(el) => {
     let box = {left: 0, top: 0, right: window.innerWidth, bottom: window.innerHeight};
     for (let p = el.parentElement; p; p = p.parentElement) {
         const style = getComputedStyle(p);
-        if (/(auto|scroll|hidden)/.test(style.overflowY + style.overflowX)) {
-            const r = p.getBoundingClientRect();
+        const r = p.getBoundingClientRect();
+        if (/(auto|scroll|hidden)/.test(style.overflowY + style.overflowX) && r.width > 0 && r.height > 0) {
             box = {left: Math.max(box.left, r.left), top: Math.max(box.top, r.top),
                    right: Math.min(box.right, r.right), bottom: Math.min(box.bottom, r.bottom)};
         }
@@ -433,8 +433,8 @@ def test_explorers_teach_at_projector_size(lab_root, lab_server, page):
         temperature = explorer.locator(".widget-slider").filter(
             has=page.locator(".widget-label", has_text="Temperature")).first
         drag_slider(page, temperature, dx=25)
-        page.wait_for_function("([el, old]) => el.innerText !== old", arg=[summary.element_handle(), first_summary],
-                               timeout=REDRAW_S * 1000)
+        page.wait_for_function("([el, old]) => el.querySelector('.tg-summary').innerText !== old",
+                               arg=[explorer.element_handle(), first_summary], timeout=REDRAW_S * 1000)
         wait_idle(page)
         moved = summary.inner_text()
         assert "tokens changed" in moved or ("No token changed" in moved and "same seed" in moved), moved
@@ -447,6 +447,7 @@ def test_explorers_teach_at_projector_size(lab_root, lab_server, page):
         moved_to = start + 1 if start == 0 else start - 1
         wait_for_current_token(explorer, moved_to)
         wait_idle(page)
+        print(f"step {start} -> {moved_to}: highlight followed")
         target = 2 if moved_to != 2 else 3
         explorer.locator(f".tg-token-text .tg-tok[data-step='{target}']").click()
         wait_for_current_token(explorer, target)
@@ -456,6 +457,7 @@ def test_explorers_teach_at_projector_size(lab_root, lab_server, page):
                                     str(target)], timeout=REDRAW_S * 1000)
         wait_idle(page)
 
+        print(f"clicked token {target}: step followed")
         # Alternatives show fully on hover: in the explorer and in a plain notebook output.
         last = explorer.locator(".tg-token-text .tg-tok").last
         assert_tooltip_inside(page, last, "the explorer's last token")

@@ -453,7 +453,7 @@ class ColoredText:
 # .tg-view, not against the token), so no output area, scroll box or viewport edge can clip them;
 # :focus makes a tap on a touch screen show them too.
 _CSS = """<style>
-.tg-view{position:relative;display:flex;gap:10px;min-height:11.5em;font-family:sans-serif}
+.tg-view{position:relative;display:flex;gap:10px;min-height:176px;font-family:sans-serif}
 .tg-text{flex:1 1 auto;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:15px;line-height:2.0;
 white-space:pre-wrap;overflow-wrap:anywhere}
 .tg-prompt{color:#333;font-weight:bold}
@@ -462,8 +462,8 @@ white-space:pre-wrap;overflow-wrap:anywhere}
 .tg-tok.tg-current{outline:3px solid #000;outline-offset:1px;box-shadow:0 0 0 5px #fff}
 .tg-tok.tg-changed{box-shadow:inset 0 -4px 0 #D55E00}
 .tg-tok.tg-current.tg-changed{box-shadow:inset 0 -4px 0 #D55E00,0 0 0 5px #fff}
-.tg-side{flex:0 0 17.5em}
-.tg-hint,.tg-tip{box-sizing:border-box;width:17.5em;font-size:13px;line-height:1.45;padding:6px 8px;
+.tg-side{flex:0 0 18.5em}
+.tg-hint,.tg-tip{box-sizing:border-box;width:18.5em;font-size:13px;line-height:1.45;padding:6px 8px;
 border:1px solid #bbb;border-radius:4px;white-space:pre;overflow:hidden}
 .tg-hint{color:#555;white-space:normal}
 .tg-tip{display:none;position:absolute;top:0;right:0;z-index:5;background:#fff;color:#000;
@@ -473,7 +473,7 @@ font-family:ui-monospace,Menlo,Consolas,monospace;box-shadow:0 2px 6px rgba(0,0,
 .tg-legend{font-family:sans-serif;font-size:13px;margin:4px 0}
 .tg-bar{display:inline-block;width:140px;height:11px;vertical-align:middle;margin:0 6px}
 .tg-summary{font-family:sans-serif;font-size:14px;margin:2px 0 4px 0}
-.tg-below{flex-direction:column;min-height:0;padding-bottom:10.6em}
+.tg-below{flex-direction:column;min-height:0;padding-bottom:176px}
 .tg-below .tg-side{display:none}
 .tg-below .tg-tip{top:auto;bottom:0;left:0;right:auto;max-width:100%}
 </style>"""
@@ -534,7 +534,7 @@ def text_data(trace: Trace, tokenizer: Tokenizer, row: int = 0, color_by: str = 
                  + (f"{before[i, a]:.2f} → {probs[i, a]:.2f}" if probs[i, a] > 0 else f"{before[i, a]:.2f} ✗ removed")
                  for a in order]
         tips.append(f"step {i}: p={chosen_p[i]:.3f}, rank {int(ranks[i])}\nentropy {entropies[i]:.2f} nats\n"
-                    f"top {len(order)}: before → after filter\n" + "\n".join(lines))
+                    f"top {len(order)}: before → after\n" + "\n".join(lines))
     return TextData(prompt=decode(tokenizer, trace.prompt_ids[row]), pieces=pieces, token_ids=tokens, values=values,
                     shade=np.asarray(shade, float), tips=tips, legend=legend, color_by=color_by, settings=s)
 

@@ -61,8 +61,8 @@ class SamplingExplorer(Explorer):
         self.view = widgets.ToggleButtons(options=[("Before/after", "step"), ("Pipeline", "pipeline")],
                                           value="step", style={"button_width": "auto"})
         self.color_by = widgets.Dropdown(options=["probability", "rank", "entropy"], value="probability",
-                                         description="Colour", style={"description_width": "3.5em"},
-                                         layout=widgets.Layout(width="13em"))
+                                         description="Colour by", style={"description_width": "7.5em"},
+                                         layout=widgets.Layout(width="100%"))
         self.plot = plot_image()
         self.step_plot = viz.StepPlot(self.top_n, height=3.4)
         self.busy_targets = [self.generate_button, self.new_sample]
@@ -70,8 +70,8 @@ class SamplingExplorer(Explorer):
         self._summary = ""
         self.changed = None  # [N] bool: tokens that differ from the previous generation
         self.widget = explorer_row(
-            [self.prompt, c.panel, self.auto_regenerate, self.status],
-            [self.text, step_row(self.step, self.view, self.color_by), self.plot], self.error)
+            [self.prompt, c.panel, self.auto_regenerate, self.color_by, self.status],
+            [self.text, step_row(self.step, self.view), self.plot], self.error)
         self._wire()
         if c.problem:
             self.show_error(c.problem)
