@@ -63,7 +63,7 @@ class BranchExplorer(Explorer):
                                       style={"description_width": "3em"}, layout=widgets.Layout(flex="1 1 auto"))
         self.plot = plot_image()
         self.step_plot = viz.StepPlot(self.top_n, height=3.3)
-        self.alternative = widgets.Dropdown(options=[], description="Instead choose",
+        self.alternative = widgets.Dropdown(options=[], description="Branch with",
                                             style={"description_width": "7.5em"},
                                             layout=widgets.Layout(width="24em"))
         self.branch_button = widgets.Button(description="Continue from here", icon="code-branch",
