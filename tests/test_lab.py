@@ -28,7 +28,8 @@ def checkout(tmp_path: Path) -> Path:
         shutil.copy(REPO / name, repo / name)
     for name in NOTEBOOKS:
         shutil.copy(REPO / "notebooks" / name, repo / "notebooks" / name)
-    for args in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false", "commit", "-qm", "c"]):
+    identity = ["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    for args in (["init", "-q"], ["add", "."], [*identity, "commit", "-qm", "c"]):
         assert git(repo, *args).returncode == 0
     return repo
 
@@ -69,7 +70,8 @@ def test_a_notebook_run_in_the_lab_folder_leaves_the_checkout_clean(checkout, mo
     lab_copy(checkout)
     path = checkout / "lab" / "03_top_k_top_p.ipynb"  # it saves story.html next to itself
     book = nbformat.read(path, as_version=4)
-    NotebookClient(book, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(path.parent)}}).execute()
+    client = NotebookClient(book, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(path.parent)}})
+    client.execute()
     nbformat.write(book, path)  # what JupyterLab's autosave does
     assert not [o for c in book.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert (path.parent / "story.html").is_file()
