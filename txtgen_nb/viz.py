@@ -554,12 +554,12 @@ def change_summary(previous: Sequence[int] | None, current: Sequence[int], cause
     Usage: ``change_summary(old_ids, new_ids, cause="temperature 0.8 → 1.1")``
     """
     if previous is None:
-        return f"{len(current)} new tokens. Hover or tap a token for its alternatives; click it to show its step."
+        return f"{len(current)} new tokens."
     changed = int(changed_tokens(previous, current).sum()) + max(0, len(previous) - len(current))
     total = max(len(previous), len(current))
     what = f" after {cause}" if cause else ""
     if changed:
-        return f"{changed} of {total} tokens changed{what} (underlined in vermillion)."
+        return f"{changed} of {total} tokens changed{what}."
     return (f"No token changed{what}: the same seed reuses the same random draws, and at every step they still "
             f"picked the same token. Press “New sample” for fresh draws.")
 
@@ -625,7 +625,8 @@ def temperature_view(logits: np.ndarray, tokenizer: Tokenizer, temperatures: Seq
     ax_bars.set_xticks(x, [show_token(tokenizer, i) for i in ids], rotation=55, ha="right", fontsize=9)
     ax_bars.set_ylabel("probability")
     ax_bars.set_xlabel(f"top {len(ids)} candidates by raw logit")
-    ax_bars.legend(fontsize=8)
+    ax_bars.legend(loc="lower left", bbox_to_anchor=(0, 1.01), ncol=len(temperatures), fontsize=SMALL - 1,
+                   frameon=False, borderaxespad=0)
     grid = np.linspace(0.05, 2.0, 40)
     scaled = np.stack([np.asarray(sampling.apply_temperature(logits, t)) for t in grid])
     ax_curve.plot(grid, np.asarray(sampling.entropy(scaled)), color=CURVE, label="entropy (nats)")
@@ -662,7 +663,7 @@ def sweep_view(rows: Sequence["SweepRow"]) -> Figure:
         ax_r.plot(t, [r.repetition_3 for r in line], **style)
         ax_trade.plot([r.distinct_2 for r in line], [r.grammatical for r in line], **style)
         for r in line:
-            ax_trade.annotate(f"{r.temperature:g}", (r.distinct_2, r.grammatical), fontsize=7,
+            ax_trade.annotate(f"{r.temperature:g}", (r.distinct_2, r.grammatical), fontsize=SMALL - 1,
                               xytext=(3, 3), textcoords="offset points")
     for ax, title in ((ax_q, "grammatical sentences"), (ax_d, "distinct-2 (diversity)"),
                       (ax_r, "repeated 3-grams")):
@@ -674,7 +675,8 @@ def sweep_view(rows: Sequence["SweepRow"]) -> Figure:
     ax_trade.set_ylabel("grammatical (quality) →")
     ax_trade.set_title("trade-off (labels: T)", fontsize=10)
     ax_trade.grid(alpha=0.3)
-    ax_q.legend(fontsize=8)
+    fig.legend(*ax_q.get_legend_handles_labels(), loc="outside upper center", ncol=len(top_ps), fontsize=SMALL - 1,
+               frameon=False)
     return fig
 
 
@@ -700,6 +702,29 @@ def settings_label(settings: SamplingSettings) -> str:
     if settings.min_p > 0:
         parts.append(f"min-p {settings.min_p:g}")
     return " · ".join(parts)
+
+
+EXPLORER_CSS = ("<style>.tg-is-busy .tg-view-column{opacity:.55;transition:opacity .15s}"
+                ".tg-busy{color:#0072B2;font-weight:bold;font-size:14px}"
+                ".tg-error{color:#b00020;font-weight:bold;font-size:14px}</style>")
+"""Explorer styling: the view dims while the kernel works (``tg-is-busy``), busy and error lines."""
+
+
+def busy_html(message: str) -> str:
+    """The busy line of an explorer. Usage: ``status.value = busy_html("Generating…")``"""
+    return f'<span class="tg-busy">⏳ {html.escape(message)}</span>'
+
+
+def error_html(message: str) -> str:
+    """One escaped error line. Usage: ``error.value = error_html("top_p must be between 0 and 1")``"""
+    return f'<div class="tg-error">⚠ {html.escape(message)}</div>'
+
+
+def branch_html(step: int, piece: str, sampled: str, columns: Sequence[tuple[str, str]] = ()) -> str:
+    """The header of a branch (``piece`` instead of ``sampled`` at ``step``) and the texts side by side."""
+    header = (f"<div class=\"tg-summary\"><b>Branch at step {step}:</b> <code>{html.escape(piece)}</code> instead of "
+              f"<code>{html.escape(sampled)}</code>{'' if columns else ': the text ends here.'}</div>")
+    return header + (columns_html(columns) if columns else "")
 
 
 def columns_html(columns: Sequence[tuple[str, str]]) -> str:

@@ -32,10 +32,13 @@ USER_ERRORS = (ValueError, FileNotFoundError, OSError)
 BUSY_AFTER_S = 0.3  # updates slower than this show the busy indicator (all model calls do)
 
 
-def one_line(err: BaseException | str) -> str:
-    """An error as one escaped line of HTML text. Usage: ``one_line(ValueError("bad\\nvalue"))``"""
-    text = err if isinstance(err, str) else (" ".join(str(err).splitlines()).strip() or type(err).__name__)
-    return html.escape(text)
+def one_line(err: BaseException | str, escape: bool = True) -> str:
+    """An error as one line of text, HTML-escaped unless ``escape=False``.
+
+    Usage: ``one_line(ValueError("bad\\nvalue"))``
+    """
+    text = " ".join(str(err).splitlines()).strip() or type(err).__name__
+    return html.escape(text) if escape else text
 
 
 class Explorer:
@@ -90,7 +93,7 @@ class Explorer:
 
     def show_error(self, err: BaseException | str) -> None:
         """Show one escaped line in the error box. Usage: ``explorer.show_error("bad value")``"""
-        self.error.value = f'<div style="color:#b00020;font-weight:bold;font-size:14px">⚠ {one_line(err)}</div>'
+        self.error.value = viz.error_html(one_line(err, escape=False))
 
     @contextlib.contextmanager
     def errors_shown(self, clear: bool = True) -> Iterator[None]:
@@ -134,7 +137,7 @@ class Explorer:
         """Show a spinner and ``message`` and disable the buttons while the block runs."""
         for target in self.busy_targets:
             target.disabled = True
-        self.status.value = f'<span class="tg-busy">⏳ {html.escape(message)}</span>'
+        self.status.value = viz.busy_html(message)
         self.widget.add_class("tg-is-busy")
         try:
             yield
@@ -142,7 +145,7 @@ class Explorer:
             self.widget.remove_class("tg-is-busy")
             for target in self.busy_targets:
                 target.disabled = not self.ready
-            if message in self.status.value:
+            if self.status.value == viz.busy_html(message):
                 self.status.value = ""
 
     def generate(self, prompts: str | Sequence[str], **kwargs: Any) -> GenerationResult:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 import ipywidgets as widgets
@@ -157,11 +156,9 @@ class BranchExplorer(Explorer):
             raise ValueError("choose an alternative token first")
         original = self.trace.token_ids[0, : int(self.trace.lengths[0])].tolist()
         piece, sampled = show_token(self.tokenizer, token_id), show_token(self.tokenizer, original[step])
-        header = (f"<b>Branch at step {step}:</b> <code>{html.escape(piece)}</code> instead of "
-                  f"<code>{html.escape(sampled)}</code>")
         if token_id == self.trace.eos_id:
             self.branch_result = None
-            self.branch_html.value = f"{header}: the text ends here."
+            self.branch_html.value = viz.branch_html(step, piece, sampled)
             return
         self.branch_result = self.generate(self.branch_prompt(step, token_id),
                                            max_new_tokens=int(self.max_new_tokens.value), settings=self.settings(),
@@ -172,6 +169,6 @@ class BranchExplorer(Explorer):
         left = viz.token_html(viz.text_data(self.trace, self.tokenizer), changed=marks, panel="below", legend=False)
         right = viz.token_html(viz.text_data(self.branch_result.trace, self.tokenizer),
                                changed=viz.changed_tokens(after_original, branch_ids), panel="below", legend=False)
-        self.branch_html.value = header + viz.columns_html([
-            (f"Original: {sampled!s} at step {step}, then {len(after_original)} tokens", left),
+        self.branch_html.value = viz.branch_html(step, piece, sampled, [
+            (f"Original: {sampled} at step {step}, then {len(after_original)} tokens", left),
             (f"Branch: {piece} at step {step}, then {len(branch_ids)} new tokens", right)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import Sequence
 
@@ -43,6 +44,7 @@ class CompareExplorer(Explorer):
     ) -> None:
         super().__init__(model, params, tokenizer, checkpoint=checkpoint)
         self.compared = list(settings)
+        self._previous: list[int] | None = None  # the last token ids of every row, padded with -1
         self.controls = c = SamplingControls(seed=seed, max_new_tokens=max_new_tokens, context=self.context_size,
                                              sliders=False)
         self.prompt, self.seed, self.max_new_tokens = prompt_box(prompt), c.seed, c.max_new_tokens
@@ -73,8 +75,12 @@ class CompareExplorer(Explorer):
                                     seed=[int(self.seed.value)] * len(self.compared),
                                     max_new_tokens=int(self.max_new_tokens.value))
         self.trace = self.result.trace
+        rows = [ids + [-1] * (int(self.max_new_tokens.value) - len(ids)) for ids in self.result.new_token_ids]
+        flat = [token for row in rows for token in row]
+        summary = viz.change_summary(self._previous, [t for t in flat if t >= 0] if self._previous is None else flat)
+        self._previous = flat
         with self.busy("Drawing…"):
-            self.text_html.value = viz.columns_html([
+            self.text_html.value = f'<div class="tg-summary">{html.escape(summary)}</div>' + viz.columns_html([
                 (label, viz.token_html(viz.text_data(self.trace, self.tokenizer, row), panel="below", legend=row == 0))
                 for row, label in enumerate(self.labels)])
             self.plot.value = viz.figure_to_png(viz.timeline_view(self.trace, labels=self.labels, width=7.8))

@@ -1,16 +1,13 @@
 """Layout pieces shared by the explorers: one row of controls beside the view, sized for a
-1280x720 projector with the JupyterLab sidebar collapsed, and the busy style."""
+1280x720 projector with the JupyterLab sidebar collapsed (styles: ``viz.EXPLORER_CSS``)."""
 
 from __future__ import annotations
 
 import ipywidgets as widgets
 
+from txtgen_nb import viz
 from txtgen_nb.widgets.controls import COLUMN
 
-# Dims the view while the kernel works (the class is set by Explorer.busy).
-BUSY_STYLE = widgets.HTML(
-    "<style>.tg-is-busy .tg-view-column{opacity:.55;transition:opacity .15s}"
-    ".tg-busy{color:#0072B2;font-weight:bold;font-size:14px}</style>")
 
 
 def prompt_box(prompt: str) -> widgets.Textarea:
@@ -38,6 +35,6 @@ def explorer_row(controls: list[widgets.Widget], view: list[widgets.Widget], *be
     left.add_class("tg-controls")
     right.add_class("tg-view-column")
     row = widgets.HBox([left, right], layout=widgets.Layout(width="100%", align_items="flex-start"))
-    root = widgets.VBox([BUSY_STYLE, row, *below], layout=widgets.Layout(width="100%"))
+    root = widgets.VBox([widgets.HTML(viz.EXPLORER_CSS), row, *below], layout=widgets.Layout(width="100%"))
     root.add_class("tg-explorer")
     return root

@@ -119,13 +119,14 @@ class SamplingExplorer(Explorer):
 
     def _change_summary(self, ids: list[int], settings: SamplingSettings, seed: int, length: int) -> str:
         if self._previous is None:
-            return viz.change_summary(None, ids)
+            return viz.change_summary(None, ids) + " Hover or tap a token for its alternatives; click it to show its step."
         old_ids, old_settings, old_seed, old_prompt, old_length = self._previous
         causes = [settings_change(old_settings, settings)]
         causes.append(f"seed {old_seed} → {seed}" if seed != old_seed else "")
         causes.append("a new prompt" if self.prompt.value != old_prompt else "")
         causes.append(f"length {old_length} → {length}" if length != old_length else "")
-        return viz.change_summary(old_ids, ids, ", ".join(c for c in causes if c))
+        summary = viz.change_summary(old_ids, ids, ", ".join(c for c in causes if c))
+        return summary + (" They are underlined in vermillion." if self.changed.any() else "")
 
     def _on_filter_change(self) -> None:
         self.show_text()  # the stored logits re-filtered with the new settings: no model call
@@ -153,8 +154,9 @@ class SamplingExplorer(Explorer):
         with self.quietly():
             self.text.selected = self.shown_step
         if self.view.value == "pipeline":
-            figure = viz.pipeline_view(self.trace, self.tokenizer, self.shown_step, settings=self.settings(),
-                                       width=7.8)
-            self.plot.value = viz.figure_to_png(figure)
+            with self.busy("Drawing…"):
+                figure = viz.pipeline_view(self.trace, self.tokenizer, self.shown_step, settings=self.settings(),
+                                           width=7.8)
+                self.plot.value = viz.figure_to_png(figure)
         else:
             self.plot.value = self.step_plot.png(self.current_step_data())
