@@ -228,11 +228,14 @@ class StepPlot:
         self.sampled.set_visible(data.chosen is not None and data.chosen in data.ids)
         if self.sampled.get_visible():
             where = int(np.flatnonzero(data.ids == data.chosen)[0])
-            self.sampled.xy = (where + 0.2, max(data.prob_before[where], data.prob_after[where]))
+            top = max(data.prob_before[where], data.prob_after[where])
+            above = top < 0.72 * self.ax.get_ylim()[1]  # room above the bar: label it there, else beside it
             right = where > n - 5  # near the right edge the label goes to the left of the bar
-            self.sampled.set_text("sampled ▶" if right else "◀ sampled")
-            self.sampled.set_ha("right" if right else "left")
-            self.sampled.xyann = (-16 if right else 6, -5)
+            self.sampled.xy = (where + (0 if above else 0.2), top)
+            self.sampled.set_text("▼ sampled" if above else "sampled ▶" if right else "◀ sampled")
+            self.sampled.set_ha("center" if above else "right" if right else "left")
+            self.sampled.set_va("bottom" if above else "top")
+            self.sampled.xyann = (0, 4) if above else (-16 if right else 6, -5)
         self.top_k_line.set_xdata([s.top_k - 0.5] * 2 if 0 < s.top_k < n else [-10] * 2)
         self.top_k_line.set_label(f"top-k cut-off (k={s.top_k})" if s.top_k else "top-k off")
         self.top_p_line.set_ydata([s.top_p] * 2 if s.top_p < 1 else [2] * 2)
