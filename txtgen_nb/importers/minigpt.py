@@ -20,7 +20,7 @@ import re
 import numpy as np
 
 from txtgen_nb.config import ALIASES, ModelConfig, config_from_dict
-from txtgen_nb.importers.base import FlatParams
+from txtgen_nb.importers.base import FlatParams, expected_params
 
 LAYOUT = "JAX miniGPT tutorial"
 ARCHITECTURE = dict(norm="layernorm", norm_bias=True, norm_position="post", final_norm=False, activation="relu",
@@ -64,7 +64,7 @@ def _reshape(ours: tuple[str, ...], array: np.ndarray) -> np.ndarray:
     the output kernel ``[H, Dh, d]``; ours are flat ``[d, H*Dh]``, ``[H*Dh]``, ``[H*Dh, d]``."""
     if ours[2:4] == ("attn", "out") and ours[-1] == "kernel":
         return array.reshape(-1, array.shape[-1])
-    if ours[2] == "attn" and ours[3] in "qkv":
+    if ours[2:3] == ("attn",) and ours[3] in ("q", "k", "v"):
         return array.reshape(array.shape[0], -1) if ours[-1] == "kernel" else array.reshape(-1)
     return array
 
@@ -100,7 +100,19 @@ def convert(flat: FlatParams, raw_config: dict | None, source: object) -> tuple[
     dims = dict(vocab_size=vocab, max_len=max_len, d_model=d_model, num_layers=layers, num_heads=heads, d_ff=d_ff)
     if raw_config is not None:
         _check_dims(dims, raw_config, source)
-    return ModelConfig(**dims, **ARCHITECTURE), native
+    config = ModelConfig(**dims, **ARCHITECTURE)
+    missing = sorted(_their_key(k) for k in set(expected_params(config)[2]) - set(native))
+    if missing:
+        raise ValueError(f"{source}: looks like the {LAYOUT} layout but is missing: {', '.join(missing[:5])}")
+    return config, native
+
+
+def _their_key(ours: tuple[str, ...]) -> str:
+    """The tutorial's name for one of our parameter paths (for error messages)."""
+    if ours[0] == "blocks":
+        theirs = next(t for t, o in _BLOCK_MAP.items() if ours[2:-1] == o)
+        return "/".join(("transformer_blocks", ours[1], *theirs, ours[-1]))
+    return "/".join((*next(t for t, o in _TOP_MAP.items() if ours[:-1] == o), ours[-1]))
 
 
 def _shape(flat: FlatParams, key: tuple[str, ...]) -> tuple[int, ...]:
