@@ -23,6 +23,7 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -40,8 +41,20 @@ def compute_dtype(config: ModelConfig) -> jnp.dtype:
     return jnp.dtype(config.dtype)
 
 
-def init_cache(config: ModelConfig, batch: int, size: int) -> Cache:
-    """Zeroed KV cache with ``size`` slots per row. Usage: ``init_cache(cfg, batch=1, size=128)``"""
+@dataclasses.dataclass(frozen=True)
+class RecomputeConfig:
+    """The context of a module run by :class:`Recompute` (it has no KV cache to size)."""
+
+    max_len: int
+
+
+def init_cache(config: ModelConfig | RecomputeConfig, batch: int, size: int) -> Cache:
+    """Zeroed KV cache with ``size`` slots per row (for :class:`Recompute`, a token buffer ``[B, S]``).
+
+    Usage: ``init_cache(cfg, batch=1, size=128)``
+    """
+    if isinstance(config, RecomputeConfig):
+        return [{"tokens": jnp.zeros((batch, size), jnp.int32)}]
     shape = (batch, config.num_kv_heads, size, config.head_dim)  # [B, H_kv, S, Dh]
     dtype = compute_dtype(config)
     return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in range(config.num_layers)]
@@ -224,6 +237,62 @@ class Transformer(nnx.Module):
         logits = self.embed.attend(x) if self.head is None else self.head(x)
         logits = logits.astype(jnp.float32)
         return logits if cache is None else (logits, new_cache)
+
+
+class Recompute(nnx.Module):
+    """Any NNX module ``__call__(tokens [B, T]) -> logits [B, T, V]`` behind the family's cached call.
+
+    Its cache is the token buffer: each call writes the new tokens, then runs the module's full
+    forward pass over each row's tokens so far, shifted to start at slot 0 (the module has no mask,
+    so left padding would be context) and cut to the context ``max_len``. Slower than a KV cache,
+    but it runs in the same compiled loop, so sampling settings stay traced.
+
+    Usage: ``model, params = as_decoder(my_module, nnx.state(my_module, nnx.Param), context=64)``
+    """
+
+    def __init__(self, module: nnx.Module, max_len: int):
+        self.module = module
+        self.config = RecomputeConfig(max_len)
+
+    def __call__(
+        self,
+        tokens: Array,
+        *,
+        positions: Array | None = None,
+        mask: Array | None = None,
+        cache: Cache | None = None,
+        cache_index: Array | int = 0,
+    ) -> Array | tuple[Array, Cache]:
+        if cache is None:
+            return self.module(tokens).astype(jnp.float32)
+        buffer = jax.lax.dynamic_update_slice(cache[0]["tokens"], tokens.astype(jnp.int32), (0, cache_index))  # [B, S]
+        slots = buffer.shape[1]
+        start = jnp.zeros(tokens.shape[0], jnp.int32) if mask is None else jnp.argmax(mask[:, -1], axis=-1)  # [B]
+        window = min(self.config.max_len, slots)
+        index = jnp.minimum(jnp.arange(window)[None] + start[:, None], slots - 1)  # [B, W]
+        logits = self.module(jnp.take_along_axis(buffer, index, axis=1))  # [B, W, V]
+        query = jnp.clip(cache_index + jnp.arange(tokens.shape[1])[None] - start[:, None], 0, window - 1)  # [B, T]
+        return jnp.take_along_axis(logits, query[..., None], axis=1).astype(jnp.float32), [{"tokens": buffer}]
+
+
+def as_decoder(module: nnx.Module, params: nnx.State, context: int) -> tuple[nnx.Module, nnx.State]:
+    """``(model, params)`` that generation runs: a family :class:`Transformer` as it is; any other NNX
+    module (with ``params = nnx.state(module, nnx.Param)``) wrapped in :class:`Recompute`, its context
+    ``module.config.max_len`` or ``module.max_len`` where it has one, else ``context``. The module
+    itself is not changed.
+
+    Usage: ``model, params = as_decoder(my_module, nnx.state(my_module, nnx.Param), context=64)``
+    """
+    if isinstance(module, (Transformer, Recompute)):
+        return module, params
+    if not isinstance(module, nnx.Module):
+        raise ValueError(f"model must be a Flax NNX module, got {type(module).__name__}")
+    max_len = getattr(getattr(module, "config", None), "max_len", None) or getattr(module, "max_len", None) or context
+    graphdef, state = nnx.split(module)
+    copy = nnx.merge(graphdef, state)
+    nnx.update(copy, params)
+    wrapper = Recompute(copy, int(max_len))
+    return wrapper, nnx.state(wrapper)
 
 
 def count_params(params: nnx.State) -> int:
