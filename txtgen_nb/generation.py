@@ -27,7 +27,7 @@ from flax import nnx
 from tokenizers import Tokenizer
 
 from txtgen_nb import sampling
-from txtgen_nb.model import Transformer, init_cache
+from txtgen_nb.model import Transformer, as_decoder, init_cache
 from txtgen_nb.tokenizer import decode, encode_prompt, special_ids
 
 PROMPT_BUCKET_MIN = 16
@@ -233,6 +233,9 @@ def generate(
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
         raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+    if not isinstance(model, Transformer):  # any NNX module: its forward pass recomputed at each step
+        context = max(len(encode_prompt(tokenizer, p)) for p in prompts) + max_new_tokens
+        model, params = as_decoder(model, params, context)
     per_row = [len(v) for v in (temperature, top_k, top_p, min_p, seed, settings) if _is_per_row(v)]
     if len(prompts) == 1 and num_samples == 1 and per_row:
         prompts = prompts * max(per_row)  # one prompt, one row per given setting or seed
@@ -331,6 +334,7 @@ def evaluate_text(model: Transformer, params: nnx.State, tokenizer: Tokenizer, t
     ids = encode_prompt(tokenizer, text)
     if len(ids) < 2:
         raise ValueError("text is empty: nothing to score")
+    model, params = as_decoder(model, params, context=len(ids))
     window = model.config.max_len
     total, count = 0.0, 0.0
     for start in range(0, len(ids) - 1, window - 1):
