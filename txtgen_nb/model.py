@@ -275,6 +275,15 @@ class Recompute(nnx.Module):
         return jnp.take_along_axis(logits, query[..., None], axis=1).astype(jnp.float32), [{"tokens": buffer}]
 
 
+def context_length(module: nnx.Module, default: int | None = None) -> int | None:
+    """The context a module declares (``module.config.max_len`` or ``module.max_len``), else ``default``.
+
+    Usage: ``context_length(my_module, default=256)``
+    """
+    declared = getattr(getattr(module, "config", None), "max_len", None) or getattr(module, "max_len", None)
+    return int(declared) if declared else default
+
+
 def as_decoder(module: nnx.Module, params: nnx.State, context: int) -> tuple[nnx.Module, nnx.State]:
     """``(model, params)`` that generation runs: a family :class:`Transformer` as it is; any other NNX
     module (with ``params = nnx.state(module, nnx.Param)``) wrapped in :class:`Recompute`, its context
@@ -287,7 +296,7 @@ def as_decoder(module: nnx.Module, params: nnx.State, context: int) -> tuple[nnx
         return module, params
     if not isinstance(module, nnx.Module):
         raise ValueError(f"model must be a Flax NNX module, got {type(module).__name__}")
-    max_len = getattr(getattr(module, "config", None), "max_len", None) or getattr(module, "max_len", None) or context
+    max_len = context_length(module, context)
     graphdef, state = nnx.split(module)
     copy = nnx.merge(graphdef, state)
     nnx.update(copy, params)

@@ -25,11 +25,11 @@ from tokenizers import Tokenizer
 from txtgen_nb import generation, viz
 from txtgen_nb.api import load_model_and_tokenizer
 from txtgen_nb.generation import GenerationResult, SamplingSettings, Trace
-from txtgen_nb.model import Transformer
+from txtgen_nb.model import context_length
 
 DEFAULT_PROMPT = "Once upon a time"
 USER_ERRORS = (ValueError, FileNotFoundError, OSError)
-BUSY_AFTER_S = 0.3  # updates slower than this show the busy indicator (all model calls do)
+OPEN_CONTEXT = 256  # the length sliders' limit for a module that declares no context of its own
 
 
 def one_line(err: BaseException | str, escape: bool = True) -> str:
@@ -51,7 +51,7 @@ class Explorer:
 
     def __init__(
         self,
-        model: Transformer | None = None,
+        model: nnx.Module | None = None,
         params: nnx.State | None = None,
         tokenizer: Tokenizer | None = None,
         *,
@@ -60,7 +60,7 @@ class Explorer:
         self.generate_calls = 0
         self.result: GenerationResult | None = None
         self.trace: Trace | None = None
-        self.model: Transformer | None = None
+        self.model: nnx.Module | None = None
         self.params: nnx.State | None = None
         self.tokenizer: Tokenizer | None = None
         self.status = widgets.HTML(value="", layout=widgets.Layout(min_height="1.6em"))
@@ -86,8 +86,8 @@ class Explorer:
 
     @property
     def context_size(self) -> int:
-        """The model's context length in tokens (128 when no model is loaded)."""
-        return int(self.model.config.max_len) if self.model is not None else 128
+        """The model's context length in tokens (256 for a module that declares none, 128 without a model)."""
+        return context_length(self.model, OPEN_CONTEXT) if self.model is not None else 128
 
     # ----- errors ---------------------------------------------------------------------------
 

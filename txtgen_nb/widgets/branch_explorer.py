@@ -10,7 +10,6 @@ from tokenizers import Tokenizer
 
 from txtgen_nb import viz
 from txtgen_nb.generation import GenerationResult, SamplingSettings
-from txtgen_nb.model import Transformer
 from txtgen_nb.steps import most_informative_step
 from txtgen_nb.tokenizer import decode, show_token
 from txtgen_nb.widgets.base import DEFAULT_PROMPT, Explorer
@@ -35,7 +34,7 @@ class BranchExplorer(Explorer):
 
     def __init__(
         self,
-        model: Transformer | None = None,
+        model: nnx.Module | None = None,
         params: nnx.State | None = None,
         tokenizer: Tokenizer | None = None,
         *,

@@ -12,7 +12,6 @@ from tokenizers import Tokenizer
 
 from txtgen_nb import viz
 from txtgen_nb.generation import SamplingSettings
-from txtgen_nb.model import Transformer
 from txtgen_nb.widgets.base import DEFAULT_PROMPT, Explorer
 from txtgen_nb.widgets.controls import SamplingControls
 from txtgen_nb.widgets.layout import explorer_row, plot_image, prompt_box
@@ -32,7 +31,7 @@ class CompareExplorer(Explorer):
 
     def __init__(
         self,
-        model: Transformer | None = None,
+        model: nnx.Module | None = None,
         params: nnx.State | None = None,
         tokenizer: Tokenizer | None = None,
         *,

@@ -10,7 +10,6 @@ from tokenizers import Tokenizer
 
 from txtgen_nb import viz
 from txtgen_nb.generation import SamplingSettings
-from txtgen_nb.model import Transformer
 from txtgen_nb.steps import most_informative_step
 from txtgen_nb.widgets.base import DEFAULT_PROMPT, Explorer
 from txtgen_nb.widgets.controls import SamplingControls, settings_change
@@ -33,7 +32,7 @@ class SamplingExplorer(Explorer):
 
     def __init__(
         self,
-        model: Transformer | None = None,
+        model: nnx.Module | None = None,
         params: nnx.State | None = None,
         tokenizer: Tokenizer | None = None,
         *,
