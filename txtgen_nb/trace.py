@@ -89,8 +89,8 @@ def _window_kept(top: np.ndarray, lse: float, vocab: int, s: SamplingSettings) -
     keep = np.ones(top.size, bool)
     k_on = 0 < s.top_k < vocab
     if k_on:
-        if s.top_k > top.size:
-            return None
+        if s.top_k > top.size or top[s.top_k - 1] <= top[-1]:
+            return None  # the top-k set may reach past the window (a token beyond it could tie the k-th)
         keep &= scaled >= scaled[s.top_k - 1]
     if s.top_p < 1:
         if k_on:
@@ -273,7 +273,7 @@ class Trace:
         if keep is None:
             return _kept(np.arange(self.vocab_size), self.step_logits(row, step), s)
         scaled = self.top_logits[row, step][keep] / s.temperature if s.temperature > 0 else np.zeros(1, np.float32)
-        return self.top_ids[row, step][keep].astype(np.int32), np.asarray(sampling.probabilities(scaled))
+        return self.top_ids[row, step][keep].astype(np.int32), _softmax(scaled)
 
 
 def _kept(ids: np.ndarray, logits: np.ndarray, s: SamplingSettings) -> tuple[np.ndarray, np.ndarray]:
@@ -281,4 +281,10 @@ def _kept(ids: np.ndarray, logits: np.ndarray, s: SamplingSettings) -> tuple[np.
     final = np.asarray(s.stages(logits).min_p)
     order = np.flatnonzero(np.isfinite(final))
     order = order[np.argsort(-final[order], kind="stable")]
-    return np.asarray(ids)[order].astype(np.int32), np.asarray(sampling.probabilities(final[order]))
+    return np.asarray(ids)[order].astype(np.int32), _softmax(final[order])
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities of finite logits ``[n]`` (NumPy: no compile per kept-set size)."""
+    weights = np.exp(logits.astype(np.float64) - logits.max())
+    return (weights / weights.sum()).astype(np.float32)
