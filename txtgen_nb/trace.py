@@ -58,11 +58,15 @@ def trace_buffers(layout: TraceLayout, batch: int, vocab: int) -> dict[str, jax.
 def record_step(buffers: dict[str, jax.Array], step: jax.Array, logits: jax.Array) -> dict[str, jax.Array]:
     """Write step ``step`` of the raw logits ``[B, V]`` into the trace buffers."""
     top_logits, top_ids = jax.lax.top_k(logits, buffers["top_ids"].shape[-1])  # [B, K], ties: lower id first
-    lse = jax.nn.logsumexp(logits, axis=-1)  # [B]
-    mean_logit = jnp.sum(jnp.exp(logits - lse[:, None]) * logits, axis=-1)  # [B]
+    peak = jnp.max(logits, axis=-1, keepdims=True)  # [B, 1]; not top_logits: keeps XLA's fusions apart
+    weights = jnp.exp(logits - peak)  # [B, V], one exp pass for both sums
+    total = jnp.sum(weights, axis=-1)  # [B]
+    lse = peak[:, 0] + jnp.log(total)
+    mean_logit = jnp.sum(weights * logits, axis=-1) / total  # expected raw logit
     values = dict(top_logits=top_logits, top_ids=top_ids, logsumexp=lse, entropy=jnp.maximum(lse - mean_logit, 0.0),
                   logits=logits)
-    return {name: buffer.at[:, step].set(values[name]) for name, buffer in buffers.items()}
+    return {name: jax.lax.dynamic_update_index_in_dim(buffer, values[name].astype(buffer.dtype), step, axis=1)
+            for name, buffer in buffers.items()}
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
