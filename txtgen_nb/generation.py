@@ -28,6 +28,7 @@ from flax import nnx
 from tokenizers import Tokenizer
 
 from txtgen_nb import sampling
+from txtgen_nb.config import ModelConfig
 from txtgen_nb.model import Transformer, init_cache
 from txtgen_nb.tokenizer import decode, encode_prompt, special_ids
 from txtgen_nb.trace import TRACE_TOP_K, Trace, TraceLayout, record_step, trace_buffers
@@ -159,7 +160,7 @@ def _generate_compiled(graphdef, params, prompt, pad, limit, seeds, temperature,
     return final["tokens"], final["lengths"], final["trace"]
 
 
-def _trace_layout(trace: bool | str, trace_k: int, steps: int, config) -> TraceLayout:
+def _trace_layout(trace: bool | str, trace_k: int, steps: int, config: ModelConfig) -> TraceLayout:
     """Trace buffers for ``steps`` new tokens, bucketed to a power of two so a new length compiles at
     most once per bucket."""
     k = min(trace_k, config.vocab_size)
