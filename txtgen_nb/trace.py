@@ -124,7 +124,8 @@ class Trace:
     The window (``top_ids``, ``top_logits``, ``logsumexp``, ``entropy``) is always stored. Full raw
     logits come from :meth:`step_logits`, :meth:`row_logits` or :attr:`logits`: stored for a full
     trace, otherwise recomputed exactly with one model forward (``graphdef`` + ``params``) and cached.
-    Settings are per row. Build one from full logits with :meth:`from_logits`.
+    Settings are per row. ``params`` is a reference, not a copy: keep the weights unchanged while
+    the trace is in use. Build one from full logits with :meth:`from_logits`.
     """
 
     prompt_ids: list[list[int]]  # B prompts' token ids (BOS first)
