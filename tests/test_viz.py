@@ -25,10 +25,10 @@ def long_trace(steps: int = 180, vocab: int = 300, rows: int = 2) -> Trace:
     """A synthetic trace with hundreds of steps (no model needed)."""
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(rows, steps, vocab)).astype(np.float32) * 3
-    return Trace(prompt_ids=[[2, 40]] * rows, token_ids=logits.argmax(-1).astype(np.int32),
-                 lengths=np.array([steps, steps - 30], np.int32), logits=logits,
-                 settings=[SamplingSettings(0.8, 50, 0.9), SamplingSettings(1.0, 0, 0.95, 0.02)], seeds=[0, 1],
-                 eos_id=3)
+    return Trace.from_logits(prompt_ids=[[2, 40]] * rows, token_ids=logits.argmax(-1).astype(np.int32),
+                             lengths=np.array([steps, steps - 30], np.int32), logits=logits,
+                             settings=[SamplingSettings(0.8, 50, 0.9), SamplingSettings(1.0, 0, 0.95, 0.02)],
+                             seeds=[0, 1], eos_id=3)
 
 
 def render(fig: Figure) -> bytes:

@@ -46,6 +46,7 @@ class RecomputeConfig:
     """The context of a module run by :class:`Recompute` (it has no KV cache to size)."""
 
     max_len: int
+    vocab_size: int  # the width of the module's logits, read from one abstract call
 
 
 def init_cache(config: ModelConfig | RecomputeConfig, batch: int, size: int) -> Cache:
@@ -252,7 +253,8 @@ class Recompute(nnx.Module):
 
     def __init__(self, module: nnx.Module, max_len: int):
         self.module = module
-        self.config = RecomputeConfig(max_len)
+        shape = jax.eval_shape(lambda tokens: module(tokens), jax.ShapeDtypeStruct((1, 1), jnp.int32)).shape  # [1, 1, V]
+        self.config = RecomputeConfig(max_len, int(shape[-1]))
 
     def __call__(
         self,

@@ -26,7 +26,7 @@ def _logits(trace: Trace, row: int) -> np.ndarray:
     """The row's raw logits over its generated steps, ``[L, V]``."""
     if not 0 <= row < trace.num_rows:
         raise ValueError(f"row must be between 0 and {trace.num_rows - 1}, got {row}")
-    return trace.logits[row, : int(trace.lengths[row])]
+    return trace.row_logits(row)[: int(trace.lengths[row])]
 
 
 def _first(mask: np.ndarray) -> int | None:

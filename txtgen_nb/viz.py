@@ -15,7 +15,7 @@ Usage::
     timeline_view(result.trace)                           # every step: chosen p, entropy, tokens kept
     heatmap_view(result.trace, tok)                       # steps × top candidates
     colored_text(result.trace, tok).save("story.html")    # tokens coloured by probability
-    temperature_view(result.trace.logits[0, 0], tok)      # one distribution at several temperatures
+    temperature_view(result.trace.step_logits(0, 0), tok)      # one distribution at several temperatures
     sweep_view(metrics.sweep(model, params, tok, "", temperatures=[0.5, 1.0]))  # quality vs diversity
 """
 
@@ -150,7 +150,7 @@ def step_data(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
     if not 0 <= step < int(trace.lengths[row]):
         raise ValueError(f"step must be between 0 and {int(trace.lengths[row]) - 1} for row {row}, got {step}")
     context = decode(tokenizer, trace.context_ids(row, step))
-    return distribution_data(trace.logits[row, step], tokenizer, settings or trace.settings[row],
+    return distribution_data(trace.step_logits(row, step), tokenizer, settings or trace.settings[row],
                              chosen=int(trace.token_ids[row, step]), context=context, step=step, top_n=top_n)
 
 
@@ -293,7 +293,7 @@ def pipeline_view(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
     """
     data = step_data(trace, tokenizer, step, row, settings, top_n)
     s = data.settings
-    stages = s.stages(trace.logits[row, step])
+    stages = s.stages(trace.step_logits(row, step))
     panels = [("raw (T=1)", stages.raw), (f"temperature {s.temperature:g}", stages.temperature),
               (f"top-k {s.top_k}" if s.top_k else "top-k off", stages.top_k),
               (f"top-p {s.top_p:g}" if s.top_p < 1 else "top-p off", stages.top_p)]
@@ -337,7 +337,7 @@ def timeline_data(trace: Trace, settings: SamplingSettings | None = None) -> Tim
     final = np.asarray(stages.min_p)
     probs = _probs(final)
     chosen = np.take_along_axis(probs, trace.token_ids[..., None].astype(np.int64), axis=-1)[..., 0]
-    valid = np.arange(trace.logits.shape[1])[None] < trace.lengths[:, None]
+    valid = np.arange(trace.num_steps)[None] < trace.lengths[:, None]
     nan = lambda a: np.where(valid, a, np.nan)  # noqa: E731
     return TimelineData(chosen_prob=nan(chosen), entropy_before=nan(np.asarray(sampling.entropy(stages.temperature))),
                         entropy_after=nan(np.asarray(sampling.entropy(final))),
@@ -369,7 +369,7 @@ def timeline_view(trace: Trace, settings: SamplingSettings | None = None, rows: 
         labels = [f"seed {trace.seeds[r]}: {describe(settings or trace.settings[r])}" for r in rows]
     fig = _new_figure(6.2, width)
     ax_p, ax_h, ax_k = fig.subplots(3, 1, sharex=True)
-    steps = np.arange(trace.logits.shape[1])
+    steps = np.arange(trace.num_steps)
     styles, markers = ("-", "--", "-.", ":"), ("o", "s", "^", "D", "v", "P")
     for i, (row, label) in enumerate(zip(rows, labels)):
         line = dict(color=ROW_COLORS[i % len(ROW_COLORS)], linestyle=styles[i % len(styles)],
@@ -406,7 +406,7 @@ def heatmap_view(trace: Trace, tokenizer: Tokenizer, row: int = 0, top_n: int = 
         raise ValueError(f"page must be between 0 and {pages - 1}, got {page}")
     steps = range(page * max_steps, min(length, (page + 1) * max_steps))
     s = settings or trace.settings[row]
-    logits = trace.logits[row, list(steps)]
+    logits = trace.row_logits(row)[list(steps)]
     final = np.asarray(s.stages(logits).min_p)
     probs = _probs(final)
     order = np.argsort(-logits, axis=-1, kind="stable")[:, :top_n]
@@ -509,9 +509,9 @@ def text_data(trace: Trace, tokenizer: Tokenizer, row: int = 0, color_by: str = 
     """
     if color_by not in ("probability", "rank", "entropy"):
         raise ValueError(f"color_by must be 'probability', 'rank' or 'entropy', got {color_by!r}")
-    length, vocab = int(trace.lengths[row]), trace.logits.shape[-1]
+    length, vocab = int(trace.lengths[row]), trace.vocab_size
     s = settings or trace.settings[row]
-    logits = trace.logits[row, :length].reshape(length, vocab)
+    logits = trace.row_logits(row)[:length].reshape(length, vocab)
     stages = s.stages(logits)
     final = np.asarray(stages.min_p)
     probs, before = _probs(final).reshape(length, vocab), _probs(np.asarray(stages.temperature)).reshape(length, vocab)

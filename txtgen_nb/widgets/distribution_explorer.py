@@ -74,7 +74,7 @@ class DistributionExplorer(Explorer):
         """The raw next-token logits after the prompt ``[vocab]``."""
         if self.trace is None:
             raise ValueError("nothing computed yet")
-        return self.trace.logits[0, 0]
+        return self.trace.step_logits(0, 0)
 
     def show(self) -> None:
         """Redraw the before/after distribution with the sliders' settings (no model call)."""
