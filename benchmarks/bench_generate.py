@@ -49,7 +49,6 @@ from txtgen_nb import generation  # noqa: E402
 from txtgen_nb.config import ModelConfig  # noqa: E402
 from txtgen_nb.model import Transformer, count_params  # noqa: E402
 from txtgen_nb.tokenizer import encode_prompt  # noqa: E402
-from txtgen_nb.trace import TRACE_TOP_K  # noqa: E402
 
 DEMO_SHAPE = dict(vocab_size=4096, max_len=128, d_model=256, num_layers=4, num_heads=4)
 # not the tests' tiny_config shape, so nothing compiled earlier in a pytest session is reused
@@ -185,7 +184,7 @@ def compiled_inputs(subject: Subject, batch: int, new_tokens: int, *, temperatur
                     min_p=0.0, seed=0, prompt: str = PROMPT, trace: bool = False) -> dict:
     """Arguments for ``generation._generate_compiled`` laid out exactly as ``generate()`` does,
     except ``eos_id=-1``: no row can stop early, so every row decodes exactly ``new_tokens``.
-    ``trace`` keeps the compact trace (top-256 window, log-sum-exp, entropy) as ``generate(trace=True)``."""
+    ``trace`` keeps the compact trace (top-K window, log-sum-exp, entropy) as ``generate(trace=True)``."""
     ids = encode_prompt(subject.tokenizer, prompt)
     max_len = subject.config.max_len
     padded = generation._bucket(batch, limit=1 << 30)
@@ -196,7 +195,7 @@ def compiled_inputs(subject: Subject, batch: int, new_tokens: int, *, temperatur
     limit[:batch] = min(new_tokens, max_len - len(ids))
     words = np.stack([generation.seed_words(seed + b) for b in range(padded)])
     full = lambda value, dtype: np.full((padded,), value, dtype)  # noqa: E731
-    layout = generation._trace_layout(True, TRACE_TOP_K, int(limit.max()), subject.config) if trace else None
+    layout = generation._trace_layout(True, None, int(limit.max()), subject.config) if trace else None
     return dict(graphdef=nnx.graphdef(subject.model), params=subject.params, prompt=tokens,
                 pad=full(prompt_len - len(ids), np.int32), limit=limit, seeds=words,
                 temperature=full(temperature, np.float32), top_k=full(top_k, np.int32),
@@ -314,7 +313,7 @@ def trace_rows(subject: Subject, settings: BenchSettings) -> tuple[list[tuple[st
     """Trace memory (this model and the GPT-2-small shape) and trace on/off decode speed."""
     gpt2 = abstract_subject(GPT2_SMALL_SHAPE, subject.tokenizer)
     own_bytes, gpt2_bytes = trace_buffer_bytes(subject), trace_buffer_bytes(gpt2)
-    steps = generation._trace_layout(True, TRACE_TOP_K, TRACE_TOKENS, gpt2.config).steps
+    steps = generation._trace_layout(True, None, TRACE_TOKENS, gpt2.config).steps
     speed = {b: bench_trace_speed(subject, b, settings.new_tokens, settings.repeats)
              for b in dict.fromkeys((settings.batches[0], TRACE_BATCH))}
     raw = dict(trace_bytes=own_bytes, trace_bytes_gpt2=gpt2_bytes, trace_speed={b: dataclasses.asdict(t) | dict(
@@ -322,10 +321,10 @@ def trace_rows(subject: Subject, settings: BenchSettings) -> tuple[list[tuple[st
     point = f"batch {TRACE_BATCH}, {TRACE_TOKENS} new tokens"
     rows = [
         (f"trace memory, this model, {point}", f"{own_bytes / 1e6:.3f} MB",
-         f"top-{min(TRACE_TOP_K, subject.config.vocab_size)} window; every logit of the context: "
+         f"top-{generation.default_trace_k(subject.config.vocab_size)} window; every logit of the context: "
          f"{context_trace_bytes(subject.config) / 1e6:.1f} MB"),
         (f"trace memory, GPT-2-small shape, {point}", f"{gpt2_bytes / 1e6:.3f} MB",
-         f"[4, {steps} steps, {TRACE_TOP_K}] window; every logit of the context: "
+         f"[4, {steps} steps, {generation.default_trace_k(gpt2.config.vocab_size)}] window; every logit of the context: "
          f"{context_trace_bytes(gpt2.config) / 1e6:.0f} MB; target < {TRACE_TARGET_MB} MB: "
          + ("met" if gpt2_bytes < TRACE_TARGET_MB * 1e6 else "MISSED")),
     ]

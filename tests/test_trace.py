@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings as hyp_settings, strategies as st
 
 from txtgen_nb import SamplingSettings, generate, load_model_and_tokenizer, sampling
-from txtgen_nb.generation import _generate_compiled
+from txtgen_nb.generation import _generate_compiled, default_trace_k
 from txtgen_nb.trace import Trace
 
 PROMPTS = ["", "Once upon a time", "The little dog ran to the park and saw a big red ball. Then"]
@@ -47,13 +47,14 @@ def as_dense(ids: np.ndarray, probs: np.ndarray, vocab: int) -> np.ndarray:
 
 def test_window_holds_the_largest_logits_log_sum_exp_and_entropy(traces):
     compact, full = traces
-    assert compact.full_logits is None and compact.top_ids.shape == (*compact.token_ids.shape, 256)
+    k = default_trace_k(compact.vocab_size)
+    assert compact.full_logits is None and compact.top_ids.shape == (*compact.token_ids.shape, k)
     for row in range(compact.num_rows):
         for step in range(int(compact.lengths[row])):
             logits = full.full_logits[row, step]
             ids = compact.top_ids[row, step]
             np.testing.assert_allclose(compact.top_logits[row, step], logits[ids], atol=1e-5)
-            assert compact.top_logits[row, step][-1] >= np.sort(logits)[-256] - 1e-5
+            assert compact.top_logits[row, step][-1] >= np.sort(logits)[-k] - 1e-5
             lse = np.logaddexp.reduce(logits.astype(np.float64))
             assert compact.logsumexp[row, step] == pytest.approx(lse, abs=1e-4)
             assert compact.entropy[row, step] == pytest.approx(float(sampling.entropy(logits)), abs=1e-4)
@@ -143,12 +144,14 @@ def test_trace_buffer_follows_new_tokens_in_power_of_two_buckets(demo):
     compiled = _generate_compiled._cache_size()
     for n in (10, 13, 16):  # the 16-step bucket
         trace = generate(model, params, tok, "Once upon", max_new_tokens=n, seed=n, trace=True).trace
-        assert trace.top_ids.shape[1] <= n and trace.window_size == 256 and trace.vocab_size == config.vocab_size
+        assert trace.top_ids.shape[1] <= n and trace.window_size == default_trace_k(config.vocab_size)
+        assert trace.vocab_size == config.vocab_size
     assert _generate_compiled._cache_size() == compiled
     generate(model, params, tok, "Once upon", max_new_tokens=17, trace=True)
     assert _generate_compiled._cache_size() == compiled + 1
     small = generate(model, params, tok, ["Hi"] * 4, max_new_tokens=20, trace=True).trace
-    assert small.nbytes < 4 * 20 * (256 * 8 + 16) and small.nbytes * 10 < 4 * config.max_len * config.vocab_size * 4
+    assert small.nbytes < 4 * 20 * (default_trace_k(config.vocab_size) * 8 + 16)
+    assert small.nbytes * 10 < 4 * config.max_len * config.vocab_size * 4
 
 
 def test_full_trace_by_name_or_by_window_size(tiny_model, tiny_tok):

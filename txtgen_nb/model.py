@@ -265,8 +265,11 @@ class Recompute(nnx.Module):
         cache: Cache | None = None,
         cache_index: Array | int = 0,
     ) -> Array | tuple[Array, Cache]:
-        if cache is None:
+        if cache is None and mask is None:
             return self.module(tokens).astype(jnp.float32)
+        if cache is None:  # a left-padded batch without a cache (a trace's recompute): through a fresh buffer
+            logits, _ = self(tokens, mask=mask, cache=init_cache(self.config, *tokens.shape), cache_index=0)
+            return logits
         buffer = jax.lax.dynamic_update_slice(cache[0]["tokens"], tokens.astype(jnp.int32), (0, cache_index))  # [B, S]
         slots = buffer.shape[1]
         start = jnp.zeros(tokens.shape[0], jnp.int32) if mask is None else jnp.argmax(mask[:, -1], axis=-1)  # [B]
