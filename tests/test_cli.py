@@ -89,10 +89,19 @@ def test_max_length_within_the_context_is_the_seed_line(workdir):
 
 
 def test_no_prompt_and_no_terminal_is_an_argument_error(workdir):
-    result = run_cli(["--checkpoint", "output/best_checkpoint"], workdir)
+    result = run_cli(["--checkpoint", "output/best_checkpoint"], workdir)  # empty stdin: nothing to read
     assert result.returncode == 2
     assert "error: the following arguments are required: --prompt" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
+    done = subprocess.run([sys.executable, str(REPO / "generate_text.py"), "--checkpoint", "output/best_checkpoint"],
+                          cwd=workdir, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "--prompt" in done.stderr
+
+
+def test_prompts_piped_to_stdin_are_generated(workdir):
+    result = run_cli(["--checkpoint", "output/best_checkpoint", "--max-length", "3"], workdir, stdin="Hello\nquit\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("Generated text:") == 1 and "Hello" in result.stdout
 
 
 def test_cli_uses_the_api_loader_and_its_vocabulary_check(tiny_run, tmp_path):

@@ -32,7 +32,7 @@ def synthetic(entropies_equal: bool = False) -> Trace:
     logits = rng.normal(size=(2, 6, 50)).astype(np.float32) * 4
     if entropies_equal:
         logits[:] = logits[0, 0]
-    return Trace(prompt_ids=[[2], [2]], token_ids=logits.argmax(-1).astype(np.int32), lengths=np.array([6, 4]),
+    return Trace.from_logits(prompt_ids=[[2], [2]], token_ids=logits.argmax(-1).astype(np.int32), lengths=np.array([6, 4]),
                  logits=logits, settings=[SamplingSettings(1.0, 0, 1.0)] * 2, seeds=[0, 1], eos_id=3)
 
 
@@ -102,8 +102,8 @@ def test_first_step_where_tokens_differ():
     t = synthetic()
     assert steps.first_step_where_tokens_differ(t, 0, 0) is None
     assert steps.first_step_where_tokens_differ(t, 0, 1) == int(np.argmax(t.token_ids[0, :4] != t.token_ids[1, :4]))
-    same = Trace(prompt_ids=t.prompt_ids, token_ids=np.stack([t.token_ids[0]] * 2), lengths=np.array([6, 4]),
-                 logits=t.logits, settings=t.settings, seeds=t.seeds, eos_id=3)
+    same = Trace.from_logits(prompt_ids=t.prompt_ids, token_ids=np.stack([t.token_ids[0]] * 2), lengths=np.array([6, 4]),
+                             logits=t.logits, settings=t.settings, seeds=t.seeds, eos_id=3)
     assert steps.first_step_where_tokens_differ(same, 0, 1) == 4  # row 1 stopped first
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import select
 import sys
 import time
 import warnings
@@ -198,6 +199,20 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"warning: {message}", file=sys.stderr)
 
 
+def _prompts_on_stdin() -> bool:
+    """Whether standard input can give prompts: a terminal, or piped text (``echo Hi | python
+    generate_text.py``). Empty or closed input (``< /dev/null``, CI) cannot: then ``--prompt`` is needed."""
+    if sys.stdin is None or sys.stdin.closed:
+        return False
+    if sys.stdin.isatty():
+        return True
+    try:
+        ready, _, _ = select.select([sys.stdin], [], [], 1.0)
+        return bool(ready) and bool(sys.stdin.buffer.peek(1))
+    except (OSError, ValueError, AttributeError):  # no select or peek for this stream
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 bad input or files, 2 bad arguments).
 
@@ -205,8 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.prompt is None and not args.interactive and not sys.stdin.isatty():
-        parser.error("the following arguments are required: --prompt (or --interactive to read prompts from stdin)")
+    if args.prompt is None and not args.interactive and not _prompts_on_stdin():
+        parser.error("the following arguments are required: --prompt (or --interactive, or prompts piped to stdin)")
     if args.checkpoint is not None and not Path(args.checkpoint).exists():
         print(f"error: Checkpoint not found: {args.checkpoint}", file=sys.stderr)
         return 1
