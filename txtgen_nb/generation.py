@@ -148,9 +148,6 @@ def _generate_compiled(graphdef, params, prompt, pad, limit, seeds, settings, eo
         mu, _ = sampling.mirostat_update(mu, filtered, token, settings.mirostat_tau, settings.mirostat_eta)
         return token, mu
 
-    def draw(step, logits, tokens, mu):
-        return jax.lax.cond(extras, draw_full, draw_classic, step, logits, tokens, mu)
-
     trace = jnp.zeros((batch, max_steps, logits.shape[-1]), jnp.float32) if with_trace else None
     state = dict(step=jnp.int32(0), cache=cache, logits=logits[:, -1], tokens=jnp.zeros((batch, max_steps), jnp.int32),
                  lengths=jnp.zeros((batch,), jnp.int32), done=limit <= 0, trace=trace,
@@ -159,7 +156,7 @@ def _generate_compiled(graphdef, params, prompt, pad, limit, seeds, settings, eo
     def cond(s):
         return (s["step"] < max_steps) & ~jnp.all(s["done"])
 
-    def body(s):
+    def body(s, draw):
         step = s["step"]
         token, mu = draw(step, s["logits"], s["tokens"], s["mu"])
         token = jnp.where(s["done"], 0, token)
@@ -177,7 +174,9 @@ def _generate_compiled(graphdef, params, prompt, pad, limit, seeds, settings, eo
         return dict(step=step + 1, cache=cache, logits=new_logits[:, -1], tokens=tokens, lengths=lengths, done=done,
                     trace=trace, mu=mu)
 
-    final = jax.lax.while_loop(cond, body, state)
+    # two loops, one chosen once per call: with every extra rule off, no per-step cost
+    final = jax.lax.cond(extras, lambda st: jax.lax.while_loop(cond, functools.partial(body, draw=draw_full), st),
+                         lambda st: jax.lax.while_loop(cond, functools.partial(body, draw=draw_classic), st), state)
     return final["tokens"], final["lengths"], final["trace"]
 
 
