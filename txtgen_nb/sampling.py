@@ -488,7 +488,7 @@ def apply_xtc(logits: Array, threshold: ArrayLike, probability: ArrayLike, coin:
     if coin is not None:
         fires &= _setting(coin, logits) <= prob
     probs = jax.nn.softmax(logits, axis=-1)
-    top = probs >= t
+    top = (probs >= t) & jnp.isfinite(logits)  # removed tokens are not candidates, even at threshold 0
     least = jnp.min(jnp.where(top, probs, jnp.inf), axis=-1, keepdims=True)
     enough = jnp.sum(top, axis=-1, keepdims=True) >= 2
     return jnp.where(fires & enough & top & (probs > least), NEG_INF, logits)
