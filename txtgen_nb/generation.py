@@ -143,7 +143,8 @@ def _generate_compiled(graphdef, params, prompt, pad, limit, seeds, settings, eo
         generated = jnp.where(jnp.arange(max_steps)[None] < step, tokens, -1)  # [B, S]
         context = jnp.roll(jnp.concatenate([history_prompt, generated], axis=1), max_steps - step, axis=1)
         coins = jax.vmap(lambda key: jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, step), 1)))(keys)
-        filtered = sampling.filter_logits(logits, settings, context, num_generated=step, mu=mu, xtc_coin=coins)
+        filtered = sampling.filter_logits(logits, settings, context, num_generated=step, mu=mu, xtc_coin=coins,
+                                          fused=True)
         token = categorical(step, filtered)
         mu, _ = sampling.mirostat_update(mu, filtered, token, settings.mirostat_tau, settings.mirostat_eta)
         return token, mu

@@ -7,8 +7,9 @@ never recompiles a jitted caller. Removed tokens get ``-inf``. Each rule is off 
 Two chains (``SamplingSettings.order``), both starting with the context processors (repetition,
 presence and frequency penalties, no-repeat n-grams, DRY) and ending with Mirostat:
 
-* ``"hf"`` (Hugging Face ``generate``): temperature → top-nσ → top-k → top-p → min-p → typical →
-  epsilon → eta → XTC;
+* ``"hf"`` (Hugging Face ``generate``): top-nσ → temperature → top-k → top-p → min-p → typical →
+  epsilon → eta → XTC (top-nσ, not a Hugging Face rule, keeps the same tokens before or after
+  temperature);
 * ``"llama.cpp"`` (its default chain): top-nσ → top-k → typical → top-p → min-p → epsilon → eta →
   XTC → temperature.
 
@@ -259,8 +260,11 @@ def apply_top_k(logits: Array, top_k: ArrayLike) -> Array:
     vocab = logits.shape[-1]
     k = jnp.broadcast_to(jnp.asarray(top_k, jnp.int32), logits.shape[:-1])[..., None]
     k_index = jnp.clip(k, 1, vocab) - 1
-    sorted_desc = -jnp.sort(-logits, axis=-1)
-    kth = jnp.take_along_axis(sorted_desc, k_index, axis=-1)
+    cap = min(TOP_K_CAP, vocab)
+    kth = jax.lax.cond(  # the k-th largest without sorting the vocabulary when every k is small
+        jnp.all(k_index < cap),
+        lambda: jnp.take_along_axis(jax.lax.top_k(logits, cap)[0], jnp.minimum(k_index, cap - 1), axis=-1),
+        lambda: jnp.take_along_axis(-jnp.sort(-logits, axis=-1), k_index, axis=-1))
     return jnp.where((k <= 0) | (logits >= kth), logits, NEG_INF)
 
 
@@ -342,14 +346,25 @@ def apply_presence_frequency(logits: Array, context: ArrayLike, presence: ArrayL
 def _suffix_matches(ids: Array) -> tuple[Array, Array, Array]:
     """For right-aligned ``ids [..., T]``: ``r`` (reversed, newest first), ``m`` where ``m[..., k-1]``
     is how many newest tokens also appear ending ``k`` tokens back (``r[n] == r[n+k]``), and the
-    valid length ``[...]``. The token that followed that earlier occurrence is ``r[..., k-1]``."""
+    valid length ``[...]``. The token that followed that earlier occurrence is ``r[..., k-1]``.
+
+    One pass per matched length for all shifts at once, stopping when no shift still matches."""
     size = ids.shape[-1]
     r = ids[..., ::-1]
     padded = jnp.concatenate([r, jnp.full_like(r, -1)], axis=-1)  # [..., 2T]
-    shift = jnp.arange(1, size + 1)[:, None] + jnp.arange(size)[None, :]  # [T(k), T(n)]: n + k
-    shifted = jnp.take(padded, shift, axis=-1)  # [..., T, T]
-    equal = (shifted == r[..., None, :]) & (shifted >= 0)
-    m = jnp.sum(jnp.cumprod(equal.astype(jnp.int32), axis=-1), axis=-1)  # [..., T]
+
+    def cond(carry):
+        n, alive, _ = carry
+        return (n < size) & jnp.any(alive)
+
+    def body(carry):
+        n, alive, m = carry
+        shifted = jax.lax.dynamic_slice_in_dim(padded, n + 1, size, axis=-1)  # r[n + k] for k = 1..T
+        alive = alive & (shifted == jax.lax.dynamic_slice_in_dim(r, n, 1, axis=-1)) & (shifted >= 0)
+        return n + 1, alive, m + alive
+
+    start = (jnp.int32(0), jnp.ones(r.shape, bool), jnp.zeros(r.shape, jnp.int32))
+    _, _, m = jax.lax.while_loop(cond, body, start)
     return r, m, jnp.sum(ids >= 0, axis=-1)
 
 
@@ -555,7 +570,7 @@ class Stages(NamedTuple):
 
 _PROCESSORS = ("penalties", "no_repeat_ngram", "dry")
 CHAINS = {
-    "hf": _PROCESSORS + ("temperature", "top_n_sigma", "top_k", "top_p", "min_p", "typical", "epsilon", "eta", "xtc",
+    "hf": _PROCESSORS + ("top_n_sigma", "temperature", "top_k", "top_p", "min_p", "typical", "epsilon", "eta", "xtc",
                          "mirostat"),
     "llama.cpp": _PROCESSORS + ("top_n_sigma", "top_k", "typical", "top_p", "min_p", "epsilon", "eta", "xtc",
                                 "temperature", "mirostat"),
@@ -582,9 +597,9 @@ def _temperature(x: Array, temperature: ArrayLike, greedy_from: Array) -> Array:
     return jnp.where(t > 0, x / jnp.where(t > 0, t, 1.0), jnp.where(is_max, greedy_from, NEG_INF))
 
 
-@jax.jit
+@functools.partial(jax.jit, static_argnames="fused")
 def _run_stages(logits: Array, s: SamplingSettings, context: Array | None, num_generated: Array | None,
-                mu: Array | None, coin: Array | None) -> Stages:
+                mu: Array | None, coin: Array | None, fused: bool = False) -> Stages:
     x = jnp.asarray(logits, jnp.float32)
     out = {"raw": x}
     ids = gen_ids = None
@@ -607,8 +622,8 @@ def _run_stages(logits: Array, s: SamplingSettings, context: Array | None, num_g
             s.dry_sequence_breakers), v),
         "temperature": lambda v: _temperature(v, s.temperature, out["dry"]),
         "top_n_sigma": lambda v: apply_top_n_sigma(v, s.top_n_sigma),
-        "top_k": lambda v: apply_top_k(v, s.top_k),
-        "top_p": lambda v: apply_top_p(v, s.top_p),
+        "top_k": lambda v: _guard(jnp.asarray(s.top_k) > 0, lambda w: apply_top_k(w, s.top_k), v),
+        "top_p": lambda v: _guard(jnp.asarray(s.top_p) < 1, lambda w: apply_top_p(w, s.top_p), v),
         "min_p": lambda v: apply_min_p(v, s.min_p),
         "typical": lambda v: _guard(jnp.asarray(s.typical_p) < 1, lambda w: apply_typical(w, s.typical_p), v),
         "epsilon": lambda v: apply_epsilon(v, s.epsilon_cutoff),
@@ -616,6 +631,10 @@ def _run_stages(logits: Array, s: SamplingSettings, context: Array | None, num_g
         "xtc": lambda v: apply_xtc(v, s.xtc_threshold, s.xtc_probability, coin),
         "mirostat": lambda v: apply_mirostat(v, s.mirostat_tau, mu),
     }
+    if fused and s.order == "hf":  # temperature → min-p in one sort-free step; greedy keeps the same argmax
+        rules["temperature"] = lambda v: filter_logits_fast(v, temperature=s.temperature, top_k=s.top_k,
+                                                            top_p=s.top_p, min_p=s.min_p)
+        rules["top_k"] = rules["top_p"] = rules["min_p"] = lambda v: v
     for name in CHAINS[s.order]:
         if ids is None and name in _PROCESSORS:
             out[name] = x  # no context: nothing to penalise
@@ -643,6 +662,7 @@ def filter_stages(
     num_generated: ArrayLike | None = None,
     mu: ArrayLike | None = None,
     xtc_coin: ArrayLike | None = None,
+    fused: bool = False,
     **fields: Any,
 ) -> Stages:
     """Run the sampling chain and keep every intermediate result (for visualisation).
@@ -650,7 +670,9 @@ def filter_stages(
     ``context [..., T]``: right-aligned ids seen so far (needed by the penalties; without it they
     are skipped); its last ``num_generated`` entries are the generated ones (presence and frequency
     penalties; default: all). ``mu``: Mirostat's current μ (default ``2 τ``). ``xtc_coin``: a
-    uniform draw per row deciding whether XTC fires (default: it fires). Instead of ``settings``,
+    uniform draw per row deciding whether XTC fires (default: it fires). ``fused``: in the Hugging
+    Face order, compute temperature → min-p in one sort-free step (the decode loop's way: the same
+    final result, but ``.temperature`` … ``.min_p`` are then not separate). Instead of ``settings``,
     keyword fields of :class:`SamplingSettings` may be given; unnamed rules are then off.
 
     Usage: ``stages = filter_stages(logits, SamplingSettings(0.8, 50, 0.9))``
@@ -659,11 +681,12 @@ def filter_stages(
     logits = jnp.asarray(logits, jnp.float32)
     vocab = logits.shape[-1]
     if isinstance(logits, jax.core.Tracer):
-        return _run_stages(logits, s, context, num_generated, mu, xtc_coin)
+        return _run_stages(logits, s, context, num_generated, mu, xtc_coin, fused)
     # pad the vocabulary with removed tokens to a power of two: few shapes, few compiles
     bucket = max(VOCAB_BUCKET_MIN, 1 << (vocab - 1).bit_length())
     padded = jnp.pad(logits, [(0, 0)] * (logits.ndim - 1) + [(0, bucket - vocab)], constant_values=NEG_INF)
-    return Stages(*(stage[..., :vocab] for stage in _run_stages(padded, s, context, num_generated, mu, xtc_coin)))
+    stages = _run_stages(padded, s, context, num_generated, mu, xtc_coin, fused)
+    return Stages(*(stage[..., :vocab] for stage in stages))
 
 
 def filter_logits(
