@@ -210,10 +210,13 @@ jax.tree_util.register_pytree_node(SamplingSettings, _flatten, _unflatten)
 
 
 def uses_extras(s: SamplingSettings) -> Array:
-    """Whether any row uses a rule beyond temperature, top-k, top-p and min-p (a traced bool).
+    """Whether any row uses a rule beyond temperature, top-k, top-p and min-p, or the llama.cpp
+    order (a traced bool).
 
     Usage: ``jax.lax.cond(uses_extras(s), full_path, fast_path)``
     """
+    if s.order != "hf":
+        return jnp.bool_(True)
     on = [s.repetition_penalty != 1, s.presence_penalty != 0, s.frequency_penalty != 0, s.no_repeat_ngram_size > 0,
           s.typical_p < 1, s.epsilon_cutoff > 0, s.eta_cutoff > 0, s.top_n_sigma > 0,
           (s.xtc_probability > 0) & (s.xtc_threshold <= 0.5), _dry_on(s), s.mirostat_tau > 0]
