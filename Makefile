@@ -1,4 +1,4 @@
-# txtgen-nb: `make lab` opens the tutorials, `make test` runs the whole suite.
+# txtgen-nb: `make lab` opens your copy of the tutorials, `make test` runs the whole suite.
 # Every target creates .venv and installs the package into it when needed.
 
 PYTHON ?= python3
@@ -6,9 +6,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO := txtgen_nb/assets/demo
+LAB ?= lab
 ROOT_FLAG := $(shell [ "$$(id -u)" = "0" ] && echo --allow-root)
 
-.PHONY: setup lab test test-fast demo demo-model bench output chromium strip clean
+.PHONY: setup lab lab-copy lab-edit test test-fast demo demo-model bench output chromium strip clean
 
 setup: $(STAMP)
 
@@ -24,8 +25,17 @@ output: setup
 	@test -d output/best_checkpoint || (mkdir -p output && cp -r $(DEMO)/tokenizer.json $(DEMO)/model_config.json \
 		$(DEMO)/best_checkpoint output/ && echo "output/ created from the bundled demo model")
 
-## lab: open the tutorials in JupyterLab
-lab: setup output
+## lab: open your own copy of the tutorials in JupyterLab (lab/, git-ignored: class work never changes the checkout)
+lab: setup output lab-copy
+	$(VENV)/bin/jupyter lab $(LAB)/ $(ROOT_FLAG)
+
+## lab-copy: copy into lab/ the tutorials it does not have yet (your edits there are kept; delete one for a fresh copy)
+lab-copy:
+	@mkdir -p $(LAB)
+	@for f in notebooks/*.ipynb; do test -e "$(LAB)/$${f##*/}" || { cp "$$f" "$(LAB)/" && echo "copied $$f to $(LAB)/"; }; done
+
+## lab-edit: edit the tutorials themselves (notebooks/); run `make strip` before committing
+lab-edit: setup output
 	$(VENV)/bin/jupyter lab notebooks/ $(ROOT_FLAG)
 
 ## chromium: Debian's Chromium for the browser test (skipped where it cannot be installed)

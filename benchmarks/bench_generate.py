@@ -12,7 +12,11 @@ number is the median of ``--repeats`` runs), and printed as a Markdown table:
 * the floor: max(parameter bytes / measured memory bandwidth, decode FLOPs / measured matmul
   rate) per token, and how far batch-1 decoding is from it;
 * first-call (compile) time for a new prompt bucket, and the number of recompilations after
-  changing temperature, top-k, top-p, min-p, seed and max length (must be 0).
+  changing temperature, top-k, top-p, min-p, seed and max length (must be 0);
+* the generation trace: bytes of its buffers in the compiled program at batch 4 and 100 new tokens,
+  for the benchmarked model and for a GPT-2-small shape (from ``jax.eval_shape``: no weights needed),
+  and decode speed with the trace on against off, timed alternately in the same run (and, without
+  ``--quick``, the GPT-2-small shape with random weights too).
 
 Usage::
 
@@ -50,6 +54,9 @@ from txtgen_nb.tokenizer import encode_prompt  # noqa: E402
 DEMO_SHAPE = dict(vocab_size=4096, max_len=128, d_model=256, num_layers=4, num_heads=4)
 # not the tests' tiny_config shape, so nothing compiled earlier in a pytest session is reused
 QUICK_SHAPE = dict(vocab_size=320, max_len=40, d_model=32, num_layers=2, num_heads=4)
+GPT2_SMALL_SHAPE = dict(vocab_size=50257, max_len=1024, d_model=768, num_layers=12, num_heads=12)
+TRACE_BATCH, TRACE_TOKENS = 4, 100  # the issue's trace-memory point
+TRACE_TARGET_MB = 50
 PROMPT = "Once upon a time"
 BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
@@ -175,9 +182,10 @@ def jit_cache_size(fn) -> int | None:
 # ------------------------------------------------------------------------------------------
 
 def compiled_inputs(subject: Subject, batch: int, new_tokens: int, *, temperature=0.8, top_k=50, top_p=1.0,
-                    min_p=0.0, seed=0, prompt: str = PROMPT, **extra_settings) -> dict:
+                    min_p=0.0, seed=0, prompt: str = PROMPT, trace: bool = False, **extra_settings) -> dict:
     """Arguments for ``generation._generate_compiled`` laid out exactly as ``generate()`` does,
     except ``eos_id=-1``: no row can stop early, so every row decodes exactly ``new_tokens``.
+    ``trace`` keeps the compact trace (top-K window, log-sum-exp, entropy) as ``generate(trace=True)``;
     ``extra_settings``: further :class:`SamplingSettings` fields (every row the same)."""
     ids = encode_prompt(subject.tokenizer, prompt)
     max_len = subject.config.max_len
@@ -188,11 +196,12 @@ def compiled_inputs(subject: Subject, batch: int, new_tokens: int, *, temperatur
     limit = np.zeros((padded,), np.int32)
     limit[:batch] = min(new_tokens, max_len - len(ids))
     words = np.stack([generation.seed_words(seed + b) for b in range(padded)])
+    layout = generation._trace_layout(True, None, int(limit.max()), subject.config) if trace else None
     row = SamplingSettings(temperature, top_k, top_p, min_p, **extra_settings)
     return dict(graphdef=nnx.graphdef(subject.model), params=subject.params, prompt=tokens,
                 pad=np.full((padded,), prompt_len - len(ids), np.int32), limit=limit, seeds=words,
                 settings=SamplingSettings.stack([row] * padded), eos_id=np.int32(-1), max_steps=max_len,
-                with_trace=False)
+                trace_layout=layout)
 
 
 def run_compiled(inputs: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -248,6 +257,92 @@ def bench_generate_api(subject: Subject, batch: int, new_tokens: int, repeats: i
     call()
     seconds = median_time(call, repeats)
     return statistics.median(counts) / seconds
+
+
+# ------------------------------------------------------------------------------------------
+# The generation trace: memory and speed
+# ------------------------------------------------------------------------------------------
+
+def trace_buffer_bytes(subject: Subject, batch: int = TRACE_BATCH, new_tokens: int = TRACE_TOKENS) -> int:
+    """Bytes of the trace buffers the compiled program allocates (``jax.eval_shape``: nothing runs,
+    so abstract parameters are enough)."""
+    inputs = compiled_inputs(subject, batch, new_tokens, trace=True)
+    graphdef, layout, max_steps = inputs.pop("graphdef"), inputs.pop("trace_layout"), inputs.pop("max_steps")
+    call = lambda **kw: generation._generate_compiled(graphdef, **kw, max_steps=max_steps, trace_layout=layout)  # noqa: E731
+    _, _, buffers = jax.eval_shape(call, **inputs)
+    return sum(int(np.prod(b.shape)) * b.dtype.itemsize for b in jax.tree_util.tree_leaves(buffers))
+
+
+def context_trace_bytes(config: ModelConfig, batch: int = TRACE_BATCH) -> int:
+    """Bytes of the former trace layout: every raw logit the context allows, ``[B, max_len, V]`` float32."""
+    return batch * config.max_len * config.vocab_size * 4
+
+
+def abstract_subject(shape: dict, tokenizer) -> Subject:
+    """A model of ``shape`` with abstract parameters (shapes only): enough for ``trace_buffer_bytes``."""
+    config = ModelConfig(**shape)
+    model = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0)))
+    return Subject(model, nnx.state(model, nnx.Param), tokenizer, config, "abstract")
+
+
+@dataclasses.dataclass
+class TraceSpeed:
+    batch: int
+    new_tokens: int
+    off_seconds: float  # one call, trace off
+    on_seconds: float  # the same call, trace on
+
+    @property
+    def overhead(self) -> float:
+        return self.on_seconds / self.off_seconds - 1
+
+
+def bench_trace_speed(subject: Subject, batch: int, new_tokens: int, repeats: int) -> TraceSpeed:
+    """Decode with the trace off and on, timed alternately (off, on, off, on, ...) so both see the
+    same machine load; medians of ``repeats`` pairs."""
+    off_in = compiled_inputs(subject, batch, new_tokens)
+    on_in = compiled_inputs(subject, batch, new_tokens, trace=True)
+    run_compiled(off_in), run_compiled(on_in)  # compile + warm up
+    off, on = [], []
+    for _ in range(max(1, repeats)):
+        off.append(median_time(lambda: run_compiled(off_in), 1))
+        on.append(median_time(lambda: run_compiled(on_in), 1))
+    return TraceSpeed(batch, new_tokens, statistics.median(off), statistics.median(on))
+
+
+def trace_rows(subject: Subject, settings: BenchSettings) -> tuple[list[tuple[str, str, str]], dict]:
+    """Trace memory (this model and the GPT-2-small shape) and trace on/off decode speed."""
+    gpt2 = abstract_subject(GPT2_SMALL_SHAPE, subject.tokenizer)
+    own_bytes, gpt2_bytes = trace_buffer_bytes(subject), trace_buffer_bytes(gpt2)
+    steps = generation._trace_layout(True, None, TRACE_TOKENS, gpt2.config).steps
+    speed = {b: bench_trace_speed(subject, b, settings.new_tokens, settings.repeats)
+             for b in dict.fromkeys((settings.batches[0], TRACE_BATCH))}
+    raw = dict(trace_bytes=own_bytes, trace_bytes_gpt2=gpt2_bytes, trace_speed={b: dataclasses.asdict(t) | dict(
+        overhead=t.overhead) for b, t in speed.items()})
+    point = f"batch {TRACE_BATCH}, {TRACE_TOKENS} new tokens"
+    rows = [
+        (f"trace memory, this model, {point}", f"{own_bytes / 1e6:.3f} MB",
+         f"top-{generation.default_trace_k(subject.config.vocab_size)} window; every logit of the context: "
+         f"{context_trace_bytes(subject.config) / 1e6:.1f} MB"),
+        (f"trace memory, GPT-2-small shape, {point}", f"{gpt2_bytes / 1e6:.3f} MB",
+         f"[4, {steps} steps, {generation.default_trace_k(gpt2.config.vocab_size)}] window; every logit of the context: "
+         f"{context_trace_bytes(gpt2.config) / 1e6:.0f} MB; target < {TRACE_TARGET_MB} MB: "
+         + ("met" if gpt2_bytes < TRACE_TARGET_MB * 1e6 else "MISSED")),
+    ]
+    for b, t in speed.items():
+        rows.append((f"decode with trace on vs off, batch {b}", f"{t.overhead * 100:+.1f}%",
+                     f"{t.on_seconds * 1e3:.1f} vs {t.off_seconds * 1e3:.1f} ms for {t.new_tokens} tokens/row; "
+                     "target within 10%: " + ("met" if t.overhead <= 0.10 else "MISSED")))
+    if not settings.quick:
+        config = ModelConfig(**GPT2_SMALL_SHAPE)
+        model = Transformer(config, rngs=nnx.Rngs(0))
+        real = Subject(model, nnx.state(model, nnx.Param), subject.tokenizer, config, "random GPT-2-small shape")
+        t = bench_trace_speed(real, TRACE_BATCH, TRACE_TOKENS, max(2, settings.repeats // 2))
+        raw["trace_speed_gpt2"] = dataclasses.asdict(t) | dict(overhead=t.overhead)
+        rows.append((f"GPT-2-small shape decode, trace on vs off, {point}", f"{t.overhead * 100:+.1f}%",
+                     f"{TRACE_BATCH * TRACE_TOKENS / t.on_seconds:,.1f} vs {TRACE_BATCH * TRACE_TOKENS / t.off_seconds:,.1f}"
+                     " tokens/s (random weights); target within 10%: " + ("met" if t.overhead <= 0.10 else "MISSED")))
+    return rows, raw
 
 
 # ------------------------------------------------------------------------------------------
@@ -400,6 +495,8 @@ def run(settings: BenchSettings) -> tuple[list[tuple[str, str, str]], dict]:
         api = {b: bench_generate_api(subject, b, settings.new_tokens, settings.repeats) for b in settings.batches}
         naive = {b: bench_naive(subject, b, n, settings.repeats) for b, n in zip(settings.batches, settings.naive_tokens)}
         behaviour = compile_behaviour(subject, counter)
+        trace_table, trace_raw = trace_rows(subject, settings)
+        raw.update(trace_raw)
 
         b1 = settings.batches[0]
         prompt_len = len(encode_prompt(subject.tokenizer, PROMPT))
@@ -453,6 +550,7 @@ def run(settings: BenchSettings) -> tuple[list[tuple[str, str, str]], dict]:
              f"next call {behaviour['second_call_s'] * 1e3:.1f} ms"),
             ("recompiles after changing settings", f"{behaviour['recompiles']}",
              f"{behaviour['settings_tried']} calls changing temperature/top-k/top-p/min-p/seed/max length"),
+            *trace_table,
         ]
         return rows, raw
     finally:

@@ -21,7 +21,11 @@ EXPECTED_ROWS = [
     "compiled decode step, batch 4", "generate() end to end, batch 1", "generate() end to end, batch 4",
     "naive loop, batch 1", "naive loop, batch 4", "speed-up vs naive, batch 1", "speed-up vs naive, batch 4",
     "decode step vs floor, batch 1", "first call, new prompt bucket", "recompiles after changing settings",
+    "trace memory, this model, batch 4, 100 new tokens", "trace memory, GPT-2-small shape, batch 4, 100 new tokens",
+    "decode with trace on vs off, batch 1", "decode with trace on vs off, batch 4",
 ]
+SIGNED_ROWS = ("recompiles after changing settings", "decode with trace on vs off, batch 1",
+               "decode with trace on vs off, batch 4")
 NUMERIC_ROWS = EXPECTED_ROWS[1:]
 
 
@@ -52,9 +56,12 @@ def test_quick_run_prints_full_table_without_recompiles(bench, capsys):
     assert list(rows) == EXPECTED_ROWS
     assert rows["model"].startswith("random tiny model")
     for name in NUMERIC_ROWS:
-        if name != "recompiles after changing settings":
+        if name not in SIGNED_ROWS:
             assert _number(rows[name]) > 0, (name, rows[name])
+    for name in SIGNED_ROWS[1:]:
+        assert rows[name].endswith("%") and np.isfinite(_number(rows[name])), (name, rows[name])
     assert rows["recompiles after changing settings"] == "0"
+    assert _number(rows["trace memory, GPT-2-small shape, batch 4, 100 new tokens"]) < 50  # MB
     assert "recompiles after changing settings: 0" in out
 
 

@@ -313,45 +313,173 @@ def wait_for_new_src(img, old: str) -> str:
         src = img.get_attribute("src") or ""
         if src and src != old:
             return src
-        time.sleep(0.25)
+        time.sleep(0.02)
     pytest.fail(f"the plot was not redrawn within {REDRAW_S} s of moving the slider")
+
+
+# ----- what a person sees ----------------------------------------------------------------------
+
+# The visible part of the notebook: the viewport clipped by the notebook's scroll container.
+VISIBLE_JS = """(el) => {
+    let box = {left: 0, top: 0, right: window.innerWidth, bottom: window.innerHeight};
+    for (let p = el.parentElement; p; p = p.parentElement) {
+        const style = getComputedStyle(p);
+        const r = p.getBoundingClientRect();
+        if (/(auto|scroll|hidden)/.test(style.overflowY + style.overflowX) && r.width > 0 && r.height > 0) {
+            box = {left: Math.max(box.left, r.left), top: Math.max(box.top, r.top),
+                   right: Math.min(box.right, r.right), bottom: Math.min(box.bottom, r.bottom)};
+        }
+    }
+    const r = el.getBoundingClientRect();
+    const inside = r.width > 0 && r.left >= box.left - 2 && r.right <= box.right + 2 && r.top >= box.top - 2
+        && r.bottom <= box.bottom + 2;
+    return {inside, rect: [r.left, r.top, r.right, r.bottom], visible: [box.left, box.top, box.right, box.bottom]};
+}"""
+
+# Labels, readouts and buttons whose text does not fit (shown with an ellipsis or cut).
+TRUNCATED_JS = """(root) => [...root.querySelectorAll(
+        '.widget-label, .widget-readout, .jupyter-button, .widget-toggle-button, .widget-label-basic')]
+    .filter(e => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1)
+    .map(e => `${e.className}: ${e.textContent.trim()} (${e.scrollWidth} > ${e.clientWidth})`)"""
+
+
+def collapse_sidebar(page) -> None:
+    page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
+    page.wait_for_timeout(300)
+
+
+def assert_visible(element, what: str) -> None:
+    where = element.evaluate(VISIBLE_JS)
+    assert where["inside"], f"{what} is not fully visible: {where}"
+
+
+def scroll_to_top(element) -> None:
+    element.evaluate("(el) => el.scrollIntoView({block: 'start'})")
+    element.page.wait_for_timeout(200)
+
+
+def wait_idle(page) -> None:
+    page.wait_for_function(KERNEL_IDLE_JS, timeout=REDRAW_S * 1000, polling=100)
+
+
+def step_readout(explorer) -> int:
+    step = explorer.locator(".widget-slider").filter(has=explorer.page.locator(".widget-label", has_text="Step"))
+    return int(step.first.locator(".widget-readout").inner_text())
+
+
+def press_step(explorer, key: str) -> None:
+    step = explorer.locator(".widget-slider").filter(has=explorer.page.locator(".widget-label", has_text="Step"))
+    step.first.locator(".noUi-handle").focus()
+    explorer.page.keyboard.press(key)
+
+
+def wait_for_current_token(explorer, step: int) -> None:
+    explorer.locator(f".tg-token-text .tg-tok.tg-current[data-step='{step}']").wait_for(timeout=REDRAW_S * 1000)
+
+
+def assert_tooltip_inside(page, token, what: str) -> None:
+    token.scroll_into_view_if_needed()
+    token.hover()
+    tip = token.locator(".tg-tip")
+    tip.wait_for(state="visible", timeout=5_000)
+    assert_visible(tip, f"the alternatives of {what}")
+    assert tip.evaluate("t => t.scrollHeight <= t.clientHeight + 1"), f"the alternatives of {what} are cut"
+
+
+def step_redraw_latency(page, explorer) -> float:
+    """Median seconds from a step key press to the new plot image (10 moves)."""
+    plot = explorer.locator("img.tg-plot").first
+    times = []
+    for i in range(10):
+        src = plot.get_attribute("src") or ""
+        start = time.perf_counter()
+        press_step(explorer, "ArrowRight" if i % 2 == 0 else "ArrowLeft")
+        wait_for_new_src(plot, src)
+        times.append(time.perf_counter() - start)
+        wait_idle(page)
+    return sorted(times)[len(times) // 2]
 
 
 # ----- the test ----------------------------------------------------------------------------------
 
-def test_explorer_notebook_renders_widgets_and_slider_redraws_plot(lab_root, lab_server, page):
+def test_explorers_teach_at_projector_size(lab_root, lab_server, page):
     notebook = lab_root / NOTEBOOK
     assert notebook.is_file(), f"{NOTEBOOK} is missing"
     saved = notebook.read_bytes()
     for old in ARTIFACTS.glob("*.png"):
         old.unlink()
+    page.set_viewport_size({"width": 1280, "height": 720})
     with screenshot_on_failure(page):
         open_notebook(page, lab_server.url(f"lab/tree/{NOTEBOOK}"))
+        collapse_sidebar(page)
         run_all_cells(page)
         wait_until_executed(page)
         wait_for_widgets(page)
-
-        assert page.locator(".jp-Notebook .jupyter-widgets .widget-slider").count() >= 1
-        assert page.locator(".jp-Notebook .jupyter-widgets img").count() >= 1
         texts = "\n".join(output_texts(page))
         for bad in ("Error displaying widget", "SamplingExplorer(", "VBox(children=", "HBox(children="):
             assert bad not in texts, f"{bad!r} in the notebook's outputs (widget not rendered):\n{texts[:3000]}"
 
-        # The first explorer: the first output with a Temperature slider; its plot is its last image.
-        temperature = page.locator(".widget-slider").filter(
-            has=page.locator(".widget-label", has_text="Temperature"))
-        explorer = page.locator(".jp-Notebook .jp-OutputArea-output").filter(has=temperature).first
-        slider, plot = explorer.locator(temperature).first, explorer.locator("img").last
-        value_before, src_before = slider_value(slider), plot.get_attribute("src") or ""
-        assert src_before.startswith(("blob:", "data:")), f"unexpected plot src {src_before[:80]!r}"
-        explorer.scroll_into_view_if_needed()
-        screenshot(page, "before")
+        explorers = page.locator(".jp-Notebook .tg-explorer")
+        assert explorers.count() == 4, f"{explorers.count()} explorers rendered"
+        explorer = explorers.first  # SamplingExplorer
+        scroll_to_top(explorer)
+        assert_visible(explorer.locator(".tg-controls").first, "the sampling controls")
+        assert_visible(explorer.locator("img.tg-plot").first, "the plot beside the controls")
+        screenshot(page, "explorer-1280x720")
 
-        drag_slider(page, slider, dx=40)
-        wait_for_new_src(plot, src_before)
-        page.wait_for_function(KERNEL_IDLE_JS, timeout=REDRAW_S * 1000, polling=250)  # regeneration done
-        assert slider_value(slider) > value_before, "the Temperature readout did not move"
-        assert "⚠" not in explorer.inner_text(), f"the explorer shows an error:\n{explorer.inner_text()[:2000]}"
-        explorer.scroll_into_view_if_needed()
-        screenshot(page, "after")
+        # The first move of a control changes what is shown, or says why it did not.
+        summary = explorer.locator(".tg-summary").first
+        first_summary = summary.inner_text()
+        temperature = explorer.locator(".widget-slider").filter(
+            has=page.locator(".widget-label", has_text="Temperature")).first
+        drag_slider(page, temperature, dx=25)
+        page.wait_for_function("([el, old]) => el.querySelector('.tg-summary').innerText !== old",
+                               arg=[explorer.element_handle(), first_summary], timeout=REDRAW_S * 1000)
+        wait_idle(page)
+        moved = summary.inner_text()
+        assert "tokens changed" in moved or ("No token changed" in moved and "same seed" in moved), moved
+        screenshot(page, "after-temperature-move")
+
+        # The step highlight follows the step slider, and a click on a token moves the step.
+        start = step_readout(explorer)
+        wait_for_current_token(explorer, start)
+        press_step(explorer, "ArrowRight" if start == 0 else "ArrowLeft")
+        moved_to = start + 1 if start == 0 else start - 1
+        wait_for_current_token(explorer, moved_to)
+        wait_idle(page)
+        print(f"step {start} -> {moved_to}: highlight followed")
+        target = 2 if moved_to != 2 else 3
+        explorer.locator(f".tg-token-text .tg-tok[data-step='{target}']").click()
+        wait_for_current_token(explorer, target)
+        page.wait_for_function("([el, want]) => el.innerText.trim() === want",
+                               arg=[explorer.locator(".widget-slider").filter(has=page.locator(
+                                   ".widget-label", has_text="Step")).first.locator(".widget-readout").element_handle(),
+                                    str(target)], timeout=REDRAW_S * 1000)
+        wait_idle(page)
+
+        print(f"clicked token {target}: step followed")
+        # Alternatives show fully on hover: in the explorer and in a plain notebook output.
+        last = explorer.locator(".tg-token-text .tg-tok").last
+        assert_tooltip_inside(page, last, "the explorer's last token")
+        output_text = page.locator(".jp-OutputArea-output > .tg-legend ~ .tg-view, .jp-RenderedHTMLCommon .tg-view")
+        assert_tooltip_inside(page, output_text.first.locator(".tg-tok").last, "the last token of colored_text")
+
+        truncated = [label for i in range(explorers.count()) for label in explorers.nth(i).evaluate(TRUNCATED_JS)]
+        assert not truncated, f"truncated labels: {truncated}"
+
+        distribution = explorers.nth(1)
+        scroll_to_top(distribution)
+        assert_visible(distribution.locator(".tg-controls").first, "the distribution controls")
+        assert_visible(distribution.locator("img.tg-plot").first, "the distribution plot")
+        screenshot(page, "distribution-1280x720")
+
+        scroll_to_top(explorer)
+        latency = step_redraw_latency(page, explorer)
+        print(f"step slider redraw latency in the browser: median {latency * 1000:.0f} ms of 10 moves")
+
+        page.set_viewport_size({"width": 1400, "height": 1000})
+        scroll_to_top(explorer)
+        screenshot(page, "explorer-1400x1000")
+        scroll_to_top(explorers.nth(3))
+        screenshot(page, "branch-1400x1000")
     assert notebook.read_bytes() == saved, "JupyterLab saved the notebook (autosave should be off)"

@@ -185,3 +185,47 @@ def test_save_run_writes_seed_layout(tiny_model, tiny_tok, tmp_path):
     path = save_run(tmp_path / "out", params, config, tiny_tok)
     assert path == (tmp_path / "out" / "best_checkpoint").absolute()
     assert sorted(os.listdir(tmp_path / "out")) == ["best_checkpoint", "model_config.json", "tokenizer.json"]
+
+
+def save_tree(run: Path, tree) -> None:
+    shutil.rmtree(run / "best_checkpoint")
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save((run / "best_checkpoint").absolute(), tree)
+
+
+def test_train_state_never_loads_optimiser_moments(tiny_run, tiny_model, tmp_path):
+    _, params, _ = tiny_model
+    run = copy_run(tiny_run, tmp_path)
+    zeros = jax.tree_util.tree_map(np.zeros_like, pure_params(params))
+    save_tree(run, {"params": pure_params(params), "step": np.int32(3), "opt_state": {"mu": zeros, "nu": zeros}})
+    _, restored, _, _ = load_run(run / "best_checkpoint")
+    assert same_params(restored, params)
+    assert not same_params(restored, zeros)
+
+
+def test_params_only_inside_optimiser_state_is_an_error(tiny_run, tiny_model, tmp_path):
+    _, params, _ = tiny_model
+    run = copy_run(tiny_run, tmp_path)
+    save_tree(run, {"step": np.int32(3), "opt_state": {"mu": pure_params(params)}})
+    with pytest.raises(ValueError, match=r"only inside optimiser state \(opt_state/mu\)"):
+        load_run(run / "best_checkpoint")
+
+
+def test_ambiguous_parameter_trees_name_the_candidates(tiny_run, tiny_model, tmp_path):
+    _, params, _ = tiny_model
+    run = copy_run(tiny_run, tmp_path)
+    save_tree(run, {"student": pure_params(params), "teacher": pure_params(params)})
+    with pytest.raises(ValueError, match=r"several parameter trees match the model \(student, teacher\)"):
+        load_run(run / "best_checkpoint")
+    save_tree(run, {"params": pure_params(params), "ema": jax.tree_util.tree_map(np.zeros_like, pure_params(params))})
+    _, restored, _, _ = load_run(run / "best_checkpoint")
+    assert same_params(restored, params)
+
+
+def test_load_run_reports_the_seed_lines(tiny_run):
+    lines = []
+    load_run(tiny_run, log=lines.append)
+    assert lines == [f"Note: {tiny_run} is a run folder; using its checkpoint {tiny_run / 'best_checkpoint'}",
+                     f"Loading tokenizer from: {tiny_run / 'tokenizer.json'}",
+                     f"Loading config from: {tiny_run / 'model_config.json'}", "Creating model...",
+                     f"Loading checkpoint from: {tiny_run / 'best_checkpoint'}"]

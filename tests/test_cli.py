@@ -41,7 +41,9 @@ def test_banner_matches_the_seed(workdir):
     assert lines[4:4 + len(expected)] == expected
     rest = lines[4 + len(expected):]
     assert rest[0].startswith("Prompt tokens: ") and int(rest[0].split(": ")[1]) > 0
-    assert rest[1:5] == ["Max new tokens: 100", "Temperature: 0.8", "Top-k: 50", "Top-p: disabled"]
+    allowed = 32 - int(rest[0].split(": ")[1])  # the tiny model's context is 32 tokens
+    assert rest[1:5] == [f"Max new tokens: 100 (the model's context of 32 allows {allowed} after this prompt)",
+                         "Temperature: 0.8", "Top-k: 50", "Top-p: disabled"]
     assert rest[6:9] == ["─" * 80, "Generated text:", "─" * 80]
     assert rest[9].startswith("Once upon a time")
     assert "Traceback" not in result.stderr
@@ -78,6 +80,45 @@ def test_interactive_loop(workdir):
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("GENERATING TEXT") == 2
     assert result.stdout.count("✓ Model loaded successfully!") == 1
+
+
+def test_max_length_within_the_context_is_the_seed_line(workdir):
+    result = run_cli(["--checkpoint", "output/best_checkpoint", "--prompt", "Hi", "--max-length", "5"], workdir)
+    assert result.returncode == 0, result.stderr
+    assert "\nMax new tokens: 5\n" in result.stdout
+
+
+def test_no_prompt_and_no_terminal_is_an_argument_error(workdir):
+    result = run_cli(["--checkpoint", "output/best_checkpoint"], workdir)
+    assert result.returncode == 2
+    assert "error: the following arguments are required: --prompt" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
+
+
+def test_cli_uses_the_api_loader_and_its_vocabulary_check(tiny_run, tmp_path):
+    from tokenizers import Tokenizer
+
+    shutil.copytree(tiny_run, tmp_path / "output")
+    tok = Tokenizer.from_file(str(tmp_path / "output" / "tokenizer.json"))
+    tok.add_tokens([f"extra{i}" for i in range(50)])
+    tok.save(str(tmp_path / "output" / "tokenizer.json"))
+    result = run_cli(["--checkpoint", "output/best_checkpoint", "--prompt", "Hi"], tmp_path)
+    assert result.returncode == 1
+    assert "vocab_size 300 is smaller than the tokenizer's 350 tokens" in result.stderr
+
+
+def test_run_folder_note_and_hugging_face_folder(workdir, tmp_path):
+    result = run_cli(["--checkpoint", "output", "--prompt", "Hi", "--max-length", "2"], workdir)
+    assert result.returncode == 0, result.stderr
+    assert "Note: output is a run folder; using its checkpoint output/best_checkpoint" in result.stdout
+    import torch
+    from test_import_hf import save_folder
+
+    save_folder("gpt2", torch.bfloat16, False, {}, tmp_path / "gpt2")
+    result = run_cli(["--checkpoint", "gpt2", "--prompt", "Hi", "--max-length", "3"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Loading config from: gpt2/config.json (Hugging Face GPT2LMHeadModel)" in result.stdout
+    assert "Loading checkpoint from: gpt2/model.safetensors" in result.stdout and "Generated text:" in result.stdout
 
 
 @pytest.mark.parametrize("args,fragment,code", [

@@ -19,7 +19,7 @@ from conftest import tiny_config
 def test_cached_decoding_equals_full_forward(tiny_model, tiny_tok):
     model, params, _ = tiny_model
     result = generate(model, params, tiny_tok, ["Once upon", "The quick brown fox jumps"], max_new_tokens=12,
-                      temperature=1.0, top_k=0, trace=True)
+                      temperature=1.0, top_k=0, trace="full")
     trace = result.trace
     for row in range(2):
         ids = trace.context_ids(row, int(trace.lengths[row]))

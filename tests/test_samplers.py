@@ -373,7 +373,7 @@ def test_generation_never_recompiles_and_filters_with_its_context(tiny_model, ti
     for b in (0, 1):  # deterministic rules: every chosen token survives the filter with its context
         for i in range(int(trace.lengths[b])):
             context = np.asarray(trace.context_ids(b, i), np.int32)
-            final = np.asarray(filter_logits(trace.logits[b, i], rows[b], context, num_generated=i))
+            final = np.asarray(filter_logits(trace.step_logits(b, i), rows[b], context, num_generated=i))
             assert np.isfinite(final[trace.token_ids[b, i]])
     ids = trace.prompt_ids[0] + result.new_token_ids[0]
     bigrams = list(zip(ids, ids[1:]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -142,3 +143,18 @@ def test_trains_on_your_own_text(tmp_path):
                    **{**TINY, "steps": 10, "eval_every": 10})
     assert (result.checkpoint_dir / "_METADATA").exists() or any(result.checkpoint_dir.iterdir())
     assert result.log["num_documents"] == 40
+
+
+def test_progress_bar_and_final_line_report_the_same_best_loss(tmp_path, capsys):
+    from txtgen_nb.train import main
+
+    out = tmp_path / "run"
+    flags = {"--num-stories": 400, "--steps": 20, "--batch-size": 16, "--warmup-steps": 5, "--vocab-size": 300,
+             "--d-model": 32, "--layers": 1, "--heads": 2, "--max-len": 32, "--eval-every": 10}
+    assert main(["--out", str(out), *[str(x) for item in flags.items() for x in item]]) == 0
+    captured = capsys.readouterr()
+    bar_best = re.findall(r"best_eval=([0-9.]+)", captured.err)[-1]  # the bar's last state
+    final_best = re.search(r"best held-out loss ([0-9.]+)", captured.out).group(1)
+    evals = [loss for _, loss in json.loads((out / "train_log.json").read_text())["eval"]]
+    assert evals[-1] == min(evals)  # the last evaluation set the best: the case the bar used to miss
+    assert bar_best == final_best == f"{min(evals):.3f}"

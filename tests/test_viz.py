@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import io
 
 import numpy as np
@@ -24,10 +25,10 @@ def long_trace(steps: int = 180, vocab: int = 300, rows: int = 2) -> Trace:
     """A synthetic trace with hundreds of steps (no model needed)."""
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(rows, steps, vocab)).astype(np.float32) * 3
-    return Trace(prompt_ids=[[2, 40]] * rows, token_ids=logits.argmax(-1).astype(np.int32),
-                 lengths=np.array([steps, steps - 30], np.int32), logits=logits,
-                 settings=[SamplingSettings(0.8, 50, 0.9), SamplingSettings(1.0, 0, 0.95, 0.02)], seeds=[0, 1],
-                 eos_id=3)
+    return Trace.from_logits(prompt_ids=[[2, 40]] * rows, token_ids=logits.argmax(-1).astype(np.int32),
+                             lengths=np.array([steps, steps - 30], np.int32), logits=logits,
+                             settings=[SamplingSettings(0.8, 50, 0.9), SamplingSettings(1.0, 0, 0.95, 0.02)],
+                             seeds=[0, 1], eos_id=3)
 
 
 def render(fig: Figure) -> bytes:
@@ -144,3 +145,24 @@ def test_token_labels_are_readable(tiny_tok):
     assert {"<0x00>", "<0x1D>", "↵", "␣", "<bos>"} <= labels
     assert all(ch.isprintable() for label in labels for ch in label)
     assert all(len(label) <= 12 for label in labels)
+
+
+def test_token_html_marks_steps_changes_and_alternatives(trace, tiny_tok):
+    data = viz.text_data(trace, tiny_tok)
+    n = len(data.pieces)
+    changed = [i % 2 == 0 for i in range(n)]
+    page = viz.token_html(data, selected=1, changed=changed, summary="2 of 6 <changed>")
+    assert page.count('tabindex="0"') == n  # a tap focuses a token: its alternatives show on touch screens
+    assert [int(x) for x in re.findall(r'data-step="(\d+)"', page)] == list(range(n))
+    assert page.count("tg-tok tg-current") == 1 and page.count("tg-changed\"") == sum(changed)
+    assert "2 of 6 &lt;changed&gt;" in page
+    assert page.count('class="tg-tip"') == n and "tg-side" in page  # alternatives in a panel inside the view
+    tip = data.tips[0]
+    assert f"step 0: p={data.values[0]:.3f}" in tip and len(tip.splitlines()) == 3 + min(5, tiny_tok.get_vocab_size())
+
+
+def test_change_summary_counts_or_explains():
+    assert viz.change_summary([1, 2, 3], [1, 5, 3], "seed 0 → 1") == "1 of 3 tokens changed after seed 0 → 1."
+    assert viz.change_summary([1, 2, 3], [1, 2]) == "1 of 3 tokens changed."
+    assert "same seed" in viz.change_summary([1, 2], [1, 2], "temperature 0.8 → 0.9")
+    np.testing.assert_array_equal(viz.changed_tokens([1, 2], [1, 3, 4]), [False, True, True])

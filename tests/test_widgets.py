@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from txtgen_nb import load_model_and_tokenizer, viz, widgets
+from txtgen_nb import generation, load_model_and_tokenizer, sampling, viz, widgets
 from txtgen_nb.generation import SamplingSettings
 from txtgen_nb.sampling import filter_logits
 from txtgen_nb.tokenizer import decode
@@ -32,6 +32,17 @@ def assert_same_step_data(got: viz.StepData, want: viz.StepData) -> None:
     assert (got.num_kept, got.chosen, got.settings) == (want.num_kept, want.chosen, want.settings)
 
 
+def test_explorer_opens_on_the_most_uncertain_early_step(demo):
+    ex = widgets.SamplingExplorer(*demo, max_new_tokens=40, seed=0)
+    first = min(12, int(ex.trace.lengths[0]))
+    stages = ex.settings().stages(ex.trace.logits[0, :first])
+    entropy = np.asarray(sampling.entropy(stages.temperature))
+    assert ex.step.value == int(np.argmax(entropy)) and ex.step.value > 0
+    assert ex.current_step_data().num_kept > 1  # not a step where one token has probability 1
+    assert ex.text.selected == ex.step.value  # the shown step is outlined in the text
+    assert 'class="tg-tok tg-current"' not in ex.text.html  # ... by the widget's selected trait, not the HTML
+
+
 def test_sampling_explorer_sliders_refilter_and_regenerate(demo, tok):
     ex = widgets.SamplingExplorer(*demo, max_new_tokens=STEPS, seed=0)
     assert ex.generate_calls == 1 and ex.error.value == ""
@@ -47,26 +58,58 @@ def test_sampling_explorer_sliders_refilter_and_regenerate(demo, tok):
     assert_same_step_data(data, viz.step_data(ex.trace, tok, 3, settings=SamplingSettings(0.8, 3, 1.0, 0.0)))
     assert ex.plot.value != png
 
-    html = ex.text_html.value
+    html = ex.text.html
     ex.top_k.value, ex.temperature.value = 0, 2.0  # hot and unfiltered: a different continuation
     assert ex.generate_calls == 4
-    assert ex.result.texts[0] != text and ex.text_html.value != html
+    assert ex.result.texts[0] != text and ex.text.html != html
     data = ex.current_step_data()
     assert_same_step_data(data, viz.step_data(ex.trace, tok, 3, settings=SamplingSettings(2.0, 0, 1.0, 0.0)))
     assert data.entropy_before > before.entropy_before
+
+
+def test_every_change_says_what_changed_or_why_nothing_did(demo):
+    ex = widgets.SamplingExplorer(*demo, max_new_tokens=40, seed=0)
+    ids = ex.result.new_token_ids[0]
+    ex.generate_button.click()  # same everything: same text, and the explorer says why
+    assert ex.result.new_token_ids[0] == ids and "No token changed" in ex.text.html and "same seed" in ex.text.html
+    assert "tg-tok tg-changed" not in ex.text.html
+
+    ex.seed.value = 12345  # other random draws: tokens change, are counted and underlined
+    new = ex.result.new_token_ids[0]
+    changed = viz.changed_tokens(ids, new)
+    assert changed.any()
+    assert f"{int(changed.sum())} of {max(len(ids), len(new))} tokens changed after seed 0 → 12345" in ex.text.html
+    assert ex.text.html.count("tg-tok tg-changed") == int(changed.sum())
+
+    seeds = set()
+    for _ in range(3):
+        ex.new_sample.click()  # a fresh seed each time, each a new generation
+        seeds.add(ex.seed.value)
+    assert len(seeds) == 3 and ex.generate_calls == 6
+
+
+def test_clicking_a_token_selects_its_step(demo):
+    ex = widgets.SamplingExplorer(*demo, max_new_tokens=STEPS, seed=1)
+    png = bytes(ex.plot.value)
+    target = 2 if ex.step.value != 2 else 3
+    ex.text.selected = target  # what a click in the browser sends back
+    assert ex.step.value == target and ex.current_step_data().step == target and bytes(ex.plot.value) != png
+    ex.step.value = 5
+    assert ex.text.selected == 5 and ex.generate_calls == 1
 
 
 def test_sampling_explorer_refilters_stored_logits_without_model_call(demo, tok):
     ex = widgets.SamplingExplorer(*demo, max_new_tokens=STEPS, seed=0)
     ex.auto_regenerate.value = False
     trace, png = ex.trace, ex.plot.value
+    ex.step.value = 0
     ex.top_p.value = 0.5
     assert ex.generate_calls == 1 and ex.trace is trace
     settings = SamplingSettings(0.8, 50, 0.5, 0.0)
     assert_same_step_data(ex.current_step_data(), viz.step_data(trace, tok, 0, settings=settings))
     assert ex.plot.value != png
     ex.color_by.value = "entropy"
-    assert "entropy" in ex.text_html.value and ex.generate_calls == 1
+    assert "coloured by entropy" in ex.text.html and ex.generate_calls == 1
     step_png = bytes(ex.plot.value)
     ex.view.value = "pipeline"
     assert bytes(ex.plot.value).startswith(b"\x89PNG") and bytes(ex.plot.value) != step_png
@@ -109,14 +152,15 @@ def test_busy_state_and_callback_errors(demo, monkeypatch):
     seen = []
 
     def failing_generate(*args, **kwargs):
-        seen.append((ex.status.value, ex.generate_button.disabled))
+        seen.append(("Generating…" in ex.status.value, ex.generate_button.disabled, ex.new_sample.disabled,
+                     "tg-is-busy" in ex.widget._dom_classes))
         raise ValueError("bad setting\nsecond line")
 
-    monkeypatch.setattr(widgets, "generate", failing_generate)
+    monkeypatch.setattr(generation, "generate", failing_generate)
     ex.generate_button.click()
-    assert seen == [("Generating…", True)]
+    assert seen == [(True, True, True, True)]
     assert "bad setting second line" in ex.error.value and "\n" not in ex.error.value
-    assert not ex.generate_button.disabled and ex.status.value == ""
+    assert not ex.generate_button.disabled and ex.status.value == "" and "tg-is-busy" not in ex.widget._dom_classes
     monkeypatch.undo()
     ex.generate_button.click()
     assert ex.error.value == "" and ex.generate_calls == 2
@@ -143,23 +187,36 @@ def test_compare_explorer_one_batched_call(demo):
     assert len(set(ex.result.texts)) == 3
     assert ex.labels == ["greedy", "T=1", "T=2"]
     assert all(label in ex.text_html.value for label in ex.labels)
+    assert ex.text_html.value.count('class="tg-view tg-below"') == 3  # alternatives below each narrow column
     assert bytes(ex.plot.value).startswith(b"\x89PNG")
 
 
-def test_branch_explorer_continues_from_an_alternative(demo, tok):
-    ex = widgets.BranchExplorer(*demo, max_new_tokens=STEPS, seed=0)
-    step = 4
-    ex.step.value = step
-    chosen = int(ex.trace.token_ids[0, step])
+def test_branch_explorer_offers_kept_alternatives_first(demo):
+    ex = widgets.BranchExplorer(*demo, max_new_tokens=STEPS, seed=0, top_k=3)
+    data = ex.current_step_data()
+    kept = [int(t) for t, k in zip(data.ids, data.kept) if k]
     values = [value for _label, value in ex.alternative.options]
-    assert chosen in values and ex.alternative.value != chosen
+    assert values[: len(kept)] == kept  # kept candidates first
+    assert all("removed" in label for label, value in ex.alternative.options if value not in kept)
+    default = ex.alternative.value
+    assert default in kept and default != data.chosen  # never a token the filters removed, nor the sampled one
+    probs = dict(zip(data.ids.tolist(), data.prob_after))
+    assert probs[default] == max(p for t, p in probs.items() if t in kept and t != data.chosen)
+
+
+def test_branch_continues_for_the_chosen_length_at_any_step(demo, tok):
+    ex = widgets.BranchExplorer(*demo, max_new_tokens=30, seed=0)
+    step = int(ex.trace.lengths[0]) - 3  # late in the text: the branch still gets 30 new tokens
+    ex.step.value = step
     alt = ex.alternative.value
     ex.branch_button.click()
     assert ex.generate_calls == 2 and ex.error.value == ""
     prefix = decode(tok, ex.trace.context_ids(0, step)) + tok.decode([alt])
     assert ex.branch_result.texts[0].startswith(prefix)
-    assert ex.branch_result.texts[0] != ex.result.texts[0]
-    assert "Branch at step 4" in ex.branch_html.value
+    assert len(ex.branch_result.new_token_ids[0]) == 30 or ex.branch_result.stop_reasons[0] == "eos"
+    html = ex.branch_html.value
+    assert f"Branch at step {step}" in html and "Original:" in html and "Branch:" in html
+    assert html.count('class="tg-view tg-below"') == 2 and "tg-tok tg-changed" in html  # side by side, differences marked
     ex.top_k.value = 2  # re-filters the shown step and its alternatives, no model call
     assert ex.generate_calls == 2 and ex.current_step_data().num_kept <= 2
 

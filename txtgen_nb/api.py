@@ -10,7 +10,7 @@ Usage::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from flax import nnx
 from tokenizers import Tokenizer
@@ -35,13 +35,17 @@ def demo_checkpoint() -> Path:
 
 
 def load_model_and_tokenizer(
-    checkpoint_dir: str | Path | None = None, tokenizer_path: str | Path | None = None
+    checkpoint_dir: str | Path | None = None, tokenizer_path: str | Path | None = None, *,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[Transformer, nnx.State, Tokenizer, ModelConfig]:
     """Load ``(model, params, tokenizer, config)``; no ``checkpoint_dir`` means the bundled demo.
 
+    Any layout ``checkpoint.load_run`` detects loads: a run folder, a JAX miniGPT tutorial
+    checkpoint, a Hugging Face GPT-2/Llama folder. ``log`` (e.g. ``print``) receives the loading lines.
+
     Usage: ``model, params, tok, cfg = load_model_and_tokenizer("output/best_checkpoint")``
     """
-    return load_run(demo_checkpoint() if checkpoint_dir is None else checkpoint_dir, tokenizer_path)
+    return load_run(demo_checkpoint() if checkpoint_dir is None else checkpoint_dir, tokenizer_path, log=log)
 
 
 def generate_text(

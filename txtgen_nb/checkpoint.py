@@ -9,9 +9,11 @@ A run folder has the seed's layout::
 
 ``restore_params`` accepts the layouts Flax training scripts write: a bare params tree (an
 ``nnx.State`` or a pure dict), ``{'params': ...}``, a train state with extra entries (step,
-optimiser state), a ``CheckpointManager`` folder with numbered steps (newest wins), and params
-stored as bfloat16/float16 (cast to the config's dtype). Arrays restore as NumPy on the host,
-whatever device saved them. Loading never writes to the run folder.
+optimiser state: the params are never taken from inside it), a ``CheckpointManager`` folder with
+numbered steps (newest wins), and params stored as bfloat16/float16 (cast to the config's dtype).
+Arrays restore as NumPy on the host, whatever device saved them. ``load_run`` also detects the
+foreign layouts of ``txtgen_nb.importers`` (the JAX miniGPT tutorial's checkpoints, Hugging Face
+GPT-2/Llama folders) from parameter names and config keys. Loading never writes to the run folder.
 
 Usage::
 
@@ -21,13 +23,14 @@ Usage::
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import jax
 import numpy as np
@@ -36,13 +39,47 @@ from flax import nnx
 from tokenizers import Tokenizer
 
 from txtgen_nb.config import ModelConfig, load_config, save_config
-from txtgen_nb.model import Transformer, compute_dtype
+from txtgen_nb.importers import hf, minigpt
+from txtgen_nb.importers.base import FlatParams, build_model, expected_params, flatten
+from txtgen_nb.model import Transformer
 from txtgen_nb.tokenizer import load_tokenizer
 
 CHECKPOINT_NAME = "best_checkpoint"
 _PYTREE_MARKERS = ("_METADATA", "manifest.ocdbt")
 _STEP_DIR = re.compile(r"^(?:[a-z_]*?_)?(\d+)$")
-FlatParams = dict[tuple[str, ...], np.ndarray]
+OPTIMISER_NAMES = frozenset({"opt_state", "optimizer", "optimiser", "opt", "tx", "tx_state", "optax_state",
+                             "inner_state", "mu", "nu", "exp_avg", "exp_avg_sq", "momentum", "trace", "grads",
+                             "gradients", "updates"})
+"""Path components that mark optimiser state (Adam moments mirror the params tree): never loaded as params."""
+Log = Callable[[str], None]
+
+
+def _locate(checkpoint: Path, tokenizer_path: str | Path | None) -> tuple[Path, Path | None, list[Path], Path | None,
+                                                                         list[Path]]:
+    """``(checkpoint, config or None, configs tried, tokenizer or None, tokenizers tried)`` as the seed places them."""
+    if (checkpoint / CHECKPOINT_NAME).is_dir() and not _is_pytree_dir(checkpoint):
+        checkpoint = checkpoint / CHECKPOINT_NAME
+    places = [checkpoint.parent, checkpoint]
+    config_tried = [p / "model_config.json" for p in places]
+    tok_tried = [Path(tokenizer_path)] if tokenizer_path is not None else [p / "tokenizer.json" for p in places]
+    return (checkpoint, next((p for p in config_tried if p.is_file()), None), config_tried,
+            next((p for p in tok_tried if p.is_file()), None), tok_tried)
+
+
+def _check_exists(checkpoint: Path) -> None:
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"Checkpoint not found: {checkpoint}")
+    if not checkpoint.is_dir():
+        raise ValueError(f"Checkpoint must be a directory: {checkpoint}")
+
+
+def _config_not_found(tried: list[Path]) -> FileNotFoundError:
+    return FileNotFoundError("Model config not found (tried: " + ", ".join(map(str, tried)) + ")")
+
+
+def _tokenizer_not_found(tried: list[Path], explicit: bool) -> FileNotFoundError:
+    hint = "" if explicit else "; pass --tokenizer-path"
+    return FileNotFoundError("Could not find tokenizer.json (tried: " + ", ".join(map(str, tried)) + ")" + hint)
 
 
 def find_run_files(checkpoint_dir: str | Path, tokenizer_path: str | Path | None = None) -> tuple[Path, Path, Path]:
@@ -55,28 +92,12 @@ def find_run_files(checkpoint_dir: str | Path, tokenizer_path: str | Path | None
     Usage: ``ckpt, cfg_path, tok_path = find_run_files("output/best_checkpoint")``
     """
     checkpoint = Path(checkpoint_dir)
-    if not checkpoint.exists():
-        raise FileNotFoundError(f"Checkpoint not found: {checkpoint}")
-    if not checkpoint.is_dir():
-        raise ValueError(f"Checkpoint must be a directory: {checkpoint}")
-    if (checkpoint / CHECKPOINT_NAME).is_dir() and not _is_pytree_dir(checkpoint):
-        checkpoint = checkpoint / CHECKPOINT_NAME
-    places = [checkpoint.parent, checkpoint]
-    config_tried = [p / "model_config.json" for p in places]
-    config_path = next((p for p in config_tried if p.is_file()), None)
+    _check_exists(checkpoint)
+    checkpoint, config_path, config_tried, tok, tok_tried = _locate(checkpoint, tokenizer_path)
     if config_path is None:
-        raise FileNotFoundError("Model config not found (tried: " + ", ".join(map(str, config_tried)) + ")")
-    if tokenizer_path is not None:
-        tok = Path(tokenizer_path)
-        if not tok.is_file():
-            raise FileNotFoundError(f"Could not find tokenizer.json (tried: {tok})")
-        return checkpoint, config_path, tok
-    tok_tried = [p / "tokenizer.json" for p in places]
-    tok = next((p for p in tok_tried if p.is_file()), None)
+        raise _config_not_found(config_tried)
     if tok is None:
-        raise FileNotFoundError(
-            "Could not find tokenizer.json (tried: " + ", ".join(map(str, tok_tried)) + "); pass --tokenizer-path"
-        )
+        raise _tokenizer_not_found(tok_tried, tokenizer_path is not None)
     return checkpoint, config_path, tok
 
 
@@ -121,44 +142,84 @@ def _restore_tree(path: Path) -> Any:
         raise ValueError(f"could not restore checkpoint {path}: corrupted or unreadable ({reason[:200]})") from None
 
 
-def _flatten(tree: Any) -> FlatParams:
-    """Array leaves keyed by string paths, with NNX's trailing ``value`` key removed."""
-    flat: FlatParams = {}
-    for key_path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        keys = tuple(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in key_path)
-        if keys and keys[-1] == "value":
-            keys = keys[:-1]
-        if hasattr(leaf, "shape"):
-            flat[keys] = leaf
-    return flat
-
-
 def _subtrees(tree: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Every dict in ``tree`` (lists and tuples looked into), with its path."""
     if isinstance(tree, dict):
         yield prefix, tree
-        for key, value in tree.items():
-            yield from _subtrees(value, (*prefix, str(key)))
+        items = tree.items()
+    elif isinstance(tree, (list, tuple)):
+        items = enumerate(tree)
+    else:
+        return
+    for key, value in items:
+        yield from _subtrees(value, (*prefix, str(key)))
 
 
-def _expected_shapes(config: ModelConfig) -> tuple[Transformer, nnx.State, FlatParams]:
-    model = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0)))
-    state = nnx.state(model, nnx.Param)
-    return model, state, _flatten(nnx.to_pure_dict(state))
+class Found(NamedTuple):
+    """A parameter tree found in a checkpoint: where, in which layout, as our config and paths."""
+
+    prefix: tuple[str, ...]
+    layout: str
+    config: ModelConfig
+    params: FlatParams
+
+    @property
+    def where(self) -> str:
+        return "/".join(self.prefix) or "the root"
 
 
-def _find_params(tree: Any, expected: FlatParams, source: Path) -> FlatParams:
-    """The subtree of ``tree`` holding exactly the expected parameter paths."""
-    best: tuple[int, tuple[str, ...], FlatParams] | None = None
+def _in_optimiser(prefix: tuple[str, ...]) -> bool:
+    return any(part.lower() in OPTIMISER_NAMES for part in prefix)
+
+
+def _candidates(tree: Any, config: ModelConfig | None, raw_config: dict | None, source: Path) -> tuple[
+        list[Found], list[str], tuple[int, tuple[str, ...], FlatParams] | None]:
+    """Every subtree that is a complete parameter tree; the foreign-layout problems met; the best partial match."""
+    expected = set(expected_params(config)[2]) if config is not None else None
+    found, problems, best = [], [], None
     for prefix, sub in _subtrees(tree):
-        flat = _flatten(sub)
-        if set(flat) == set(expected):
-            return flat
-        overlap = len(set(flat) & set(expected))
-        if best is None or overlap > best[0]:
-            best = (overlap, prefix, flat)
+        flat = flatten(sub)
+        if expected is not None and set(flat) == expected:
+            found.append(Found(prefix, "txtgen-nb", config, flat))
+        elif minigpt.looks_like(flat):
+            try:
+                found.append(Found(prefix, minigpt.LAYOUT, *minigpt.convert(flat, raw_config, source)))
+            except ValueError as err:
+                problems.append(str(err))
+        elif expected is not None:
+            overlap = len(set(flat) & expected)
+            if best is None or overlap > best[0]:
+                best = (overlap, prefix, flat)
+    return found, problems, best
+
+
+def select_params(tree: Any, config: ModelConfig | None, source: Path, raw_config: dict | None = None) -> Found:
+    """The one parameter tree in a restored checkpoint: txtgen-nb's own names (for ``config``) or a
+    foreign layout. Never one inside optimiser state; where several remain, the one named ``params``;
+    still ambiguous, an error naming the candidate paths.
+
+    Usage: ``found = select_params(tree, config, Path("run/best_checkpoint"))``
+    """
+    found, problems, best = _candidates(tree, config, raw_config, source)
+    usable = [f for f in found if not _in_optimiser(f.prefix)]
+    if len(usable) > 1:
+        named = [f for f in usable if f.prefix and f.prefix[-1] == "params"]
+        if len(named) != 1:
+            raise ValueError(f"{source}: several parameter trees match the model ("
+                             + ", ".join(f.where for f in usable) + "); keep one or name it 'params'")
+        usable = named
+    if usable:
+        return usable[0]
+    if found:
+        raise ValueError(f"{source}: parameters found only inside optimiser state ("
+                         + ", ".join(f.where for f in found) + "), not loaded; save the params themselves")
+    if problems:
+        raise ValueError(problems[0])
     if best is None or best[0] == 0:
-        raise ValueError(f"{source}: no model parameters found in the checkpoint")
+        raise ValueError(f"{source}: no model parameters found in the checkpoint (neither txtgen-nb's parameter "
+                         f"names for its model_config.json nor the {minigpt.LAYOUT}'s)")
     _, prefix, flat = best
+    expected = expected_params(config)[2]
     missing = sorted("/".join(k) for k in set(expected) - set(flat))
     where = "/".join(prefix) or "the root"
     raise ValueError(
@@ -174,49 +235,87 @@ def restore_params(checkpoint_dir: str | Path, config: ModelConfig) -> tuple[Tra
     Usage: ``model, params = restore_params("output/best_checkpoint", load_config(...))``
     """
     path = resolve_checkpoint_dir(checkpoint_dir)
-    model, state, expected = _expected_shapes(config)
-    found = _find_params(_restore_tree(path), expected, path)
-    mismatches = [
-        f"{'/'.join(k)} {tuple(found[k].shape)} vs {tuple(expected[k].shape)}"
-        for k in sorted(expected) if tuple(found[k].shape) != tuple(expected[k].shape)
-    ]
-    if mismatches:
+    found = select_params(_restore_tree(path), config, path)
+    return build_model(found.config, found.params, path)
+
+
+def _check_vocab(tokenizer: Tokenizer, config: ModelConfig, config_source: Any, tok_path: Path) -> None:
+    if tokenizer.get_vocab_size() > config.vocab_size:
         raise ValueError(
-            f"{path}: checkpoint does not match the model config (checkpoint vs config shape): "
-            + "; ".join(mismatches[:6]) + (f"; and {len(mismatches) - 6} more" if len(mismatches) > 6 else "")
+            f"{config_source}: vocab_size {config.vocab_size} is smaller than the tokenizer's "
+            f"{tokenizer.get_vocab_size()} tokens ({tok_path})"
         )
-    dtype = compute_dtype(config)
-    pure = nnx.to_pure_dict(state)
-    leaves_with_paths, treedef = jax.tree_util.tree_flatten_with_path(pure)
-    leaves = []
-    for key_path, _ in leaves_with_paths:
-        keys = tuple(str(getattr(k, "key", k)) for k in key_path)
-        array = np.asarray(found[keys])
-        if not np.issubdtype(array.dtype, np.floating) and array.dtype.name != "bfloat16":
-            raise ValueError(f"{path}: parameter {'/'.join(keys)} has non-float dtype {array.dtype}")
-        leaves.append(jax.numpy.asarray(array, dtype=dtype))
-    nnx.replace_by_pure_dict(state, jax.tree_util.tree_unflatten(treedef, leaves))
-    model = nnx.merge(nnx.graphdef(model), state)
-    return model, nnx.state(model, nnx.Param)
+
+
+def _load_hf(folder: Path, tokenizer_path: str | Path | None, log: Log) -> tuple[
+        Transformer, nnx.State, Tokenizer, ModelConfig]:
+    config, arch = hf.read_config(folder)
+    tok_path = Path(tokenizer_path) if tokenizer_path is not None else folder / "tokenizer.json"
+    if not tok_path.is_file():
+        raise _tokenizer_not_found([tok_path], tokenizer_path is not None)
+    log(f"Loading tokenizer from: {tok_path}")
+    tokenizer = load_tokenizer(tok_path)
+    log(f"Loading config from: {folder / 'config.json'} ({hf.LAYOUT} {arch})")
+    _check_vocab(tokenizer, config, folder / "config.json", tok_path)
+    log("Creating model...")
+    files = hf.weight_files(folder)
+    log(f"Loading checkpoint from: {files[0] if len(files) == 1 else f'{folder / hf.INDEX} ({len(files)} shards)'}")
+    model, params = build_model(config, hf.read_params(folder, config, arch), folder)
+    return model, params, tokenizer, config
+
+
+def _restore_if_foreign(checkpoint: Path) -> Any | None:
+    """The restored tree when it holds a layout that needs no model_config.json, else ``None``."""
+    try:
+        tree = _restore_tree(resolve_checkpoint_dir(checkpoint))
+    except ValueError:
+        return None
+    return tree if any(minigpt.looks_like(flatten(sub)) for _, sub in _subtrees(tree)) else None
 
 
 def load_run(
-    checkpoint_dir: str | Path, tokenizer_path: str | Path | None = None
+    checkpoint_dir: str | Path, tokenizer_path: str | Path | None = None, *, log: Log | None = None
 ) -> tuple[Transformer, nnx.State, Tokenizer, ModelConfig]:
-    """Load ``(model, params, tokenizer, config)`` from a run's checkpoint folder.
+    """Load ``(model, params, tokenizer, config)`` from a run's checkpoint folder, a JAX miniGPT
+    tutorial checkpoint or a Hugging Face folder (detected, no flags). ``log`` receives the seed's
+    loading lines (``Loading tokenizer from: ...``) as each step starts.
 
-    Usage: ``model, params, tok, cfg = load_run("output/best_checkpoint")``
+    Usage: ``model, params, tok, cfg = load_run("output/best_checkpoint", log=print)``
     """
-    checkpoint, config_path, tok_path = find_run_files(checkpoint_dir, tokenizer_path)
+    log = log or (lambda line: None)
+    requested = Path(checkpoint_dir)
+    _check_exists(requested)
+    folder = hf.find_folder(requested)
+    if folder is not None:
+        return _load_hf(folder, tokenizer_path, log)
+    checkpoint, config_path, config_tried, tok_path, tok_tried = _locate(requested, tokenizer_path)
+    tree = None
+    if config_path is None:
+        tree = _restore_if_foreign(checkpoint)
+        if tree is None:
+            raise _config_not_found(config_tried)
+    if tok_path is None:
+        raise _tokenizer_not_found(tok_tried, tokenizer_path is not None)
+    if checkpoint != requested:
+        log(f"Note: {requested} is a run folder; using its checkpoint {checkpoint}")
+    log(f"Loading tokenizer from: {tok_path}")
     tokenizer = load_tokenizer(tok_path)
-    config = load_config(config_path)
-    if tokenizer.get_vocab_size() > config.vocab_size:
-        raise ValueError(
-            f"{config_path}: vocab_size {config.vocab_size} is smaller than the tokenizer's "
-            f"{tokenizer.get_vocab_size()} tokens ({tok_path})"
-        )
-    model, params = restore_params(checkpoint, config)
-    return model, params, tokenizer, config
+    config = raw_config = None
+    if config_path is not None:
+        log(f"Loading config from: {config_path}")
+        config = load_config(config_path)
+        raw_config = json.loads(config_path.read_text(encoding="utf-8"))
+        _check_vocab(tokenizer, config, config_path, tok_path)
+    else:
+        log(f"Loading config from: the checkpoint's shapes ({minigpt.LAYOUT} layout; no model_config.json)")
+    log("Creating model...")
+    log(f"Loading checkpoint from: {checkpoint}")
+    path = resolve_checkpoint_dir(checkpoint)
+    found = select_params(_restore_tree(path) if tree is None else tree, config, path, raw_config)
+    if found.config is not config:
+        _check_vocab(tokenizer, found.config, path, tok_path)
+    model, params = build_model(found.config, found.params, path)
+    return model, params, tokenizer, found.config
 
 
 def _write_text_atomic(path: Path, text: str) -> None:

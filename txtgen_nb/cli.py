@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The seed's arguments plus ``--num-samples``, ``--min-p``, ``--stop`` and ``--interactive``."""
     parser = _Parser(prog="generate_text.py", description="Generate text from a trained transformer checkpoint.")
     parser.add_argument("--checkpoint", help="checkpoint directory (default: the bundled demo model)")
-    parser.add_argument("--prompt", help="input text prompt; \\n means a newline (default: read prompts from stdin)")
+    parser.add_argument("--prompt", help="input text prompt; \\n means a newline (required unless --interactive, "
+                        "or a terminal on stdin)")
     parser.add_argument("--tokenizer-path", help="path to tokenizer.json (default: auto-detected)")
     parser.add_argument("--max-length", type=_number(int, 0), default=100,
                         help="maximum number of tokens to generate (default 100)")
@@ -67,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stop", action="append", default=None, metavar="TEXT",
                         help="end the text where TEXT appears (repeatable; \\n means a newline)")
     parser.add_argument("--interactive", action="store_true",
-                        help="prompt for text in a loop ('quit' or end of input to exit); the default without --prompt")
+                        help="prompt for text in a loop ('quit' or end of input to exit); the default without "
+                        "--prompt when stdin is a terminal")
     return parser
 
 
@@ -89,31 +91,27 @@ def _backend() -> str:
 
 
 def _load(args: argparse.Namespace):
-    from txtgen_nb.api import demo_checkpoint
-    from txtgen_nb.checkpoint import find_run_files, restore_params
-    from txtgen_nb.config import load_config
-    from txtgen_nb.tokenizer import load_tokenizer
+    """Load through the API's loader, which prints the seed's loading lines as it goes."""
+    from txtgen_nb.api import load_model_and_tokenizer
 
     print(f"Backend: {_backend()}")
     if args.checkpoint is None:
         print("No --checkpoint given: using the bundled demo model")
-    requested = demo_checkpoint() if args.checkpoint is None else Path(args.checkpoint)
-    checkpoint, config_path, tok_path = find_run_files(requested, args.tokenizer_path)
-    if checkpoint != requested:
-        print(f"Note: {requested} is a run folder; using its checkpoint {checkpoint}")
-    print(f"Loading tokenizer from: {tok_path}")
-    tokenizer = load_tokenizer(tok_path)
-    print(f"Loading config from: {config_path}")
-    config = load_config(config_path)
-    print("Creating model...")
-    print(f"Loading checkpoint from: {checkpoint}")
-    model, params = restore_params(checkpoint, config)
+    model, params, tokenizer, config = load_model_and_tokenizer(args.checkpoint, args.tokenizer_path, log=print)
     print("✓ Model loaded successfully!")
     print(f"  Vocab size: {config.vocab_size}")
     print(f"  Max length: {config.max_len}")
     print(f"  Model size: {config.d_model}")
     print(f"  Layers: {config.num_layers}")
     return model, params, tokenizer, config
+
+
+def _max_new_tokens_line(requested: int, prompt_tokens: int, context: int) -> str:
+    """The seed's ``Max new tokens`` line, saying how many the context allows when that is fewer."""
+    allowed = context - min(prompt_tokens, context - 1)
+    if requested <= allowed:
+        return f"Max new tokens: {requested}"
+    return f"Max new tokens: {requested} (the model's context of {context} allows {allowed} after this prompt)"
 
 
 def _generate_and_print(model, params, tokenizer, config, prompt: str, args: argparse.Namespace) -> None:
@@ -125,8 +123,9 @@ def _generate_and_print(model, params, tokenizer, config, prompt: str, args: arg
     print("GENERATING TEXT")
     print(RULE)
     print(f"Prompt: {prompt}")
-    print(f"Prompt tokens: {len(encode_prompt(tokenizer, prompt))}")
-    print(f"Max new tokens: {args.max_length}")
+    prompt_tokens = len(encode_prompt(tokenizer, prompt))
+    print(f"Prompt tokens: {prompt_tokens}")
+    print(_max_new_tokens_line(args.max_length, prompt_tokens, config.max_len))
     print(f"Temperature: {args.temperature}" + (" (greedy)" if args.temperature == 0 else ""))
     print(f"Top-k: {args.top_k if args.top_k > 0 else 'disabled'}")
     print(f"Top-p: {args.top_p if args.top_p < 1.0 else 'disabled'}")
@@ -212,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.prompt is None and not args.interactive and not sys.stdin.isatty():
+        parser.error("the following arguments are required: --prompt (or --interactive to read prompts from stdin)")
     if args.checkpoint is not None and not Path(args.checkpoint).exists():
         print(f"error: Checkpoint not found: {args.checkpoint}", file=sys.stderr)
         return 1

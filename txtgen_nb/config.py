@@ -19,18 +19,31 @@ from typing import Any
 
 ALIASES: dict[str, tuple[str, ...]] = {
     "vocab_size": ("vocab_size", "n_vocab", "vocab"),
-    "max_len": ("max_len", "max_length", "max_seq_len", "block_size", "n_positions", "n_ctx",
+    "max_len": ("max_len", "maxlen", "max_length", "max_seq_len", "block_size", "n_positions", "n_ctx",
                 "max_position_embeddings", "context_length", "seq_len"),
     "d_model": ("d_model", "model_size", "hidden_size", "n_embd", "embed_dim", "emb_dim"),
-    "num_layers": ("num_layers", "n_layers", "n_layer", "num_hidden_layers", "layers", "depth"),
+    "num_layers": ("num_layers", "n_layers", "n_layer", "num_hidden_layers", "layers", "depth",
+                   "num_transformer_blocks"),
     "num_heads": ("num_heads", "n_heads", "n_head", "num_attention_heads", "heads"),
-    "d_ff": ("d_ff", "mlp_dim", "intermediate_size", "ffn_dim", "n_inner", "hidden_dim"),
+    "d_ff": ("d_ff", "mlp_dim", "intermediate_size", "ffn_dim", "n_inner", "hidden_dim", "feed_forward_dim"),
     "tie_embeddings": ("tie_embeddings", "tie_word_embeddings", "tied_embeddings", "share_embeddings"),
-    "layer_norm_eps": ("layer_norm_eps", "layer_norm_epsilon", "ln_eps", "norm_eps"),
+    "layer_norm_eps": ("layer_norm_eps", "layer_norm_epsilon", "ln_eps", "norm_eps", "rms_norm_eps"),
     "dtype": ("dtype", "param_dtype", "torch_dtype"),
+    "num_kv_heads": ("num_kv_heads", "num_key_value_heads", "n_kv_heads"),
+    **{name: (name,) for name in ("norm", "norm_bias", "norm_position", "final_norm", "activation", "positions",
+                                  "rope_theta", "qkv_fused", "qkv_bias", "out_bias", "mlp_bias", "head_bias")},
 }
 REQUIRED = ("vocab_size", "max_len", "d_model", "num_layers", "num_heads")
-_INT_FIELDS = ("vocab_size", "max_len", "d_model", "num_layers", "num_heads", "d_ff")
+_BOOL_FIELDS = ("tie_embeddings", "norm_bias", "final_norm", "qkv_fused", "qkv_bias", "out_bias", "mlp_bias",
+                "head_bias")
+_INT_FIELDS = ("vocab_size", "max_len", "d_model", "num_layers", "num_heads", "d_ff", "num_kv_heads")
+CHOICES: dict[str, tuple[str, ...]] = {
+    "norm": ("layernorm", "rmsnorm"),
+    "norm_position": ("pre", "post"),
+    "activation": ("gelu_tanh", "gelu", "relu", "swiglu"),
+    "positions": ("learned", "rope", "none"),
+    "dtype": ("float32", "bfloat16", "float16"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,15 +58,30 @@ class ModelConfig:
     d_model: int
     num_layers: int
     num_heads: int
-    d_ff: int = 0
-    tie_embeddings: bool = True
-    layer_norm_eps: float = 1e-5
+    d_ff: int = 0  # 0: 4 * d_model
+    tie_embeddings: bool = True  # head = embedding transposed
+    layer_norm_eps: float = 1e-5  # epsilon of every norm (LayerNorm or RMSNorm)
     dtype: str = "float32"
+    norm: str = "layernorm"  # or "rmsnorm" (Llama)
+    norm_bias: bool = True  # LayerNorm with a bias (ignored for RMSNorm, which has none)
+    norm_position: str = "pre"  # "pre": x + f(norm(x)); "post": norm(x + f(x)) (original Transformer, miniGPT)
+    final_norm: bool = True  # a norm before the head
+    activation: str = "gelu_tanh"  # "gelu" (exact erf), "relu", "swiglu" (SiLU-gated, Llama)
+    positions: str = "learned"  # "rope" (rotary, Llama) or "none"
+    rope_theta: float = 10000.0  # rotary base frequency
+    qkv_fused: bool = True  # one q/k/v projection (GPT-2) or three (miniGPT, Llama)
+    qkv_bias: bool = True
+    out_bias: bool = True  # bias of the attention output projection
+    mlp_bias: bool = True
+    num_kv_heads: int = 0  # 0: num_heads; fewer gives grouped-query attention
+    head_bias: bool = False  # bias of an untied output head
     extra: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if self.d_ff == 0:
             object.__setattr__(self, "d_ff", 4 * self.d_model)
+        if self.num_kv_heads == 0:
+            object.__setattr__(self, "num_kv_heads", self.num_heads)
         for name in _INT_FIELDS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -62,8 +90,15 @@ class ModelConfig:
             raise ValueError(
                 f"config field 'num_heads' ({self.num_heads}) must divide 'd_model' ({self.d_model})"
             )
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"config field 'dtype' must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"config field 'num_kv_heads' ({self.num_kv_heads}) must divide 'num_heads' ({self.num_heads})"
+            )
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"config field '{name}' must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.positions == "rope" and self.head_dim % 2:
+            raise ValueError(f"rotary positions need an even head size, got {self.head_dim}")
 
     @property
     def head_dim(self) -> int:
@@ -105,6 +140,9 @@ def config_from_dict(raw: dict[str, Any], source: str = "model config") -> Model
                 values[field] = int(value)
             elif isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{source}: key '{field}' must be an integer, got {value!r}")
+    for field in _BOOL_FIELDS:
+        if field in values and not isinstance(values[field], bool):
+            raise ValueError(f"{source}: key '{field}' must be true or false, got {values[field]!r}")
     extra = {k: v for k, v in raw.items() if k not in used}
     try:
         return ModelConfig(**values, extra=extra)

@@ -11,7 +11,8 @@ Usage::
     result = generate(model, params, tok, ["Once upon a time"], max_new_tokens=50, seed=0)
     print(result.texts[0])
     result = generate(model, params, tok, "Hello", num_samples=4, trace=True)
-    result.trace.logits.shape      # [4, steps, vocab]: raw logits before each chosen token
+    result.trace.top_ids.shape     # [4, steps, 256]: the largest raw logits' ids before each chosen token
+    result.trace.step_logits(0, 2) # [vocab]: exact raw logits of row 0, step 2 (recomputed, cached)
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from flax import nnx
 from tokenizers import Tokenizer
 
 from txtgen_nb import sampling
+from txtgen_nb.config import ModelConfig
+from txtgen_nb.model import Transformer, as_decoder, init_cache
 from txtgen_nb.sampling import SamplingSettings
-from txtgen_nb.model import Transformer, init_cache
 from txtgen_nb.tokenizer import decode, encode_prompt, special_ids
+from txtgen_nb.trace import TRACE_TOP_K, Trace, TraceLayout, record_step, trace_buffers
 
 PROMPT_BUCKET_MIN = 16
 
@@ -47,35 +50,6 @@ RECOMMENDED = {
     "experimental": SamplingSettings(temperature=1.5, top_k=0, top_p=1.0),
 }
 """The user guide's recommended combinations (facts and code; general; stories; maximum diversity)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Trace:
-    """What the sampler saw at each step, enough to re-filter without calling the model.
-
-    ``logits[b, i]`` are the raw (temperature 1) logits from which ``token_ids[b, i]`` was drawn;
-    steps ``i >= lengths[b]`` are padding. Settings are per row.
-    """
-
-    prompt_ids: list[list[int]]
-    token_ids: np.ndarray  # [B, N] int32
-    lengths: np.ndarray  # [B] int32
-    logits: np.ndarray  # [B, N, V] float32
-    settings: list[SamplingSettings]
-    seeds: list[int]
-    eos_id: int | None
-
-    @property
-    def num_rows(self) -> int:
-        return len(self.prompt_ids)
-
-    def context_ids(self, row: int, step: int) -> list[int]:
-        """Token ids the model had seen before choosing ``token_ids[row, step]``."""
-        return [*self.prompt_ids[row], *self.token_ids[row, :step].tolist()]
-
-    def stages(self, row: int, step: int, settings: SamplingSettings | None = None) -> sampling.Stages:
-        """The sampling stages at one step, with the row's settings or others (no model call)."""
-        return (settings or self.settings[row]).stages(self.logits[row, step])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,11 +80,12 @@ def _row_key(words: jax.Array) -> jax.Array:
     return jax.random.fold_in(jax.random.key(words[0]), words[1])
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "max_steps", "with_trace"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_steps", "trace_layout"))
 def _generate_compiled(graphdef, params, prompt, pad, limit, seeds, settings, eos_id, *, max_steps: int,
-                       with_trace: bool):
-    """prompt [B, P] left-padded by pad [B]; limit [B] new tokens per row; seeds [B, 2] uint32;
-    settings: SamplingSettings of [B] arrays."""
+                       trace_layout: TraceLayout | None = None):
+    """prompt [B, P] left-padded by pad [B]; limit [B] new tokens per row (<= trace_layout.steps);
+    seeds [B, 2] uint32; settings: SamplingSettings of [B] arrays. Returns tokens [B, max_steps],
+    lengths [B] and the trace buffers or None."""
     model: Transformer = nnx.merge(graphdef, params)
     batch, prompt_len = prompt.shape
     cache_size = prompt_len + max_steps
@@ -149,7 +124,7 @@ def _generate_compiled(graphdef, params, prompt, pad, limit, seeds, settings, eo
         mu, _ = sampling.mirostat_update(mu, filtered, token, settings.mirostat_tau, settings.mirostat_eta)
         return token, mu
 
-    trace = jnp.zeros((batch, max_steps, logits.shape[-1]), jnp.float32) if with_trace else None
+    trace = None if trace_layout is None else trace_buffers(trace_layout, batch, logits.shape[-1])
     state = dict(step=jnp.int32(0), cache=cache, logits=logits[:, -1], tokens=jnp.zeros((batch, max_steps), jnp.int32),
                  lengths=jnp.zeros((batch,), jnp.int32), done=limit <= 0, trace=trace,
                  mu=sampling.mirostat_initial_mu(settings.mirostat_tau))
@@ -164,9 +139,7 @@ def _generate_compiled(graphdef, params, prompt, pad, limit, seeds, settings, eo
         lengths = s["lengths"] + (~s["done"]).astype(jnp.int32)
         done = s["done"] | (token == eos_id) | (lengths >= limit)
         tokens = s["tokens"].at[:, step].set(token)
-        trace = s["trace"]
-        if with_trace:
-            trace = trace.at[:, step].set(s["logits"])
+        trace = s["trace"] if trace_layout is None else record_step(s["trace"], step, s["logits"])
         slot = prompt_len + step
         step_mask = (slots[None, None] <= slot) & (slots[None, None] >= valid_from)
         position = (prompt_len - pad + step)[:, None]
@@ -179,6 +152,20 @@ def _generate_compiled(graphdef, params, prompt, pad, limit, seeds, settings, eo
     final = jax.lax.cond(extras, lambda st: jax.lax.while_loop(cond, functools.partial(body, draw=draw_full), st),
                          lambda st: jax.lax.while_loop(cond, functools.partial(body, draw=draw_classic), st), state)
     return final["tokens"], final["lengths"], final["trace"]
+
+
+def default_trace_k(vocab_size: int) -> int:
+    """The window a compact trace keeps: 256 candidates, fewer for a small vocabulary (a 2,048-token
+    vocabulary keeps 64, so that ``lax.top_k`` stays a small part of a decode step)."""
+    return min(TRACE_TOP_K, max(64, vocab_size // 32))
+
+
+def _trace_layout(trace: bool | str, trace_k: int | None, steps: int, config: ModelConfig) -> TraceLayout:
+    """Trace buffers for ``steps`` new tokens, bucketed to a power of two so a new length compiles at
+    most once per bucket."""
+    k = min(default_trace_k(config.vocab_size) if trace_k is None else trace_k, config.vocab_size)
+    return TraceLayout(steps=_bucket(max(steps, 1), limit=config.max_len), top_k=k,
+                       full=trace == "full" or k == config.vocab_size)
 
 
 def _is_per_row(value) -> bool:
@@ -228,7 +215,8 @@ def generate(
     min_p: float | Sequence[float] = 0.0,
     seed: int | Sequence[int] = 42,
     num_samples: int = 1,
-    trace: bool = False,
+    trace: bool | str = False,
+    trace_k: int | None = None,
     settings: SamplingSettings | Sequence[SamplingSettings] | None = None,
     stop: str | Sequence[str] | None = None,
 ) -> GenerationResult:
@@ -241,6 +229,11 @@ def generate(
     a single call. ``stop``: strings that end a row's text (cut before the first one to appear;
     stop reason ``"stop"``).
 
+    ``trace=True`` keeps a compact :class:`Trace` per step (the ``trace_k`` largest raw logits, by
+    default :func:`default_trace_k`, with their ids, the whole row's log-sum-exp and entropy; full
+    logits are recomputed on demand);
+    ``trace="full"`` (or ``trace_k`` >= vocabulary) also keeps every raw logit.
+
     Usage: ``generate(model, params, tok, "Once upon a time", num_samples=4, trace=True)``
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
@@ -250,6 +243,13 @@ def generate(
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
         raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+    if not (trace is True or trace is False or trace == "full"):
+        raise ValueError(f"trace must be True, False or 'full', got {trace!r}")
+    if trace_k is not None and (isinstance(trace_k, bool) or not isinstance(trace_k, (int, np.integer)) or trace_k < 1):
+        raise ValueError(f"trace_k must be an integer >= 1, got {trace_k!r}")
+    if not isinstance(model, Transformer):  # any NNX module: its forward pass recomputed at each step
+        context = max(len(encode_prompt(tokenizer, p)) for p in prompts) + max_new_tokens
+        model, params = as_decoder(model, params, context)
     per_row = [len(v) for v in (temperature, top_k, top_p, min_p, seed, settings) if _is_per_row(v)]
     if len(prompts) == 1 and num_samples == 1 and per_row:
         prompts = prompts * max(per_row)  # one prompt, one row per given setting or seed
@@ -294,9 +294,10 @@ def generate(
 
     stacked = SamplingSettings.stack(settings + settings[:1] * (padded_batch - batch))  # [padded_batch] per field
     eos_id = special_ids(tokenizer).eos
-    tokens, lengths, logits = _generate_compiled(
+    layout = _trace_layout(trace, trace_k, int(limit.max()), config) if trace else None
+    tokens, lengths, buffers = _generate_compiled(
         nnx.graphdef(model), params, prompt, pad, limit, words, stacked, np.int32(-1 if eos_id is None else eos_id),
-        max_steps=max_len, with_trace=trace)
+        max_steps=max_len, trace_layout=layout)
     tokens, lengths = np.asarray(tokens)[:batch], np.array(lengths)[:batch]
 
     new_ids, continuations, reasons = [], [], []
@@ -314,9 +315,14 @@ def generate(
     steps = int(lengths.max(initial=0))
     trace_obj = None
     if trace:
-        trace_obj = Trace(prompt_ids=prompt_ids, token_ids=tokens[:, :steps], lengths=lengths,
-                          logits=np.asarray(logits)[:batch, :steps], settings=settings, seeds=[int(s) for s in seeds],
-                          eos_id=eos_id)
+        kept = {name: np.array(buffer[:batch, :steps]) for name, buffer in buffers.items()}
+        for values in kept.values():
+            values[np.arange(steps)[None] >= lengths[:, None]] = 0  # padding steps read as zeros
+        trace_obj = Trace(prompt_ids=prompt_ids, token_ids=tokens[:, :steps], lengths=lengths, settings=settings,
+                          seeds=[int(s) for s in seeds], eos_id=eos_id, vocab_size=config.vocab_size,
+                          top_ids=kept["top_ids"], top_logits=kept["top_logits"], logsumexp=kept["logsumexp"],
+                          entropy=kept["entropy"], full_logits=kept.get("logits"), graphdef=nnx.graphdef(model),
+                          params=params)
     return GenerationResult(texts=[p + c for p, c in zip(rows_prompts, continuations)], continuations=continuations,
                             new_token_ids=new_ids, prompt_token_counts=[len(ids) for ids in prompt_ids],
                             stop_reasons=reasons, trace=trace_obj)
@@ -327,8 +333,8 @@ def next_token_logits(model: Transformer, params: nnx.State, tokenizer: Tokenize
 
     Usage: ``viz.temperature_view(next_token_logits(model, params, tok, "Once upon a"), tok)``
     """
-    result = generate(model, params, tokenizer, prompt, max_new_tokens=1, temperature=0.0, top_k=0, trace=True)
-    return result.trace.logits[0, 0]
+    result = generate(model, params, tokenizer, prompt, max_new_tokens=1, temperature=0.0, top_k=0, trace="full")
+    return result.trace.step_logits(0, 0)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
@@ -350,6 +356,7 @@ def evaluate_text(model: Transformer, params: nnx.State, tokenizer: Tokenizer, t
     ids = encode_prompt(tokenizer, text)
     if len(ids) < 2:
         raise ValueError("text is empty: nothing to score")
+    model, params = as_decoder(model, params, context=len(ids))
     window = model.config.max_len
     total, count = 0.0, 0.0
     for start in range(0, len(ids) - 1, window - 1):

@@ -437,9 +437,10 @@ def train(config: TrainConfig | None = None, *, progress: bool = True, **overrid
         log["train"].append([last, loss])
         tok_s = tokens / train_time if train_time else 0.0
         log["tokens_per_second"] = tok_s
-        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tok_s:,.0f}", best=f"{best:.3f}")
         if last % config.eval_every == 0 or last == config.steps:
             checkpoint(last)
+        # after the evaluation, so the bar's last state shows the final best held-out loss
+        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tok_s:,.0f}", best_eval=f"{best:.3f}")
     bar.close()
     if start >= config.steps and not checkpoint_dir.is_dir():
         checkpoint(start)
@@ -509,7 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted; resume with: txtgen-train --out {config.out} --resume", file=sys.stderr)
         return 130
-    print(f"best held-out loss {result.best_eval_loss:.4f}; run folder: {result.out_dir} "
+    print(f"best held-out loss {result.best_eval_loss:.3f}; run folder: {result.out_dir} "
           f"({result.tokens_per_second:,.0f} tokens/s)")
     return 0
 

@@ -15,7 +15,7 @@ Usage::
     timeline_view(result.trace)                           # every step: chosen p, entropy, tokens kept
     heatmap_view(result.trace, tok)                       # steps × top candidates
     colored_text(result.trace, tok).save("story.html")    # tokens coloured by probability
-    temperature_view(result.trace.logits[0, 0], tok)      # one distribution at several temperatures
+    temperature_view(result.trace.step_logits(0, 0), tok)      # one distribution at several temperatures
     sweep_view(metrics.sweep(model, params, tok, "", temperatures=[0.5, 1.0]))  # quality vs diversity
 """
 
@@ -31,6 +31,7 @@ import jax
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 from tokenizers import Tokenizer
 
@@ -50,7 +51,10 @@ CUTOFF = "#CC79A7"  # reddish purple: thresholds
 REMOVED = "#BBBBBB"
 ROW_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000")
 CMAP = "cividis"
-WIDTH = 10.0
+WIDTH = 10.0  # inches; at DPI 100 a figure is 1000 px wide, which fits a 1280 px projector
+DPI = 100
+SMALL = 10  # points: 14 px at DPI 100, readable from the back of a classroom
+BIG = 11
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +94,8 @@ def _probs(logits: np.ndarray) -> np.ndarray:
     return np.asarray(sampling.probabilities(logits))
 
 
-def _describe(s: SamplingSettings) -> str:
+def describe(s: SamplingSettings) -> str:
+    """Every setting in words, e.g. ``"T=0.8, top-k=50, top-p off"``. Usage: ``describe(trace.settings[0])``"""
     parts = [f"T={s.temperature:g}" + (" (greedy)" if s.temperature == 0 else "")]
     parts.append(f"top-k={s.top_k}" if s.top_k > 0 else "top-k off")
     parts.append(f"top-p={s.top_p:g}" if s.top_p < 1 else "top-p off")
@@ -99,7 +104,8 @@ def _describe(s: SamplingSettings) -> str:
     return ", ".join(parts)
 
 
-def _tail(text: str, chars: int = 40) -> str:
+def tail(text: str, chars: int = 40) -> str:
+    """The end of ``text`` in at most ``chars`` characters, newlines shown as ↵."""
     text = text.replace("\n", "↵ ")
     return text if len(text) <= chars else "…" + text[-(chars - 1):]
 
@@ -145,58 +151,108 @@ def step_data(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
     if not 0 <= step < int(trace.lengths[row]):
         raise ValueError(f"step must be between 0 and {int(trace.lengths[row]) - 1} for row {row}, got {step}")
     context = decode(tokenizer, trace.context_ids(row, step))
-    return distribution_data(trace.logits[row, step], tokenizer, settings or trace.settings[row],
+    return distribution_data(trace.step_logits(row, step), tokenizer, settings or trace.settings[row],
                              chosen=int(trace.token_ids[row, step]), context=context, step=step, top_n=top_n)
 
 
-def _new_figure(height: float) -> Figure:
-    return Figure(figsize=(WIDTH, height), dpi=100, layout="constrained")
+def _new_figure(height: float, width: float = WIDTH) -> Figure:
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
-def _draw_distribution(fig: Figure, data: StepData, title: str) -> Figure:
-    ax = fig.add_subplot()
-    x = np.arange(len(data.ids))
-    width = 0.4
-    ax.bar(x - width / 2, data.prob_before, width, color=np.where(data.kept, BEFORE, REMOVED),
-           hatch=None, label="before filtering (after temperature)")
-    for xi, kept, p in zip(x, data.kept, data.prob_before):
-        if not kept:
-            ax.bar(xi - width / 2, p, width, color="none", edgecolor="#777777", hatch="///", linewidth=0)
-    ax.bar(x + width / 2, data.prob_after, width, color=AFTER, label="after filtering (renormalised)")
-    if data.chosen is not None:
-        where = int(np.flatnonzero(data.ids == data.chosen)[0])
-        top = max(data.prob_before[where], data.prob_after[where])
-        ax.annotate("sampled", (where, top), xytext=(0, 14), textcoords="offset points", ha="center",
-                    color=CHOSEN, fontweight="bold", arrowprops=dict(arrowstyle="->", color=CHOSEN))
-    ax.set_xticks(x, [("✗ " if not k else "") + label for label, k in zip(data.labels, data.kept)],
-                  rotation=55, ha="right", fontsize=9)
-    for tick, kept, token in zip(ax.get_xticklabels(), data.kept, data.ids):
-        tick.set_color(CHOSEN if token == data.chosen else ("#000000" if kept else "#888888"))
-        if token == data.chosen:
-            tick.set_fontweight("bold")
-    ax.set_ylabel("probability")
-    ax.set_xlabel(f"top {len(data.ids)} candidates by raw logit (✗ = removed by the filters)")
-    ax.set_ylim(0, max(1e-3, float(max(data.prob_before.max(), data.prob_after.max()))) * 1.25)
-    s = data.settings
-    if 0 < s.top_k < len(data.ids):
-        ax.axvline(s.top_k - 0.5, color=CUTOFF, linestyle=":", linewidth=2, label=f"top-k cut-off (k={s.top_k})")
-    curve = ax.twinx()
-    curve.plot(x, data.cumulative, color=CURVE, marker=".", linewidth=1.5, label="cumulative p after top-k")
-    if s.top_p < 1:
-        curve.axhline(s.top_p, color=CURVE, linestyle="--", linewidth=1, label=f"top-p threshold ({s.top_p:g})")
-    curve.set_ylim(0, 1.05)
-    curve.set_ylabel("cumulative probability", color=CURVE)
-    handles = ax.get_legend_handles_labels()
-    extra = curve.get_legend_handles_labels()
-    ax.legend(handles[0] + extra[0], handles[1] + extra[1], loc="center right", fontsize=8, framealpha=0.9)
-    ax.set_title(title, fontsize=10, loc="left")
-    return fig
+def _probability_limit(top: float) -> float:
+    """The upper end of a probability axis: a round value just above ``top``, never above 1.0."""
+    return next(limit for limit in (0.05, 0.1, 0.2, 0.5, 1.0) if top <= limit * 0.92 or limit == 1.0)
+
+
+class StepPlot:
+    """One step's bars before vs after filtering, redrawn by updating its artists.
+
+    Building a figure costs far more than changing bar heights and labels, so an explorer keeps
+    one ``StepPlot`` and calls :meth:`update` when the step or a filter slider moves. The layout is
+    fixed (no constrained layout to solve on every redraw); the legend sits right of the axes.
+
+    Usage::
+
+        plot = StepPlot()
+        png = plot.png(step_data(trace, tok, 3))      # PNG bytes for an ipywidgets.Image
+        plot.update(step_data(trace, tok, 4)).savefig("step4.png")
+    """
+
+    def __init__(self, top_n: int = 20, width: float = 7.8, height: float = 3.9) -> None:
+        self.top_n = top_n
+        self.figure = Figure(figsize=(width, height), dpi=DPI)
+        self.figure.subplots_adjust(left=0.085, right=0.655, bottom=0.27, top=0.8)
+        ax = self.ax = self.figure.add_subplot()
+        x, bar = np.arange(top_n), 0.4
+        self.before = ax.bar(x - bar / 2, np.zeros(top_n), bar, color=BEFORE, label="before filtering\n(after temperature)")
+        self.after = ax.bar(x + bar / 2, np.zeros(top_n), bar, color=AFTER, label="after filtering\n(renormalised)")
+        self.top_k_line = ax.axvline(-1, color=CUTOFF, linestyle=":", linewidth=2.5, label="top-k cut-off")
+        self.sampled = ax.annotate("◀ sampled", (0, 0), xytext=(9, -5), textcoords="offset points", ha="left",
+                                   va="top", color=CHOSEN, fontweight="bold", fontsize=SMALL)
+        ax.set_ylabel("probability", fontsize=SMALL)
+        ax.tick_params(labelsize=SMALL)
+        self.curve_ax = ax.twinx()
+        (self.curve,) = self.curve_ax.plot(x, np.zeros(top_n), color=CURVE, marker=".", linewidth=1.5,
+                                           label="cumulative p\nafter top-k")
+        self.top_p_line = self.curve_ax.axhline(2, color=CURVE, linestyle="--", linewidth=1.2, label="top-p threshold")
+        self.curve_ax.set_ylim(0, 1.0)
+        self.curve_ax.set_ylabel("cumulative probability", color=CURVE, fontsize=SMALL)
+        self.curve_ax.tick_params(labelsize=SMALL)
+        self.removed = Rectangle((0, 0), 1, 1, facecolor=REMOVED, hatch="///", edgecolor="#777777",
+                                 label="removed by the filters")
+        handles = [self.before, self.after, self.removed, self.curve, self.top_p_line, self.top_k_line]
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.13, 1.0), fontsize=SMALL - 1,
+                  frameon=False, borderaxespad=0)
+        self.title = ax.set_title("", fontsize=SMALL, loc="left")
+
+    def update(self, data: StepData, title: str | None = None) -> Figure:
+        """Show ``data`` (from :func:`step_data` or :func:`distribution_data`); returns the figure."""
+        n, s = len(data.ids), data.settings
+        for i, (before, after) in enumerate(zip(self.before, self.after)):
+            visible = i < n
+            before.set_visible(visible)
+            after.set_visible(visible)
+            if visible:
+                before.set_height(data.prob_before[i])
+                before.set_facecolor(BEFORE if data.kept[i] else REMOVED)
+                before.set_hatch(None if data.kept[i] else "///")
+                after.set_height(data.prob_after[i])
+        x = np.arange(n)
+        self.ax.set_xticks(x, [("✗ " if not k else "") + label for label, k in zip(data.labels, data.kept)],
+                           rotation=55, ha="right", fontsize=SMALL, rotation_mode="anchor")
+        for tick, kept, token in zip(self.ax.get_xticklabels(), data.kept, data.ids):
+            tick.set_color(CHOSEN if token == data.chosen else ("#000000" if kept else "#888888"))
+            tick.set_fontweight("bold" if token == data.chosen else "normal")
+        self.ax.set_xlim(-0.6, max(self.top_n, n) - 0.4)
+        top = float(max(data.prob_before.max(initial=0), data.prob_after.max(initial=0)))
+        self.ax.set_ylim(0, _probability_limit(top * 1.15))
+        self.sampled.set_visible(data.chosen is not None and data.chosen in data.ids)
+        if self.sampled.get_visible():
+            where = int(np.flatnonzero(data.ids == data.chosen)[0])
+            top = max(data.prob_before[where], data.prob_after[where])
+            above = top < 0.72 * self.ax.get_ylim()[1]  # room above the bar: label it there, else beside it
+            right = where > n - 5  # near the right edge the label goes to the left of the bar
+            self.sampled.xy = (where + (0 if above else 0.2), top)
+            self.sampled.set_text("▼ sampled" if above else "sampled ▶" if right else "◀ sampled")
+            self.sampled.set_ha("center" if above else "right" if right else "left")
+            self.sampled.set_va("bottom" if above else "top")
+            self.sampled.xyann = (0, 4) if above else (-16 if right else 6, -5)
+        self.top_k_line.set_xdata([s.top_k - 0.5] * 2 if 0 < s.top_k < n else [-10] * 2)
+        self.top_k_line.set_label(f"top-k cut-off (k={s.top_k})" if s.top_k else "top-k off")
+        self.top_p_line.set_ydata([s.top_p] * 2 if s.top_p < 1 else [2] * 2)
+        self.curve.set_data(x, data.cumulative)
+        self.title.set_text(_title(data) if title is None else title)
+        return self.figure
+
+    def png(self, data: StepData, title: str | None = None) -> bytes:
+        """:meth:`update`, then the PNG bytes. Usage: ``image.value = plot.png(data)``"""
+        return figure_to_png(self.update(data, title))
 
 
 def _title(data: StepData) -> str:
     where = f"step {data.step}" if data.step is not None else "next token"
-    context = f" after “{_tail(data.context)}”" if data.context else ""
-    return (f"{where}{context}\n{_describe(data.settings)}: kept {data.num_kept:,} of {data.vocab_size:,} tokens; "
+    context = f" after “{tail(data.context, 34)}”" if data.context else ""
+    return (f"{where}{context}\n{describe(data.settings)}: kept {data.num_kept:,} of {data.vocab_size:,}; "
             f"entropy {data.entropy_before:.2f} → {data.entropy_after:.2f} nats")
 
 
@@ -215,7 +271,7 @@ def distribution_view(
     Usage: ``distribution_view(trace.logits[0, 0], tok, SamplingSettings(0.8, 50, 0.9))``
     """
     data = distribution_data(logits, tokenizer, settings, chosen=chosen, top_n=top_n)
-    return _draw_distribution(_new_figure(4.6), data, title or _title(data))
+    return StepPlot(top_n).update(data, title or None)
 
 
 def step_view(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
@@ -224,40 +280,45 @@ def step_view(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
 
     Usage: ``step_view(trace, tok, step=3)``
     """
-    data = step_data(trace, tokenizer, step, row, settings, top_n)
-    return _draw_distribution(_new_figure(4.6), data, _title(data))
+    return StepPlot(top_n).update(step_data(trace, tokenizer, step, row, settings, top_n))
 
 
 def pipeline_view(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
-                  settings: SamplingSettings | None = None, top_n: int = 15) -> Figure:
+                  settings: SamplingSettings | None = None, top_n: int = 12, width: float = WIDTH) -> Figure:
     """The same step through each stage: raw (T=1) → temperature → top-k → top-p (→ min-p).
+
+    Each panel shows the probabilities after that stage; tokens removed so far stay as grey bars
+    at their last probability, so what a stage takes away stays visible.
 
     Usage: ``pipeline_view(trace, tok, step=0)``
     """
     data = step_data(trace, tokenizer, step, row, settings, top_n)
     s = data.settings
-    stages = s.stages(trace.logits[row, step])
+    stages = s.stages(trace.step_logits(row, step))
     panels = [("raw (T=1)", stages.raw), (f"temperature {s.temperature:g}", stages.temperature),
               (f"top-k {s.top_k}" if s.top_k else "top-k off", stages.top_k),
               (f"top-p {s.top_p:g}" if s.top_p < 1 else "top-p off", stages.top_p)]
     if s.min_p > 0:
         panels.append((f"min-p {s.min_p:g}", stages.min_p))
-    fig = _new_figure(0.28 * len(data.ids) + 1.6)
+    fig = _new_figure(0.27 * len(data.ids) + 1.9, width)
     axes = fig.subplots(1, len(panels), sharey=True)
     y = np.arange(len(data.ids))
+    shown = np.zeros(len(data.ids))
     for ax, (name, logits) in zip(axes, panels):
         logits = np.asarray(logits)
         probs = _probs(logits)[data.ids]
         kept = np.isfinite(logits[data.ids])
+        shown = np.where(kept, probs, shown)
         colors = [CHOSEN if t == data.chosen else (AFTER if k else REMOVED) for t, k in zip(data.ids, kept)]
-        ax.barh(y, probs, color=colors)
-        ax.set_title(f"{name}\n{int(np.isfinite(logits).sum()):,} kept", fontsize=9)
-        ax.set_xlabel("probability", fontsize=8)
-        ax.tick_params(labelsize=8)
-        ax.set_xlim(0, max(1e-3, float(probs.max())) * 1.15)
+        ax.barh(y, shown, color=colors)
+        ax.set_title(f"{name}\n{int(np.isfinite(logits).sum()):,} kept", fontsize=SMALL)
+        ax.set_xlabel("probability", fontsize=SMALL)
+        ax.tick_params(labelsize=SMALL)
+        ax.set_xlim(0, _probability_limit(float(probs.max()) * 1.1))
     axes[0].set_yticks(y, data.labels)
     axes[0].invert_yaxis()
-    fig.suptitle(f"{_title(data)}  (sampled token in vermillion, removed in grey)", fontsize=9)
+    fig.suptitle(f"{_title(data)}\nsampled token in vermillion; removed tokens in grey at their last probability",
+                 fontsize=SMALL)
     return fig
 
 
@@ -276,52 +337,66 @@ def timeline_data(trace: Trace, settings: SamplingSettings | None = None) -> Tim
     final = np.asarray(stages.final)
     probs = _probs(final)
     chosen = np.take_along_axis(probs, trace.token_ids[..., None].astype(np.int64), axis=-1)[..., 0]
-    valid = np.arange(trace.logits.shape[1])[None] < trace.lengths[:, None]
+    valid = np.arange(trace.num_steps)[None] < trace.lengths[:, None]
     nan = lambda a: np.where(valid, a, np.nan)  # noqa: E731
     return TimelineData(chosen_prob=nan(chosen), entropy_before=nan(np.asarray(sampling.entropy(stages.temperature))),
                         entropy_after=nan(np.asarray(sampling.entropy(final))),
                         num_kept=nan(np.isfinite(final).sum(-1).astype(float)), lengths=np.asarray(trace.lengths))
 
 
+def _timeline_title(settings: Sequence[SamplingSettings]) -> str:
+    """A title that names only the filters these rows use."""
+    used = {name for s in settings for name, on in (("top-k", s.top_k > 0), ("top-p", s.top_p < 1),
+                                                     ("min-p", s.min_p > 0)) if on and s.temperature > 0}
+    if not used:
+        return "Sampling timeline: confidence and uncertainty at every step (no filter: every token stays)"
+    notes = {"top-k": "top-k keeps a fixed number", "top-p": "the top-p nucleus grows and shrinks with the "
+             "model's confidence", "min-p": "min-p keeps tokens near the top one"}
+    return "Sampling timeline: " + "; ".join(notes[name] for name in ("top-p", "top-k", "min-p") if name in used)
+
+
 def timeline_view(trace: Trace, settings: SamplingSettings | None = None, rows: Sequence[int] | None = None,
-                  labels: Sequence[str] | None = None) -> Figure:
+                  labels: Sequence[str] | None = None, width: float = WIDTH) -> Figure:
     """Across all steps: the chosen token's probability, entropy before/after filtering and the
-    number of tokens kept (log scale); several rows (seeds or settings) overlaid.
+    number of tokens kept (log scale); several rows (seeds or settings) overlaid, each with its own
+    colour, line style and marker so that no line hides another. The legend sits above the plots.
 
     Usage: ``timeline_view(trace, labels=["T=0.5", "T=1.0"])``
     """
     data = timeline_data(trace, settings)
     rows = list(range(trace.num_rows)) if rows is None else list(rows)
     if labels is None:
-        labels = [f"seed {trace.seeds[r]}: {_describe(settings or trace.settings[r])}" for r in rows]
-    fig = _new_figure(6.0)
+        labels = [f"seed {trace.seeds[r]}: {describe(settings or trace.settings[r])}" for r in rows]
+    fig = _new_figure(6.2, width)
     ax_p, ax_h, ax_k = fig.subplots(3, 1, sharex=True)
-    steps = np.arange(trace.logits.shape[1])
+    steps = np.arange(trace.num_steps)
+    styles, markers = ("-", "--", "-.", ":"), ("o", "s", "^", "D", "v", "P")
     for i, (row, label) in enumerate(zip(rows, labels)):
-        color = ROW_COLORS[i % len(ROW_COLORS)]
-        ax_p.plot(steps, data.chosen_prob[row], color=color, marker=".", markersize=3, linewidth=1, label=label)
-        ax_h.plot(steps, data.entropy_before[row], color=color, linestyle=":", linewidth=1)
-        ax_h.plot(steps, data.entropy_after[row], color=color, linewidth=1.2)
-        ax_k.plot(steps, data.num_kept[row], color=color, drawstyle="steps-mid", linewidth=1.2)
-    ax_p.set_ylabel("p(chosen)\nafter filtering")
-    ax_p.set_ylim(0, 1.05)
-    ax_h.set_ylabel("entropy (nats)\n⋯ before  — after")
-    ax_k.set_ylabel("tokens kept")
+        line = dict(color=ROW_COLORS[i % len(ROW_COLORS)], linestyle=styles[i % len(styles)],
+                    marker=markers[i % len(markers)], markersize=4, linewidth=1.6, alpha=0.9)
+        ax_p.plot(steps, data.chosen_prob[row], label=label, **line)
+        ax_h.plot(steps, data.entropy_after[row], **line)
+        ax_k.plot(steps, data.num_kept[row], drawstyle="steps-mid", **{**line, "marker": None})
+    ax_p.set_ylabel("p(chosen)\nafter filtering", fontsize=SMALL)
+    ax_p.set_ylim(0, 1.0)
+    ax_h.set_ylabel("entropy (nats)\nafter filtering", fontsize=SMALL)
+    ax_k.set_ylabel("tokens kept", fontsize=SMALL)
     ax_k.set_yscale("log")
-    ax_k.set_xlabel("generation step")
+    ax_k.set_xlabel("generation step", fontsize=SMALL)
     ax_k.xaxis.set_major_locator(MaxNLocator(nbins=20, integer=True))
-    ax_p.legend(fontsize=8, loc="lower left", ncol=min(2, len(rows)))
+    fig.legend(*ax_p.get_legend_handles_labels(), loc="outside upper center", ncol=min(2, len(rows)),
+               fontsize=SMALL - 1, frameon=False)
     for ax in (ax_p, ax_h, ax_k):
         ax.grid(alpha=0.3)
-    fig.suptitle("Sampling timeline: the nucleus (top-p) grows and shrinks with the model's confidence; "
-                 "top-k stays fixed", fontsize=10)
+        ax.tick_params(labelsize=SMALL)
+    ax_p.set_title(_timeline_title([settings or trace.settings[r] for r in rows]), fontsize=SMALL, loc="left")
     return fig
 
 
-def heatmap_view(trace: Trace, tokenizer: Tokenizer, row: int = 0, top_n: int = 10, max_steps: int = 40,
+def heatmap_view(trace: Trace, tokenizer: Tokenizer, row: int = 0, top_n: int = 8, max_steps: int = 12,
                  page: int = 0, settings: SamplingSettings | None = None) -> Figure:
     """Steps × top candidates coloured by probability after filtering (removed: grey), token labels
-    in the cells, the sampled token outlined; long generations paginate by ``max_steps``.
+    in the cells, the sampled token outlined; pages of ``max_steps`` steps keep the cells readable.
 
     Usage: ``heatmap_view(trace, tok, page=1)``
     """
@@ -331,31 +406,32 @@ def heatmap_view(trace: Trace, tokenizer: Tokenizer, row: int = 0, top_n: int = 
         raise ValueError(f"page must be between 0 and {pages - 1}, got {page}")
     steps = range(page * max_steps, min(length, (page + 1) * max_steps))
     s = settings or trace.settings[row]
-    logits = trace.logits[row, list(steps)]
+    logits = trace.row_logits(row)[list(steps)]
     final = np.asarray(s.stages(logits).min_p)
     probs = _probs(final)
     order = np.argsort(-logits, axis=-1, kind="stable")[:, :top_n]
     values = np.take_along_axis(probs, order, axis=-1)
     kept = np.isfinite(np.take_along_axis(final, order, axis=-1))
-    fig = _new_figure(0.32 * len(steps) + 1.5)
+    fig = _new_figure(0.42 * len(steps) + 1.6)
     ax = fig.add_subplot()
     cmap = matplotlib.colormaps[CMAP].with_extremes(bad=REMOVED)
     image = ax.imshow(np.where(kept, values, np.nan), cmap=cmap, vmin=0, vmax=1, aspect="auto")
     for i, step in enumerate(steps):
         for j, token in enumerate(order[i]):
-            text = f"{show_token(tokenizer, token, 9)} {values[i, j]:.2f}" if kept[i, j] else show_token(tokenizer, token, 9)
+            label = show_token(tokenizer, token, 9)
+            text = f"{label}\n{values[i, j]:.2f}" if kept[i, j] else label
             light = kept[i, j] and values[i, j] < 0.6
-            ax.text(j, i, text, ha="center", va="center", fontsize=6.5, color="white" if light else "black")
+            ax.text(j, i, text, ha="center", va="center", fontsize=SMALL - 1, linespacing=1.0,
+                    color="white" if light else "black")
             if token == trace.token_ids[row, step]:
-                ax.add_patch(matplotlib.patches.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor=CHOSEN,
-                                                          linewidth=2))
-    ax.set_yticks(range(len(steps)), [str(step) for step in steps], fontsize=7)
-    ax.set_xticks(range(top_n), [f"#{j + 1}" for j in range(top_n)], fontsize=8)
-    ax.set_xlabel("candidate rank by raw logit (grey = removed; outlined = sampled)")
-    ax.set_ylabel("step")
-    fig.colorbar(image, ax=ax, label="probability after filtering", shrink=0.8)
-    ax.set_title(f"{_describe(s)} — steps {steps.start}–{steps.stop - 1} (page {page + 1} of {pages})",
-                 fontsize=10, loc="left")
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor=CHOSEN, linewidth=2.5))
+    ax.set_yticks(range(len(steps)), [str(step) for step in steps], fontsize=SMALL)
+    ax.set_xticks(range(top_n), [f"#{j + 1}" for j in range(top_n)], fontsize=SMALL)
+    ax.set_xlabel("candidate rank by raw logit (grey = removed; outlined = sampled)", fontsize=SMALL)
+    ax.set_ylabel("step", fontsize=SMALL)
+    fig.colorbar(image, ax=ax, label="probability after filtering", shrink=0.9)
+    ax.set_title(f"{describe(s)}: steps {steps.start}–{steps.stop - 1} (page {page + 1} of {pages})",
+                 fontsize=SMALL, loc="left")
     return fig
 
 
@@ -376,17 +452,33 @@ class ColoredText:
         return path
 
 
+# The alternatives of a token show in a panel beside the text (absolutely positioned against
+# .tg-view, not against the token), so no output area, scroll box or viewport edge can clip them;
+# :focus makes a tap on a touch screen show them too.
 _CSS = """<style>
-.tg-text{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:14px;line-height:2.0;white-space:pre-wrap;
-max-width:60em}
-.tg-prompt{color:#444;font-weight:bold}
-.tg-tok{position:relative;border-radius:3px;padding:1px 0;cursor:help}
-.tg-tok .tg-tip{display:none;position:absolute;left:0;top:1.9em;z-index:10;background:#fff;color:#000;
-border:1px solid #999;border-radius:4px;padding:4px 6px;font-size:12px;line-height:1.4;white-space:pre;
-box-shadow:0 2px 6px rgba(0,0,0,.25)}
-.tg-tok:hover .tg-tip{display:block}
-.tg-legend{font-family:sans-serif;font-size:12px;margin:6px 0}
-.tg-bar{display:inline-block;width:160px;height:10px;vertical-align:middle;margin:0 6px}
+.tg-view{position:relative;display:flex;gap:10px;min-height:176px;font-family:sans-serif}
+.tg-text{flex:1 1 auto;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:15px;line-height:2.0;
+white-space:pre-wrap;overflow-wrap:anywhere}
+.tg-prompt{color:#333;font-weight:bold}
+.tg-tok{border-radius:3px;padding:1px 0;cursor:pointer}
+.tg-tok:focus{outline:2px dashed #555;outline-offset:1px}
+.tg-tok.tg-current{outline:3px solid #000;outline-offset:1px;box-shadow:0 0 0 5px #fff}
+.tg-tok.tg-changed{box-shadow:inset 0 -4px 0 #D55E00}
+.tg-tok.tg-current.tg-changed{box-shadow:inset 0 -4px 0 #D55E00,0 0 0 5px #fff}
+.tg-side{flex:0 0 18.5em}
+.tg-hint,.tg-tip{box-sizing:border-box;width:18.5em;font-size:13px;line-height:1.45;padding:6px 8px;
+border:1px solid #bbb;border-radius:4px;white-space:pre;overflow:hidden}
+.tg-hint{color:#555;white-space:normal}
+.tg-tip{display:none;position:absolute;top:0;right:0;z-index:5;background:#fff;color:#000;
+font-family:ui-monospace,Menlo,Consolas,monospace;box-shadow:0 2px 6px rgba(0,0,0,.2)}
+.tg-tok:hover .tg-tip,.tg-tok:focus .tg-tip,.tg-tok.tg-current .tg-tip{display:block}
+.tg-view:has(.tg-tok:hover) .tg-tok:not(:hover) .tg-tip{display:none}
+.tg-legend{font-family:sans-serif;font-size:13px;margin:4px 0}
+.tg-bar{display:inline-block;width:140px;height:11px;vertical-align:middle;margin:0 6px}
+.tg-summary{font-family:sans-serif;font-size:14px;margin:2px 0 4px 0}
+.tg-below{flex-direction:column;min-height:0;padding-bottom:176px}
+.tg-below .tg-side{display:none}
+.tg-below .tg-tip{top:auto;bottom:0;left:0;right:auto;max-width:100%}
 </style>"""
 
 
@@ -394,56 +486,126 @@ def _hex(rgba) -> str:
     return "#%02x%02x%02x" % tuple(int(round(255 * c)) for c in rgba[:3])
 
 
-def colored_text(trace: Trace, tokenizer: Tokenizer, row: int = 0, color_by: str = "probability",
-                 settings: SamplingSettings | None = None, top_alternatives: int = 5) -> ColoredText:
-    """The generated tokens coloured by probability (after filtering), rank (by raw logit) or
-    entropy (after filtering); hovering a token lists the top alternatives. All text is escaped.
+@dataclasses.dataclass(frozen=True)
+class TextData:
+    """The numbers behind :func:`colored_text`, one entry per generated token."""
 
-    Usage: ``colored_text(trace, tok, color_by="entropy")``
+    prompt: str
+    pieces: list[str]  # [N] each token's text (byte pieces and EOS shown as labels)
+    token_ids: np.ndarray  # [N]
+    values: np.ndarray  # [N] what colours each token: probability, rank or entropy
+    shade: np.ndarray  # [N] in [0, 1]: 1 = confident (light), 0 = unlikely or uncertain (dark)
+    tips: list[str]  # [N] the step's numbers and its top alternatives, before → after filtering
+    legend: tuple[str, str]  # labels of the dark and light ends of the colour bar
+    color_by: str
+    settings: SamplingSettings
+
+
+def text_data(trace: Trace, tokenizer: Tokenizer, row: int = 0, color_by: str = "probability",
+              settings: SamplingSettings | None = None, top_alternatives: int = 5) -> TextData:
+    """Per token of ``row``: its text, colour value and alternatives, re-filtered with ``settings``.
+
+    Usage: ``text_data(trace, tok, color_by="rank").values``
     """
     if color_by not in ("probability", "rank", "entropy"):
         raise ValueError(f"color_by must be 'probability', 'rank' or 'entropy', got {color_by!r}")
-    length = int(trace.lengths[row])
+    length, vocab = int(trace.lengths[row]), trace.vocab_size
     s = settings or trace.settings[row]
-    logits = trace.logits[row, :length]
-    final = np.asarray(s.stages(logits).min_p) if length else np.zeros((0, 1))
-    probs = _probs(final) if length else final
+    logits = trace.row_logits(row)[:length].reshape(length, vocab)
+    stages = s.stages(logits)
+    final = np.asarray(stages.min_p)
+    probs, before = _probs(final).reshape(length, vocab), _probs(np.asarray(stages.temperature)).reshape(length, vocab)
     tokens = trace.token_ids[row, :length].astype(np.int64)
-    chosen_p = probs[np.arange(length), tokens] if length else np.zeros(0)
-    ranks = (logits > logits[np.arange(length), tokens][:, None]).sum(-1) + 1 if length else np.zeros(0)
-    entropies = np.asarray(sampling.entropy(final)) if length else np.zeros(0)
+    steps = np.arange(length)
+    chosen_p = probs[steps, tokens]
+    ranks = (logits > logits[steps, tokens][:, None]).sum(-1) + 1
+    entropies = np.asarray(sampling.entropy(final)).reshape(length)
     if color_by == "probability":
-        values, norm, legend = chosen_p, chosen_p, ("p = 0", "p = 1")
+        values, shade, legend = chosen_p, chosen_p, ("p = 0", "p = 1")
     elif color_by == "rank":
-        values = ranks
-        norm = 1 - np.log(ranks) / np.log(max(2, trace.logits.shape[-1]))
-        legend = (f"rank {trace.logits.shape[-1]}", "rank 1")
+        values, shade = ranks, 1 - np.log(ranks) / np.log(max(2, vocab))
+        legend = (f"rank {vocab}", "rank 1")
     else:
-        values = entropies
         top = max(1.0, float(entropies.max(initial=0)))
-        norm, legend = 1 - entropies / top, (f"entropy {top:.1f}", "entropy 0")
-    cmap = matplotlib.colormaps[CMAP]
-    spans = []
+        values, shade, legend = entropies, 1 - entropies / top, (f"entropy {top:.1f}", "entropy 0")
+    pieces, tips = [], []
     for i, token in enumerate(tokens):
         text = tokenizer.decode([int(token)], skip_special_tokens=False)
-        if "\ufffd" in text or token == trace.eos_id:
-            text = show_token(tokenizer, token)
-        alternatives = np.argsort(-probs[i], kind="stable")[:top_alternatives]
-        tip = "\n".join(f"{show_token(tokenizer, a):<12} {probs[i, a]:.3f}" for a in alternatives if probs[i, a] > 0)
-        header = (f"step {i}: p={chosen_p[i]:.3f}, rank {int(ranks[i])}, entropy {entropies[i]:.2f}"
-                  f"\nalternatives after filtering:\n")
-        color = cmap(float(norm[i]))
+        pieces.append(show_token(tokenizer, token) if "\ufffd" in text or token == trace.eos_id else text)
+        order = np.argsort(-logits[i], kind="stable")[:top_alternatives]
+        lines = [f"{'▶' if a == token else ' '}{show_token(tokenizer, a, 11):<12}"
+                 + (f"{before[i, a]:.2f} → {probs[i, a]:.2f}" if probs[i, a] > 0 else f"{before[i, a]:.2f} ✗ removed")
+                 for a in order]
+        tips.append(f"step {i}: p={chosen_p[i]:.3f}, rank {int(ranks[i])}\nentropy {entropies[i]:.2f} nats\n"
+                    f"top {len(order)}: before → after\n" + "\n".join(lines))
+    return TextData(prompt=decode(tokenizer, trace.prompt_ids[row]), pieces=pieces, token_ids=tokens, values=values,
+                    shade=np.asarray(shade, float), tips=tips, legend=legend, color_by=color_by, settings=s)
+
+
+def changed_tokens(previous: Sequence[int], current: Sequence[int]) -> np.ndarray:
+    """``[len(current)]`` bool: where ``current`` differs from ``previous`` at the same position.
+
+    Usage: ``changed_tokens(old.new_token_ids[0], new.new_token_ids[0]).sum()``
+    """
+    previous = list(previous)
+    return np.array([i >= len(previous) or int(t) != int(previous[i]) for i, t in enumerate(current)], bool)
+
+
+def change_summary(previous: Sequence[int] | None, current: Sequence[int], cause: str = "") -> str:
+    """One sentence on what a new generation changed, and why nothing did when nothing did.
+
+    Usage: ``change_summary(old_ids, new_ids, cause="temperature 0.8 → 1.1")``
+    """
+    if previous is None:
+        return f"{len(current)} new tokens."
+    changed = int(changed_tokens(previous, current).sum()) + max(0, len(previous) - len(current))
+    total = max(len(previous), len(current))
+    what = f" after {cause}" if cause else ""
+    if changed:
+        return f"{changed} of {total} tokens changed{what}."
+    return (f"No token changed{what}: the same seed reuses the same random draws, and at every step they still "
+            f"picked the same token. Press “New sample” for fresh draws.")
+
+
+def token_html(data: TextData, *, selected: int | None = None, changed: Sequence[bool] | None = None,
+               summary: str = "", panel: str = "side", legend: bool = True) -> str:
+    """The HTML of :func:`colored_text`: legend, optional summary line, tokens and the panel
+    (``"side"``, or ``"below"`` for narrow columns) that shows the hovered, tapped or ``selected``
+    token's alternatives. All text is escaped.
+
+    Usage: ``token_html(text_data(trace, tok), selected=3)``
+    """
+    cmap = matplotlib.colormaps[CMAP]
+    spans = []
+    for i, (piece, tip, shade) in enumerate(zip(data.pieces, data.tips, data.shade)):
+        color = cmap(float(shade))
         ink = "#000" if 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2] > 0.55 else "#fff"
-        spans.append(f'<span class="tg-tok" style="background:{_hex(color)};color:{ink}" '
-                     f'title="{html.escape(header + tip)}" data-value="{float(values[i]):.4g}">'
-                     f'{html.escape(text)}<span class="tg-tip">{html.escape(header + tip)}</span></span>')
-    prompt = decode(tokenizer, trace.prompt_ids[row])
+        classes = "tg-tok" + (" tg-current" if i == selected else "") + (" tg-changed" if changed is not None
+                                                                         and changed[i] else "")
+        spans.append(f'<span class="{classes}" tabindex="0" data-step="{i}" data-value="{float(data.values[i]):.4g}" '
+                     f'style="background:{_hex(color)};color:{ink}">{html.escape(piece)}'
+                     f'<span class="tg-tip">{html.escape(tip)}</span></span>')
     gradient = ", ".join(_hex(cmap(x)) for x in np.linspace(0, 1, 8))
-    legend_html = (f'<div class="tg-legend">coloured by {html.escape(color_by)} ({html.escape(_describe(s))}): '
-                   f'{html.escape(legend[0])}<span class="tg-bar" style="background:linear-gradient(to right, '
-                   f'{gradient})"></span>{html.escape(legend[1])}</div>')
-    body = f'<div class="tg-text"><span class="tg-prompt">{html.escape(prompt)}</span>{"".join(spans)}</div>'
-    return ColoredText(_CSS + legend_html + body)
+    legend_html = (f'<div class="tg-legend">coloured by {html.escape(data.color_by)} ({html.escape(describe(data.settings))}): '
+              f'{html.escape(data.legend[0])}<span class="tg-bar" style="background:linear-gradient(to right, '
+              f'{gradient})"></span>{html.escape(data.legend[1])}</div>') if legend else ""
+    summary = f'<div class="tg-summary">{html.escape(summary)}</div>' if summary else ""
+    hint = ('<div class="tg-side"><div class="tg-hint">Hover over a token, or tap it, to see the step’s numbers and '
+            'the alternatives the model considered.</div></div>')
+    view = "tg-view tg-below" if panel == "below" else "tg-view"
+    return (f'{_CSS}{legend_html}{summary}<div class="{view}"><div class="tg-text"><span class="tg-prompt">'
+            f'{html.escape(data.prompt)}</span>{"".join(spans)}</div>{hint}</div>')
+
+
+def colored_text(trace: Trace, tokenizer: Tokenizer, row: int = 0, color_by: str = "probability",
+                 settings: SamplingSettings | None = None, top_alternatives: int = 5) -> ColoredText:
+    """The generated tokens coloured by probability (after filtering), rank (by raw logit) or
+    entropy (after filtering); hovering or tapping a token shows its alternatives beside the text,
+    inside the output (never clipped). All text is escaped.
+
+    Usage: ``colored_text(trace, tok, color_by="entropy").save("story.html")``
+    """
+    return ColoredText(token_html(text_data(trace, tokenizer, row, color_by, settings, top_alternatives)))
 
 
 def temperature_view(logits: np.ndarray, tokenizer: Tokenizer, temperatures: Sequence[float] = (0.3, 0.8, 1.5),
@@ -466,7 +628,8 @@ def temperature_view(logits: np.ndarray, tokenizer: Tokenizer, temperatures: Seq
     ax_bars.set_xticks(x, [show_token(tokenizer, i) for i in ids], rotation=55, ha="right", fontsize=9)
     ax_bars.set_ylabel("probability")
     ax_bars.set_xlabel(f"top {len(ids)} candidates by raw logit")
-    ax_bars.legend(fontsize=8)
+    ax_bars.legend(loc="lower left", bbox_to_anchor=(0, 1.01), ncol=len(temperatures), fontsize=SMALL - 1,
+                   frameon=False, borderaxespad=0)
     grid = np.linspace(0.05, 2.0, 40)
     scaled = np.stack([np.asarray(sampling.apply_temperature(logits, t)) for t in grid])
     ax_curve.plot(grid, np.asarray(sampling.entropy(scaled)), color=CURVE, label="entropy (nats)")
@@ -503,7 +666,7 @@ def sweep_view(rows: Sequence["SweepRow"]) -> Figure:
         ax_r.plot(t, [r.repetition_3 for r in line], **style)
         ax_trade.plot([r.distinct_2 for r in line], [r.grammatical for r in line], **style)
         for r in line:
-            ax_trade.annotate(f"{r.temperature:g}", (r.distinct_2, r.grammatical), fontsize=7,
+            ax_trade.annotate(f"{r.temperature:g}", (r.distinct_2, r.grammatical), fontsize=SMALL - 1,
                               xytext=(3, 3), textcoords="offset points")
     for ax, title in ((ax_q, "grammatical sentences"), (ax_d, "distinct-2 (diversity)"),
                       (ax_r, "repeated 3-grams")):
@@ -515,7 +678,8 @@ def sweep_view(rows: Sequence["SweepRow"]) -> Figure:
     ax_trade.set_ylabel("grammatical (quality) →")
     ax_trade.set_title("trade-off (labels: T)", fontsize=10)
     ax_trade.grid(alpha=0.3)
-    ax_q.legend(fontsize=8)
+    fig.legend(*ax_q.get_legend_handles_labels(), loc="outside upper center", ncol=len(top_ps), fontsize=SMALL - 1,
+               frameon=False)
     return fig
 
 
@@ -524,3 +688,51 @@ def figure_to_png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=fig.dpi)
     return buffer.getvalue()
+
+
+def settings_label(settings: SamplingSettings) -> str:
+    """A short label naming the active rules, e.g. ``"T=0.8 · top-k 50"``; ``"greedy"`` for T=0.
+
+    Usage: ``settings_label(SamplingSettings(0.8, 50, 0.9))``
+    """
+    if settings.temperature <= 0:
+        return "greedy"
+    parts = [f"T={settings.temperature:g}"]
+    if settings.top_k > 0:
+        parts.append(f"top-k {settings.top_k}")
+    if settings.top_p < 1:
+        parts.append(f"top-p {settings.top_p:g}")
+    if settings.min_p > 0:
+        parts.append(f"min-p {settings.min_p:g}")
+    return " · ".join(parts)
+
+
+EXPLORER_CSS = ("<style>.tg-is-busy .tg-view-column{opacity:.55;transition:opacity .15s}"
+                ".tg-busy{color:#0072B2;font-weight:bold;font-size:14px}"
+                ".tg-error{color:#b00020;font-weight:bold;font-size:14px}</style>")
+"""Explorer styling: the view dims while the kernel works (``tg-is-busy``), busy and error lines."""
+
+
+def busy_html(message: str) -> str:
+    """The busy line of an explorer. Usage: ``status.value = busy_html("Generating…")``"""
+    return f'<span class="tg-busy">⏳ {html.escape(message)}</span>'
+
+
+def error_html(message: str) -> str:
+    """One escaped error line. Usage: ``error.value = error_html("top_p must be between 0 and 1")``"""
+    return f'<div class="tg-error">⚠ {html.escape(message)}</div>'
+
+
+def branch_html(step: int, piece: str, sampled: str, columns: Sequence[tuple[str, str]] = ()) -> str:
+    """The header of a branch (``piece`` instead of ``sampled`` at ``step``) and the texts side by side."""
+    header = (f"<div class=\"tg-summary\"><b>Branch at step {step}:</b> <code>{html.escape(piece)}</code> instead of "
+              f"<code>{html.escape(sampled)}</code>{'' if columns else ': the text ends here.'}</div>")
+    return header + (columns_html(columns) if columns else "")
+
+
+def columns_html(columns: Sequence[tuple[str, str]]) -> str:
+    """HTML pieces side by side, each under its escaped title. Usage: ``columns_html([("a", html_a)])``"""
+    cells = "".join(f'<div style="flex:1 1 0;min-width:12em;padding:0 8px;border-left:3px solid #ddd">'
+                    f'<div style="font:bold 14px sans-serif;margin:2px 0">{html.escape(title)}</div>{body}</div>'
+                    for title, body in columns)
+    return f'<div style="display:flex;gap:6px;align-items:flex-start">{cells}</div>'

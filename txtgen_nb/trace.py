@@ -1,0 +1,304 @@
+"""The generation trace: what the sampler saw at each step, in memory that grows with the tokens generated.
+
+Per step the compiled loop keeps a window of the ``K`` largest raw logits with their ids, the
+log-sum-exp of the whole raw row (so probabilities at temperature 1 stay exact) and the raw entropy;
+``trace="full"`` also keeps every logit. Full logits of a compact trace are recomputed on demand with
+one model forward over a row's stored context (prompt + generated tokens give every step at once) and
+cached, so no view ever shows a number computed from a truncated row.
+
+Usage::
+
+    trace = generate(model, params, tok, "Once upon a time", trace=True).trace
+    trace.top_ids[0, 3], trace.top_logits[0, 3]      # the window of step 3: ids, raw logits [K]
+    trace.window_is_exact(0, 3, SamplingSettings(0.8, 50))   # kept set inside the window?
+    ids, probs = trace.kept_distribution(0, 3)        # exact final distribution (window or recompute)
+    trace.step_logits(0, 3)                           # exact raw logits [V]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import TYPE_CHECKING, Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from txtgen_nb import sampling
+
+if TYPE_CHECKING:
+    from txtgen_nb.generation import SamplingSettings
+
+TRACE_TOP_K = 256
+"""Default window: the number of largest raw logits kept per step."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TraceLayout:
+    """Static shape of the trace buffers inside the compiled loop (one compile per layout)."""
+
+    steps: int  # a power of two >= the new tokens requested (capped by the context)
+    top_k: int  # window size K, <= vocab
+    full: bool  # also keep every raw logit [B, steps, V]
+
+
+def trace_buffers(layout: TraceLayout, batch: int, vocab: int) -> dict[str, jax.Array]:
+    """Zeroed trace buffers for the compiled loop's carry."""
+    shape = (batch, layout.steps)
+    buffers = dict(top_logits=jnp.zeros((*shape, layout.top_k), jnp.float32),
+                   top_ids=jnp.zeros((*shape, layout.top_k), jnp.int32),
+                   logsumexp=jnp.zeros(shape, jnp.float32), entropy=jnp.zeros(shape, jnp.float32))
+    if layout.full:
+        buffers["logits"] = jnp.zeros((*shape, vocab), jnp.float32)
+    return buffers
+
+
+def record_step(buffers: dict[str, jax.Array], step: jax.Array, logits: jax.Array) -> dict[str, jax.Array]:
+    """Write step ``step`` of the raw logits ``[B, V]`` into the trace buffers."""
+    top_logits, top_ids = jax.lax.top_k(logits, buffers["top_ids"].shape[-1])  # [B, K], ties: lower id first
+    peak = jnp.max(logits, axis=-1, keepdims=True)  # [B, 1]; not top_logits: keeps XLA's fusions apart
+    weights = jnp.exp(logits - peak)  # [B, V], one exp pass for both sums
+    total = jnp.sum(weights, axis=-1)  # [B]
+    lse = peak[:, 0] + jnp.log(total)
+    mean_logit = jnp.sum(weights * logits, axis=-1) / total  # expected raw logit
+    values = dict(top_logits=top_logits, top_ids=top_ids, logsumexp=lse, entropy=jnp.maximum(lse - mean_logit, 0.0),
+                  logits=logits)
+    return {name: jax.lax.dynamic_update_index_in_dim(buffer, values[name].astype(buffer.dtype), step, axis=1)
+            for name, buffer in buffers.items()}
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _context_logits(graphdef, params, tokens, pad):
+    """Raw logits ``[B, S, V]`` of left-padded ``tokens [B, S]`` (``pad [B]`` leading pad slots), with
+    the positions and mask generation's prefill uses."""
+    model = nnx.merge(graphdef, params)
+    slots = jnp.arange(tokens.shape[1])
+    mask = (slots[None, None, :] <= slots[None, :, None]) & (slots[None, None, :] >= pad[:, None, None])
+    positions = jnp.maximum(slots[None] - pad[:, None], 0)
+    return model(tokens, positions=positions, mask=mask)
+
+
+def _pow2(n: int, minimum: int = 1) -> int:
+    return max(minimum, 1 << max(0, (n - 1).bit_length()))
+
+
+def _window_kept(top: np.ndarray, lse: float, vocab: int, s: SamplingSettings) -> np.ndarray | None:
+    """Mask over a window ``top [K]`` (descending raw logits) of the tokens ``s`` keeps, or ``None``
+    when the window cannot decide it (a setting needs the normaliser or tokens beyond the window)."""
+    if bool(sampling.uses_extras(s)):
+        return None  # the penalties and the other samplers need the whole row (and the context)
+    if s.temperature <= 0:
+        return np.arange(top.size) == 0  # greedy: the argmax, first in the window
+    scaled = top.astype(np.float32) / np.float32(s.temperature)
+    keep = np.ones(top.size, bool)
+    k_on = 0 < s.top_k < vocab
+    if k_on:
+        if s.top_k > top.size or top[s.top_k - 1] <= top[-1]:
+            return None  # the top-k set may reach past the window (a token beyond it could tie the k-th)
+        keep &= scaled >= scaled[s.top_k - 1]
+    if s.top_p < 1:
+        if k_on:
+            probs = np.where(keep, np.exp(scaled - scaled[0]), 0.0)
+            probs /= probs.sum()
+        elif s.temperature == 1:
+            probs = np.exp(top.astype(np.float64) - lse)  # the whole row's normaliser, from the log-sum-exp
+        else:
+            return None  # the normaliser at this temperature needs the whole row
+        mass_before = np.cumsum(probs) - probs
+        keep_p = mass_before < s.top_p
+        keep_p[0] = True
+        if not k_on and keep_p.all():
+            return None  # the nucleus may reach past the window
+        keep &= scaled >= scaled[keep & keep_p].min()
+    if s.min_p > 0:
+        keep &= np.exp(scaled - scaled[0]) >= s.min_p
+    elif not k_on and s.top_p >= 1:
+        return None  # every token of the vocabulary stays
+    return keep
+
+
+@dataclasses.dataclass(frozen=True)
+class Trace:
+    """What the sampler saw at each step of each row; steps ``i >= lengths[b]`` are padding.
+
+    The window (``top_ids``, ``top_logits``, ``logsumexp``, ``entropy``) is always stored. Full raw
+    logits come from :meth:`step_logits`, :meth:`row_logits` or :attr:`logits`: stored for a full
+    trace, otherwise recomputed exactly with one model forward (``graphdef`` + ``params``) and cached.
+    Settings are per row. ``params`` is a reference, not a copy: keep the weights unchanged while
+    the trace is in use. Build one from full logits with :meth:`from_logits`.
+    """
+
+    prompt_ids: list[list[int]]  # B prompts' token ids (BOS first)
+    token_ids: np.ndarray  # [B, N] int32, the chosen tokens
+    lengths: np.ndarray  # [B] int32, real steps per row
+    settings: list[SamplingSettings]  # [B]
+    seeds: list[int]  # [B]
+    eos_id: int | None
+    vocab_size: int
+    top_ids: np.ndarray  # [B, N, K] int32, by descending raw logit (ties: lower id first)
+    top_logits: np.ndarray  # [B, N, K] float32, raw logits of top_ids
+    logsumexp: np.ndarray  # [B, N] float32, log-sum-exp of the whole raw row
+    entropy: np.ndarray  # [B, N] float32, entropy (nats) of the raw row: temperature 1, no filter
+    full_logits: np.ndarray | None = None  # [B, N, V] float32, only for trace="full"
+    graphdef: nnx.GraphDef | None = None  # with params: the model that recomputes full logits
+    params: nnx.State | None = None
+    _cache: dict[Any, np.ndarray] = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
+
+    @classmethod
+    def from_logits(cls, prompt_ids: list[list[int]], token_ids: np.ndarray, lengths: np.ndarray, logits: np.ndarray,
+                    settings: list[SamplingSettings], seeds: list[int], eos_id: int | None,
+                    top_k: int = TRACE_TOP_K) -> Trace:
+        """A full trace from raw logits ``[B, N, V]`` (synthetic traces, tests).
+
+        Usage: ``Trace.from_logits([[2]], ids, np.array([n]), logits, [SamplingSettings()], [0], eos_id=3)``
+        """
+        logits = np.asarray(logits, np.float32)
+        order = np.argsort(-logits, axis=-1, kind="stable")[..., :min(top_k, logits.shape[-1])]
+        lse = np.asarray(jax.nn.logsumexp(logits, axis=-1))
+        entropy = np.asarray(sampling.entropy(logits))
+        return cls(prompt_ids=prompt_ids, token_ids=np.asarray(token_ids), lengths=np.asarray(lengths),
+                   settings=list(settings), seeds=list(seeds), eos_id=eos_id, vocab_size=logits.shape[-1],
+                   top_ids=order.astype(np.int32), top_logits=np.take_along_axis(logits, order, axis=-1),
+                   logsumexp=lse, entropy=entropy, full_logits=logits)
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def num_steps(self) -> int:
+        """N, the stored steps (the longest row)."""
+        return self.token_ids.shape[1]
+
+    @property
+    def window_size(self) -> int:
+        """K, the raw logits kept per step."""
+        return self.top_ids.shape[-1]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the stored per-step arrays (window, log-sum-exp, entropy, tokens, full logits)."""
+        arrays = (self.token_ids, self.top_ids, self.top_logits, self.logsumexp, self.entropy, self.full_logits)
+        return sum(a.nbytes for a in arrays if a is not None)
+
+    def context_ids(self, row: int, step: int) -> list[int]:
+        """Token ids the model had seen before choosing ``token_ids[row, step]``."""
+        return [*self.prompt_ids[row], *self.token_ids[row, :step].tolist()]
+
+    def _check_step(self, row: int, step: int) -> None:
+        if not 0 <= step < int(self.lengths[row]):
+            raise ValueError(f"step must be between 0 and {int(self.lengths[row]) - 1} for row {row}, got {step}")
+
+    def step_logits(self, row: int, step: int) -> np.ndarray:
+        """Exact raw logits ``[V]`` from which ``token_ids[row, step]`` was drawn.
+
+        Usage: ``trace.step_logits(0, 3).argmax()``
+        """
+        self._check_step(row, step)
+        return self.row_logits(row)[step]
+
+    def row_logits(self, row: int) -> np.ndarray:
+        """Exact raw logits ``[N, V]`` of every step of ``row`` (padding steps are zeros); one model
+        forward over the row's context for a compact trace, cached. Usage: ``trace.row_logits(1)``"""
+        if self.full_logits is not None:
+            return self.full_logits[row]
+        if "all" in self._cache:
+            return self._cache["all"][row]
+        if row not in self._cache:
+            self._cache[row] = self._recompute([row])[0]
+        return self._cache[row]
+
+    @property
+    def logits(self) -> np.ndarray:
+        """Exact raw logits ``[B, N, V]`` of every step (padding steps are zeros), for back-compat and
+        small models: stored for a full trace, else one batched model forward, cached. Memory grows
+        with the vocabulary: prefer :meth:`step_logits` or the window for large models."""
+        if self.full_logits is not None:
+            return self.full_logits
+        if "all" not in self._cache:
+            self._cache["all"] = self._recompute(list(range(self.num_rows)))
+        return self._cache["all"]
+
+    def _recompute(self, rows: list[int]) -> np.ndarray:
+        """Raw logits ``[len(rows), N, V]``: one forward over the rows' contexts, left-padded as in prefill."""
+        if self.graphdef is None or self.params is None:
+            raise ValueError("this trace keeps only the top-K window and no model to recompute full logits")
+        contexts = [self.context_ids(r, max(int(self.lengths[r]) - 1, 0)) for r in rows]
+        size = _pow2(max(len(c) for c in contexts), minimum=16)
+        tokens = np.zeros((_pow2(len(rows)), size), np.int32)  # [B', S]
+        pad = np.full((tokens.shape[0],), size, np.int32)
+        for i, ids in enumerate(contexts):
+            tokens[i, size - len(ids):] = ids
+            pad[i] = size - len(ids)
+        logits = np.asarray(_context_logits(self.graphdef, self.params, tokens, pad))  # [B', S, V]
+        out = np.zeros((len(rows), self.num_steps, self.vocab_size), np.float32)
+        for i, r in enumerate(rows):
+            n = int(self.lengths[r])
+            out[i, :n] = logits[i, size - n:] if n else 0.0  # step j's logits sit after context token P + j - 1
+        return out
+
+    def stages(self, row: int, step: int, settings: SamplingSettings | None = None) -> sampling.Stages:
+        """The sampling stages at one step over the exact full logits, with the row's settings or others."""
+        return (settings or self.settings[row]).stages(self.step_logits(row, step), self._context(row, step),
+                                                      num_generated=step)
+
+    def _context(self, row: int, step: int) -> np.ndarray:
+        """The ids seen before step ``step`` of ``row`` (for the penalties)."""
+        return np.asarray(self.context_ids(row, step), np.int32)
+
+    def window_is_exact(self, row: int, step: int, settings: SamplingSettings | None = None) -> bool:
+        """Whether ``settings`` (default: the row's) keep only tokens inside the stored window, in a
+        set the window decides: then :meth:`kept_distribution` needs no model call.
+
+        True for a window of the whole vocabulary, greedy, top-k below K, and top-p at temperature 1 or
+        min-p whose kept set ends inside the window; never when the last kept logit ties the window's
+        last (a token beyond the window could tie it too).
+
+        Usage: ``trace.window_is_exact(0, 3, SamplingSettings(0.8, 50))``
+        """
+        self._check_step(row, step)
+        return self.window_size >= self.vocab_size or self._window_mask(row, step, settings) is not None
+
+    def _window_mask(self, row: int, step: int, settings: SamplingSettings | None) -> np.ndarray | None:
+        """The kept tokens as a mask over the window ``[K]``, or ``None`` when the window cannot decide."""
+        s = settings or self.settings[row]
+        top = self.top_logits[row, step]
+        keep = _window_kept(top, float(self.logsumexp[row, step]), self.vocab_size, s)
+        if keep is None or (s.temperature > 0 and top[keep].min() <= top[-1]):
+            return None
+        return keep
+
+    def kept_distribution(self, row: int, step: int,
+                          settings: SamplingSettings | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Exact ``(ids [n], probs [n])`` of the tokens ``settings`` keep, by descending probability:
+        from the window when :meth:`window_is_exact`, else from :meth:`step_logits`.
+
+        Usage: ``ids, probs = trace.kept_distribution(0, 3, SamplingSettings(1.2, 0, 0.9))``
+        """
+        self._check_step(row, step)
+        s = settings or self.settings[row]
+        if self.window_size >= self.vocab_size:  # the window is the whole row, reordered
+            logits = np.empty(self.vocab_size, np.float32)
+            logits[self.top_ids[row, step]] = self.top_logits[row, step]
+            return _kept(logits, s, self._context(row, step), step)
+        keep = self._window_mask(row, step, s)
+        if keep is None:
+            return _kept(self.step_logits(row, step), s, self._context(row, step), step)
+        scaled = self.top_logits[row, step][keep] / s.temperature if s.temperature > 0 else np.zeros(1, np.float32)
+        return self.top_ids[row, step][keep].astype(np.int32), _softmax(scaled)
+
+
+def _kept(logits: np.ndarray, s: SamplingSettings, context: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, probs)`` of the tokens ``s`` keeps from a whole row ``logits [V]`` after ``context``."""
+    final = np.asarray(s.stages(logits, context, num_generated=step).final)
+    order = np.flatnonzero(np.isfinite(final))
+    order = order[np.argsort(-final[order], kind="stable")]
+    return order.astype(np.int32), _softmax(final[order])
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities of finite logits ``[n]`` (NumPy: no compile per kept-set size)."""
+    weights = np.exp(logits.astype(np.float64) - logits.max())
+    return (weights / weights.sum()).astype(np.float32)

@@ -1,0 +1,193 @@
+"""What every explorer shares: loading the model, the busy state, errors shown inside the widget,
+and counted model calls.
+
+Usage (a new explorer)::
+
+    class MyExplorer(Explorer):
+        def __init__(self, *model_params_tokenizer, **kwargs):
+            super().__init__(*model_params_tokenizer, **kwargs)
+            self.widget = self.layout(...)          # build the children, then wire them
+            self.observe(self.some_slider, self.redraw)
+            self.start()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import ipywidgets as widgets
+from flax import nnx
+from tokenizers import Tokenizer
+
+from txtgen_nb import generation, viz
+from txtgen_nb.api import load_model_and_tokenizer
+from txtgen_nb.generation import GenerationResult, SamplingSettings, Trace
+from txtgen_nb.model import context_length
+
+DEFAULT_PROMPT = "Once upon a time"
+USER_ERRORS = (ValueError, FileNotFoundError, OSError)
+OPEN_CONTEXT = 256  # the length sliders' limit for a module that declares no context of its own
+
+
+def one_line(err: BaseException | str, escape: bool = True) -> str:
+    """An error as one line of text, HTML-escaped unless ``escape=False``.
+
+    Usage: ``one_line(ValueError("bad\\nvalue"))``
+    """
+    text = " ".join(str(err).splitlines()).strip() or type(err).__name__
+    return html.escape(text) if escape else text
+
+
+class Explorer:
+    """Model loading, busy state, one-line errors and counted model calls for every explorer.
+
+    ``model, params, tokenizer`` are given together, or none of them (then ``checkpoint`` or the
+    bundled demo model is loaded). Errors in loading or in a callback are shown in ``.error``
+    as one line; ``.status`` shows what is running; ``.generate_calls`` counts model calls.
+    """
+
+    def __init__(
+        self,
+        model: nnx.Module | None = None,
+        params: nnx.State | None = None,
+        tokenizer: Tokenizer | None = None,
+        *,
+        checkpoint: str | Path | None = None,
+    ) -> None:
+        self.generate_calls = 0
+        self.result: GenerationResult | None = None
+        self.trace: Trace | None = None
+        self.model: nnx.Module | None = None
+        self.params: nnx.State | None = None
+        self.tokenizer: Tokenizer | None = None
+        self.status = widgets.HTML(value="", layout=widgets.Layout(min_height="1.6em"))
+        self.error = widgets.HTML(value="")
+        self.busy_targets: list[widgets.Widget] = []  # disabled while busy (buttons)
+        self.widget: widgets.Widget = widgets.VBox()
+        self._muted = False
+        with self.errors_shown():
+            self._load(model, params, tokenizer, checkpoint)
+
+    def _load(self, model, params, tokenizer, checkpoint) -> None:
+        given = [x is not None for x in (model, params, tokenizer)]
+        if any(given) and not all(given):
+            raise ValueError("pass model, params and tokenizer together (or none of them for the demo model)")
+        if not any(given):
+            model, params, tokenizer, _config = load_model_and_tokenizer(checkpoint)
+        self.model, self.params, self.tokenizer = model, params, tokenizer
+
+    @property
+    def ready(self) -> bool:
+        """Whether a model is loaded."""
+        return self.model is not None
+
+    @property
+    def context_size(self) -> int:
+        """The model's context length in tokens (256 for a module that declares none, 128 without a model)."""
+        return context_length(self.model, OPEN_CONTEXT) if self.model is not None else 128
+
+    # ----- errors ---------------------------------------------------------------------------
+
+    def show_error(self, err: BaseException | str) -> None:
+        """Show one escaped line in the error box. Usage: ``explorer.show_error("bad value")``"""
+        self.error.value = viz.error_html(one_line(err, escape=False))
+
+    @contextlib.contextmanager
+    def errors_shown(self, clear: bool = True) -> Iterator[None]:
+        """Run the block; show a user error (bad path or setting) in the error box instead of raising."""
+        if clear:
+            self.error.value = ""
+        try:
+            yield
+        except USER_ERRORS as err:
+            self.show_error(err)
+
+    def safely(self, fn: Callable[..., None]) -> Callable[..., None]:
+        """``fn`` as a widget callback that shows user errors in the widget."""
+        def callback(*args: Any) -> None:
+            with self.errors_shown():
+                fn(*args)
+        return callback
+
+    # ----- observers ------------------------------------------------------------------------
+
+    def observe(self, widget: widgets.Widget, fn: Callable[[], None], name: str = "value") -> None:
+        """Call ``fn()`` when ``widget.<name>`` changes, unless the explorer set it itself."""
+        def on_change(_change: dict) -> None:
+            if not self._muted:
+                self.safely(fn)()
+        widget.observe(on_change, names=name)
+
+    @contextlib.contextmanager
+    def quietly(self) -> Iterator[None]:
+        """Set widget values without triggering the explorer's own observers."""
+        self._muted, muted = True, self._muted
+        try:
+            yield
+        finally:
+            self._muted = muted
+
+    # ----- busy state and model calls -------------------------------------------------------
+
+    @contextlib.contextmanager
+    def busy(self, message: str = "Generating…") -> Iterator[None]:
+        """Show a spinner and ``message`` and disable the buttons while the block runs."""
+        for target in self.busy_targets:
+            target.disabled = True
+        self.status.value = viz.busy_html(message)
+        self.widget.add_class("tg-is-busy")
+        try:
+            yield
+        finally:
+            self.widget.remove_class("tg-is-busy")
+            for target in self.busy_targets:
+                target.disabled = not self.ready
+            if self.status.value == viz.busy_html(message):
+                self.status.value = ""
+
+    def generate(self, prompts: str | Sequence[str], **kwargs: Any) -> GenerationResult:
+        """One counted model call (``generate`` with ``trace=True``) behind the busy indicator."""
+        with self.busy():
+            result = generation.generate(self.model, self.params, self.tokenizer, prompts, trace=True, **kwargs)
+            self.generate_calls += 1
+        return result
+
+    def run(self) -> None:
+        """Run the model with the current controls (what the main button does)."""
+        raise NotImplementedError
+
+    # ----- the shown step -------------------------------------------------------------------
+
+    top_n = 20  # candidates shown per step
+
+    @property
+    def shown_step(self) -> int:
+        """The step the plot shows (explorers with a step slider override it)."""
+        return 0
+
+    def settings(self) -> SamplingSettings:
+        """The settings the plot re-filters with (explorers with sliders override it)."""
+        if self.trace is None:
+            raise ValueError("nothing generated yet")
+        return self.trace.settings[0]
+
+    def current_step_data(self) -> viz.StepData:
+        """``viz.step_data`` of the shown step with the shown settings (no model call).
+
+        Usage: ``explorer.current_step_data().num_kept``
+        """
+        if self.trace is None:
+            raise ValueError("nothing generated yet")
+        return viz.step_data(self.trace, self.tokenizer, self.shown_step, settings=self.settings(), top_n=self.top_n)
+
+    def start(self) -> None:
+        """The first run at construction, keeping any error shown so far."""
+        if self.ready:
+            with self.errors_shown(clear=False):
+                self.run()
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict:
+        return self.widget._repr_mimebundle_(**kwargs)

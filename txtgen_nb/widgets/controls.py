@@ -1,0 +1,92 @@
+"""The shared control panel: sampling sliders, seed with a "New sample" button, length and the
+main button. It only builds and lays out widgets; the explorers wire them.
+
+Usage::
+
+    controls = SamplingControls(temperature=0.8, top_k=50, max_new_tokens=40)
+    controls.settings()              # SamplingSettings(temperature=0.8, top_k=50, ...)
+    controls.panel                   # the VBox to show
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import ipywidgets as widgets
+
+from txtgen_nb.generation import SamplingSettings, validate_settings
+
+COLUMN = "330px"  # the controls column: beside the plot on a 1280 px projector
+_SLIDER = dict(continuous_update=False, style={"description_width": "7.5em"},
+               layout=widgets.Layout(width="100%"))
+FALLBACK = SamplingSettings(0.8, 50, 1.0, 0.0)
+
+
+def fresh_seed() -> int:
+    """A random seed for "New sample" (below one million, easy to read and retype)."""
+    return secrets.randbelow(1_000_000)
+
+
+class SamplingControls:
+    """Temperature / top-k / top-p / min-p sliders (act on release), seed, "New sample", an
+    optional max-new-tokens slider and the main button, in one column (``.panel``).
+
+    A bad starting setting falls back to the defaults; ``.problem`` says why (the explorer shows it).
+    """
+
+    def __init__(self, *, temperature: float = 0.8, top_k: int = 50, top_p: float = 1.0, min_p: float = 0.0,
+                 seed: int = 0, max_new_tokens: int | None = None, context: int = 128,
+                 button: str = "Generate", sliders: bool = True) -> None:
+        self.problem = ""
+        try:
+            validate_settings(temperature, top_k, top_p, min_p)
+        except ValueError as err:
+            self.problem = str(err)
+            temperature, top_k, top_p, min_p = (FALLBACK.temperature, FALLBACK.top_k, FALLBACK.top_p,
+                                                FALLBACK.min_p)
+        self.temperature = widgets.FloatSlider(value=temperature, min=0.0, max=max(2.0, temperature), step=0.05,
+                                               description="Temperature", readout_format=".2f", **_SLIDER)
+        self.top_k = widgets.IntSlider(value=top_k, min=0, max=max(100, int(top_k)), description="Top-k (0 off)",
+                                       **_SLIDER)
+        self.top_p = widgets.FloatSlider(value=top_p, min=0.0, max=1.0, step=0.01, description="Top-p (1 off)",
+                                         readout_format=".2f", **_SLIDER)
+        self.min_p = widgets.FloatSlider(value=min_p, min=0.0, max=max(0.5, min_p), step=0.01,
+                                         description="Min-p (0 off)", readout_format=".2f", **_SLIDER)
+        self.max_new_tokens = None
+        if max_new_tokens is not None:
+            limit = max(1, context - 1)  # the prompt holds at least the BOS token
+            self.max_new_tokens = widgets.IntSlider(value=min(max(1, max_new_tokens), limit), min=1, max=limit,
+                                                    description="New tokens", **_SLIDER)
+        self.seed = widgets.IntText(value=seed, description="Seed", style={"description_width": "7.5em"},
+                                    layout=widgets.Layout(width="12.5em"))
+        self.new_sample = widgets.Button(description="New sample", icon="dice", tooltip="draw a fresh random seed",
+                                         layout=widgets.Layout(width="auto"))
+        self.button = widgets.Button(description=button, button_style="primary", icon="play",
+                                     layout=widgets.Layout(width="auto"))
+        self.new_sample.on_click(lambda _button: setattr(self.seed, "value", fresh_seed()))
+        rows = [self.temperature, self.top_k, self.top_p, self.min_p] if sliders else []
+        rows += [self.max_new_tokens] if self.max_new_tokens is not None else []
+        rows += [widgets.HBox([self.seed, self.new_sample]), self.button]
+        self.panel = widgets.VBox(rows, layout=widgets.Layout(width=COLUMN, min_width=COLUMN))
+
+    @property
+    def filters(self) -> list[widgets.Widget]:
+        """The four sampling sliders."""
+        return [self.temperature, self.top_k, self.top_p, self.min_p]
+
+    def settings(self) -> SamplingSettings:
+        """The settings the sliders show. Usage: ``controls.settings()``"""
+        return SamplingSettings(temperature=float(self.temperature.value), top_k=int(self.top_k.value),
+                                top_p=float(self.top_p.value), min_p=float(self.min_p.value))
+
+
+def settings_change(old: SamplingSettings | None, new: SamplingSettings) -> str:
+    """What changed between two settings, e.g. ``"temperature 0.8 → 1.1"`` ("" when nothing did).
+
+    Usage: ``settings_change(SamplingSettings(0.8), SamplingSettings(1.1))``
+    """
+    if old is None:
+        return ""
+    names = {"temperature": "temperature", "top_k": "top-k", "top_p": "top-p", "min_p": "min-p"}
+    return ", ".join(f"{label} {getattr(old, field):g} → {getattr(new, field):g}" for field, label in names.items()
+                     if getattr(old, field) != getattr(new, field))

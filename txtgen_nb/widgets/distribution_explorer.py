@@ -1,0 +1,91 @@
+"""DistributionExplorer: the next-token distribution after a prompt, re-filtered live."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from flax import nnx
+from tokenizers import Tokenizer
+
+from txtgen_nb import viz
+from txtgen_nb.generation import SamplingSettings
+from txtgen_nb.widgets.base import DEFAULT_PROMPT, Explorer
+from txtgen_nb.widgets.controls import SamplingControls
+from txtgen_nb.widgets.layout import explorer_row, plot_image, prompt_box
+
+
+class DistributionExplorer(Explorer):
+    """The next-token distribution after a prompt, before and after filtering, as sliders move.
+
+    A prompt change (or the button) runs the model once (one step, logits kept); the sliders only
+    re-filter those logits, so they never call the model. Sliders act on release.
+
+    Usage: ``DistributionExplorer(prompt="The cat sat on the", top_n=20)``
+    """
+
+    def __init__(
+        self,
+        model: nnx.Module | None = None,
+        params: nnx.State | None = None,
+        tokenizer: Tokenizer | None = None,
+        *,
+        checkpoint: str | Path | None = None,
+        prompt: str = DEFAULT_PROMPT,
+        temperature: float = 0.8,
+        top_k: int = 50,
+        top_p: float = 1.0,
+        min_p: float = 0.0,
+        top_n: int = 20,
+    ) -> None:
+        super().__init__(model, params, tokenizer, checkpoint=checkpoint)
+        self.top_n = top_n
+        self.controls = c = SamplingControls(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                             button="Predict next token")
+        c.seed.layout.display = c.new_sample.layout.display = "none"  # one step: the seed plays no part
+        self.prompt, self.generate_button = prompt_box(prompt), c.button
+        self.temperature, self.top_k, self.top_p, self.min_p = c.filters
+        self.plot = plot_image()
+        self.step_plot = viz.StepPlot(top_n, height=4.2)
+        self.busy_targets = [self.generate_button]
+        self.widget = explorer_row([self.prompt, c.panel, self.status], [self.plot], self.error)
+        self.generate_button.on_click(lambda _button: self.safely(self.run)())
+        for slider in c.filters:
+            self.observe(slider, self.show)
+        self.observe(self.prompt, self.run)
+        if c.problem:
+            self.show_error(c.problem)
+        self.generate_button.disabled = not self.ready
+        self.start()
+
+    def settings(self) -> SamplingSettings:
+        """The sampling settings the sliders show."""
+        return self.controls.settings()
+
+    def run(self) -> None:
+        """Run the model one step on the prompt and keep the logits."""
+        if not self.ready:
+            return
+        self.result = self.generate(self.prompt.value, max_new_tokens=1, settings=self.settings())
+        self.trace = self.result.trace
+        self.show()
+
+    def logits(self) -> np.ndarray:
+        """The raw next-token logits after the prompt ``[vocab]``."""
+        if self.trace is None:
+            raise ValueError("nothing computed yet")
+        return self.trace.step_logits(0, 0)
+
+    def show(self) -> None:
+        """Redraw the before/after distribution with the sliders' settings (no model call)."""
+        if self.trace is None:
+            return
+        data = viz.distribution_data(self.logits(), self.tokenizer, self.settings(), top_n=self.top_n)
+        title = (f"next token after “{viz.tail(self.prompt.value, 40)}”\n{viz.describe(data.settings)}: "
+                 f"kept {data.num_kept:,} of {data.vocab_size:,}; entropy {data.entropy_before:.2f} → "
+                 f"{data.entropy_after:.2f} nats")
+        self.plot.value = self.step_plot.png(data, title)
+
+    def current_step_data(self) -> viz.StepData:
+        """``viz.distribution_data`` of the next token with the sliders' settings (no model call)."""
+        return viz.distribution_data(self.logits(), self.tokenizer, self.settings(), top_n=self.top_n)

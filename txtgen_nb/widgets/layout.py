@@ -1,0 +1,40 @@
+"""Layout pieces shared by the explorers: one row of controls beside the view, sized for a
+1280x720 projector with the JupyterLab sidebar collapsed (styles: ``viz.EXPLORER_CSS``)."""
+
+from __future__ import annotations
+
+import ipywidgets as widgets
+
+from txtgen_nb import viz
+from txtgen_nb.widgets.controls import COLUMN
+
+
+
+def prompt_box(prompt: str) -> widgets.Textarea:
+    """The prompt, acting when it loses focus (``continuous_update=False``)."""
+    return widgets.Textarea(value=prompt, placeholder="Prompt", continuous_update=False,
+                            layout=widgets.Layout(width="100%", height="4.2em"))
+
+
+def plot_image() -> widgets.Image:
+    """An image for a PNG figure, shown at its own size (shrunk only when the column is narrower)."""
+    image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%", height="auto"))
+    image.add_class("tg-plot")
+    return image
+
+
+def step_row(*children: widgets.Widget) -> widgets.HBox:
+    """A row under the text: the step slider first, taking the free width."""
+    return widgets.HBox(list(children), layout=widgets.Layout(width="100%", align_items="center"))
+
+
+def explorer_row(controls: list[widgets.Widget], view: list[widgets.Widget], *below: widgets.Widget) -> widgets.VBox:
+    """Controls in a column on the left, the text and the plot they drive on the right."""
+    left = widgets.VBox(controls, layout=widgets.Layout(width=COLUMN, min_width=COLUMN, margin="0 12px 0 0"))
+    right = widgets.VBox(view, layout=widgets.Layout(flex="1 1 auto", min_width="0"))
+    left.add_class("tg-controls")
+    right.add_class("tg-view-column")
+    row = widgets.HBox([left, right], layout=widgets.Layout(width="100%", align_items="flex-start"))
+    root = widgets.VBox([widgets.HTML(viz.EXPLORER_CSS), row, *below], layout=widgets.Layout(width="100%"))
+    root.add_class("tg-explorer")
+    return root

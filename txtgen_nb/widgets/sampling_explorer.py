@@ -1,0 +1,161 @@
+"""SamplingExplorer: generate, see the text coloured by probability and walk through its steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ipywidgets as widgets
+from flax import nnx
+from tokenizers import Tokenizer
+
+from txtgen_nb import viz
+from txtgen_nb.generation import SamplingSettings
+from txtgen_nb.steps import most_informative_step
+from txtgen_nb.widgets.base import DEFAULT_PROMPT, Explorer
+from txtgen_nb.widgets.controls import SamplingControls, settings_change
+from txtgen_nb.widgets.layout import explorer_row, plot_image, prompt_box, step_row
+from txtgen_nb.widgets.token_text import TokenText
+
+
+class SamplingExplorer(Explorer):
+    """Generate a continuation, see it coloured by probability and walk through its sampling steps.
+
+    The plot shows the shown step's next-token distribution before (after temperature) and after
+    the filters. Click a token (or move **Step**) to show its step. Moving a sampling slider
+    re-filters the shown step from the stored logits (no model call), then regenerates with the
+    new settings (untick ``.auto_regenerate`` to study one fixed text); the tokens that changed are
+    underlined and counted, and when none changed the explorer says why (same seed, same random
+    draws). **New sample** draws a fresh seed. Sliders act on release.
+
+    Usage: ``SamplingExplorer(prompt="Once upon a time", max_new_tokens=40)``
+    """
+
+    def __init__(
+        self,
+        model: nnx.Module | None = None,
+        params: nnx.State | None = None,
+        tokenizer: Tokenizer | None = None,
+        *,
+        checkpoint: str | Path | None = None,
+        prompt: str = DEFAULT_PROMPT,
+        max_new_tokens: int = 40,
+        temperature: float = 0.8,
+        top_k: int = 50,
+        top_p: float = 1.0,
+        min_p: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(model, params, tokenizer, checkpoint=checkpoint)
+        self.controls = SamplingControls(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed,
+                                         max_new_tokens=max_new_tokens, context=self.context_size)
+        c = self.controls
+        self.prompt, self.seed, self.max_new_tokens = prompt_box(prompt), c.seed, c.max_new_tokens
+        self.temperature, self.top_k, self.top_p, self.min_p = c.filters
+        self.generate_button, self.new_sample = c.button, c.new_sample
+        self.auto_regenerate = widgets.Checkbox(value=True, description="Regenerate when a slider moves",
+                                                indent=False)
+        self.text = TokenText()
+        self.step = widgets.IntSlider(value=0, min=0, max=0, description="Step", continuous_update=False,
+                                      style={"description_width": "3em"}, layout=widgets.Layout(flex="1 1 auto"))
+        self.view = widgets.ToggleButtons(options=[("Before/after", "step"), ("Pipeline", "pipeline")],
+                                          value="step", style={"button_width": "auto"})
+        self.color_by = widgets.Dropdown(options=["probability", "rank", "entropy"], value="probability",
+                                         description="Colour by", style={"description_width": "7.5em"},
+                                         layout=widgets.Layout(width="100%"))
+        self.plot = plot_image()
+        self.step_plot = viz.StepPlot(self.top_n, height=3.4)
+        self.busy_targets = [self.generate_button, self.new_sample]
+        self._previous: tuple[list[int], SamplingSettings, int, str, int] | None = None
+        self._summary = ""
+        self.changed = None  # [N] bool: tokens that differ from the previous generation
+        self.widget = explorer_row(
+            [self.prompt, c.panel, self.auto_regenerate, self.color_by, self.status],
+            [self.text, step_row(self.step, self.view), self.plot], self.error)
+        self._wire()
+        if c.problem:
+            self.show_error(c.problem)
+        self.generate_button.disabled = not self.ready
+        self.start()
+
+    def _wire(self) -> None:
+        self.generate_button.on_click(lambda _button: self.safely(self.run)())
+        for slider in self.controls.filters:
+            self.observe(slider, self._on_filter_change)
+        for control in (self.seed, self.max_new_tokens, self.prompt):
+            self.observe(control, self.run)
+        self.observe(self.color_by, self.show_text)
+        self.observe(self.step, self.show_step)
+        self.observe(self.view, self.show_step)
+        self.observe(self.text, self._on_token_click, name="selected")
+
+    @property
+    def shown_step(self) -> int:
+        return int(self.step.value)
+
+    def settings(self) -> SamplingSettings:
+        """The sampling settings the sliders show. Usage: ``explorer.settings()``"""
+        return self.controls.settings()
+
+    def run(self) -> None:
+        """Generate with the prompt, the sliders' settings and the seed; show what changed."""
+        if not self.ready:
+            return
+        first = self.trace is None
+        settings, seed, length = self.settings(), int(self.seed.value), int(self.max_new_tokens.value)
+        self.result = self.generate(self.prompt.value, max_new_tokens=length, settings=settings, seed=seed)
+        self.trace = self.result.trace
+        ids = self.result.new_token_ids[0]
+        self.changed = None if self._previous is None else viz.changed_tokens(self._previous[0], ids)
+        self._summary = self._change_summary(ids, settings, seed, length)
+        self._previous = (ids, settings, seed, self.prompt.value, length)
+        with self.quietly():
+            self.step.max = max(0, int(self.trace.lengths[0]) - 1)
+            if first:
+                self.step.value = most_informative_step(self.trace, settings=settings)
+            self.step.value = min(self.step.value, self.step.max)
+        self.show_text()
+        self.show_step()
+
+    def _change_summary(self, ids: list[int], settings: SamplingSettings, seed: int, length: int) -> str:
+        if self._previous is None:
+            return viz.change_summary(None, ids) + " Hover or tap a token for its alternatives; click it to show its step."
+        old_ids, old_settings, old_seed, old_prompt, old_length = self._previous
+        causes = [settings_change(old_settings, settings)]
+        causes.append(f"seed {old_seed} → {seed}" if seed != old_seed else "")
+        causes.append("a new prompt" if self.prompt.value != old_prompt else "")
+        causes.append(f"length {old_length} → {length}" if length != old_length else "")
+        summary = viz.change_summary(old_ids, ids, ", ".join(c for c in causes if c))
+        return summary + (" They are underlined in vermillion." if self.changed.any() else "")
+
+    def _on_filter_change(self) -> None:
+        self.show_text()  # the stored logits re-filtered with the new settings: no model call
+        self.show_step()
+        if self.auto_regenerate.value:
+            self.run()
+
+    def _on_token_click(self) -> None:
+        if 0 <= self.text.selected <= self.step.max:
+            self.step.value = self.text.selected
+
+    def show_text(self) -> None:
+        """Colour the text with the sliders' settings, mark the changed tokens and the shown step."""
+        if self.trace is None:
+            return
+        data = viz.text_data(self.trace, self.tokenizer, color_by=self.color_by.value, settings=self.settings())
+        self.text.html = viz.token_html(data, changed=self.changed, summary=self._summary)
+        with self.quietly():
+            self.text.selected = self.shown_step
+
+    def show_step(self) -> None:
+        """Draw the shown step with the sliders' settings from the stored logits (no model call)."""
+        if self.trace is None:
+            return
+        with self.quietly():
+            self.text.selected = self.shown_step
+        if self.view.value == "pipeline":
+            with self.busy("Drawing…"):
+                figure = viz.pipeline_view(self.trace, self.tokenizer, self.shown_step, settings=self.settings(),
+                                           width=7.8)
+                self.plot.value = viz.figure_to_png(figure)
+        else:
+            self.plot.value = self.step_plot.png(self.current_step_data())
