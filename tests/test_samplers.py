@@ -361,7 +361,7 @@ def test_mirostat_mean_surprise_tracks_tau():
 
 def test_generation_never_recompiles_and_filters_with_its_context(tiny_model, tiny_tok):
     model, params, _ = tiny_model
-    generate(model, params, tiny_tok, "Once upon", settings=[SamplingSettings()] * 3, max_new_tokens=3, trace=True)
+    generate(model, params, tiny_tok, "Once upon", settings=[SamplingSettings()] * 3, max_new_tokens=20, trace=True)
     compiled = _generate_compiled._cache_size()  # the same shapes, every extra rule off
     rows = [SamplingSettings(1.0, 0, repetition_penalty=1.5, no_repeat_ngram_size=2, presence_penalty=0.5),
             SamplingSettings(1.5, 0, dry_multiplier=2.0, dry_allowed_length=1, typical_p=0.9, top_n_sigma=2.0),
