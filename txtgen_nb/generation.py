@@ -106,7 +106,7 @@ def _generate_compiled(graphdef, params, prompt, pad, limit, seeds, settings, eo
         return jax.vmap(lambda key, row: jax.random.categorical(jax.random.fold_in(key, step), row, axis=-1))(
             keys, filtered).astype(jnp.int32)
 
-    def draw_classic(step, logits, tokens, mu):
+    def draw_classic(step, logits, tokens, mu):  # mu is None: the classic loop carries none
         # filter the whole batch at once (no vmap: filter_logits_fast skips the vocabulary sort
         # with one lax.cond for the batch), then one categorical draw per row with its own key
         filtered = sampling.filter_logits_fast(logits, temperature=settings.temperature, top_k=settings.top_k,
@@ -126,15 +126,14 @@ def _generate_compiled(graphdef, params, prompt, pad, limit, seeds, settings, eo
 
     trace = None if trace_layout is None else trace_buffers(trace_layout, batch, logits.shape[-1])
     state = dict(step=jnp.int32(0), cache=cache, logits=logits[:, -1], tokens=jnp.zeros((batch, max_steps), jnp.int32),
-                 lengths=jnp.zeros((batch,), jnp.int32), done=limit <= 0, trace=trace,
-                 mu=sampling.mirostat_initial_mu(settings.mirostat_tau))
+                 lengths=jnp.zeros((batch,), jnp.int32), done=limit <= 0, trace=trace)
 
     def cond(s):
         return (s["step"] < max_steps) & ~jnp.all(s["done"])
 
     def body(s, draw):
         step = s["step"]
-        token, mu = draw(step, s["logits"], s["tokens"], s["mu"])
+        token, mu = draw(step, s["logits"], s["tokens"], s.get("mu"))
         token = jnp.where(s["done"], 0, token)
         lengths = s["lengths"] + (~s["done"]).astype(jnp.int32)
         done = s["done"] | (token == eos_id) | (lengths >= limit)
@@ -146,12 +145,16 @@ def _generate_compiled(graphdef, params, prompt, pad, limit, seeds, settings, eo
         new_logits, cache = model(token[:, None], positions=jnp.minimum(position, model.config.max_len - 1),
                                   mask=step_mask, cache=s["cache"], cache_index=slot)
         return dict(step=step + 1, cache=cache, logits=new_logits[:, -1], tokens=tokens, lengths=lengths, done=done,
-                    trace=trace, mu=mu)
+                    trace=trace, **({} if mu is None else {"mu": mu}))
 
-    # two loops, one chosen once per call: with every extra rule off, no per-step cost
-    final = jax.lax.cond(extras, lambda st: jax.lax.while_loop(cond, functools.partial(body, draw=draw_full), st),
-                         lambda st: jax.lax.while_loop(cond, functools.partial(body, draw=draw_classic), st), state)
-    return final["tokens"], final["lengths"], final["trace"]
+    def decode(draw, initial):
+        final = jax.lax.while_loop(cond, functools.partial(body, draw=draw), initial)
+        return final["tokens"], final["lengths"], final["trace"]
+
+    # two loops, one chosen once per call: with every extra rule off, the classic one (no per-step cost;
+    # only the full one carries Mirostat's mu per row)
+    full_state = dict(state, mu=sampling.mirostat_initial_mu(settings.mirostat_tau))
+    return jax.lax.cond(extras, lambda: decode(draw_full, full_state), lambda: decode(draw_classic, state))
 
 
 def default_trace_k(vocab_size: int) -> int:
