@@ -48,6 +48,7 @@ from flax import nnx  # noqa: E402
 from txtgen_nb import generation  # noqa: E402
 from txtgen_nb.config import ModelConfig  # noqa: E402
 from txtgen_nb.model import Transformer, count_params  # noqa: E402
+from txtgen_nb.sampling import SamplingSettings  # noqa: E402
 from txtgen_nb.tokenizer import encode_prompt  # noqa: E402
 
 DEMO_SHAPE = dict(vocab_size=4096, max_len=128, d_model=256, num_layers=4, num_heads=4)
@@ -181,10 +182,11 @@ def jit_cache_size(fn) -> int | None:
 # ------------------------------------------------------------------------------------------
 
 def compiled_inputs(subject: Subject, batch: int, new_tokens: int, *, temperature=0.8, top_k=50, top_p=1.0,
-                    min_p=0.0, seed=0, prompt: str = PROMPT, trace: bool = False) -> dict:
+                    min_p=0.0, seed=0, prompt: str = PROMPT, trace: bool = False, **extra_settings) -> dict:
     """Arguments for ``generation._generate_compiled`` laid out exactly as ``generate()`` does,
     except ``eos_id=-1``: no row can stop early, so every row decodes exactly ``new_tokens``.
-    ``trace`` keeps the compact trace (top-K window, log-sum-exp, entropy) as ``generate(trace=True)``."""
+    ``trace`` keeps the compact trace (top-K window, log-sum-exp, entropy) as ``generate(trace=True)``;
+    ``extra_settings``: further :class:`SamplingSettings` fields (every row the same)."""
     ids = encode_prompt(subject.tokenizer, prompt)
     max_len = subject.config.max_len
     padded = generation._bucket(batch, limit=1 << 30)
@@ -194,13 +196,12 @@ def compiled_inputs(subject: Subject, batch: int, new_tokens: int, *, temperatur
     limit = np.zeros((padded,), np.int32)
     limit[:batch] = min(new_tokens, max_len - len(ids))
     words = np.stack([generation.seed_words(seed + b) for b in range(padded)])
-    full = lambda value, dtype: np.full((padded,), value, dtype)  # noqa: E731
     layout = generation._trace_layout(True, None, int(limit.max()), subject.config) if trace else None
+    row = SamplingSettings(temperature, top_k, top_p, min_p, **extra_settings)
     return dict(graphdef=nnx.graphdef(subject.model), params=subject.params, prompt=tokens,
-                pad=full(prompt_len - len(ids), np.int32), limit=limit, seeds=words,
-                temperature=full(temperature, np.float32), top_k=full(top_k, np.int32),
-                top_p=full(top_p, np.float32), min_p=full(min_p, np.float32), eos_id=np.int32(-1),
-                max_steps=max_len, trace_layout=layout)
+                pad=np.full((padded,), prompt_len - len(ids), np.int32), limit=limit, seeds=words,
+                settings=SamplingSettings.stack([row] * padded), eos_id=np.int32(-1), max_steps=max_len,
+                trace_layout=layout)
 
 
 def run_compiled(inputs: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -456,7 +457,9 @@ def compile_behaviour(subject: Subject, counter: CompileCounter) -> dict:
     changes = [dict(temperature=0.0), dict(temperature=1.7), dict(top_k=0), dict(top_k=7), dict(top_p=0.5),
                dict(top_p=0.95, top_k=0), dict(min_p=0.1), dict(seed=12345), dict(seed=10 ** 20),
                dict(max_new_tokens=1), dict(max_new_tokens=3), dict(temperature=0.3, top_k=3, top_p=0.7, min_p=0.05,
-                                                                    seed=7, max_new_tokens=5)]
+                                                                    seed=7, max_new_tokens=5),
+               dict(settings=SamplingSettings(repetition_penalty=1.3, no_repeat_ngram_size=3, typical_p=0.9)),
+               dict(settings=SamplingSettings(dry_multiplier=0.8, xtc_probability=0.5, mirostat_tau=4.0))]
     for change in changes:
         gen(**change)
     cache_after = jit_cache_size(generation._generate_compiled)

@@ -192,3 +192,12 @@ def test_run_in_subprocess_shows_output_and_errors(workdir, capsys):
     out = capsys.readouterr().out
     assert "--temperature: must be >= 0" in out and out.rstrip().endswith("[exit status 2]")
     assert "Traceback" not in out
+
+
+def test_stop_strings_cut_the_text(workdir):
+    result = run_cli(["--checkpoint", "output/best_checkpoint", "--prompt", "Hello", "--max-length", "30", "--seed", "7",
+                      "--top-k", "0", "--temperature", "1.5", "--stop", " ", "--stop", "\\n"], workdir)
+    assert result.returncode == 0, result.stderr
+    assert "Stop: ' ', '\\n'" in result.stdout and "stopped at a stop string]" in result.stdout
+    text = result.stdout.split("Generated text:")[1].split("─" * 80)[1].split("\n[")[0].strip("\n")
+    assert text.startswith("Hello") and " " not in text[len("Hello"):] and "\n" not in text

@@ -19,8 +19,8 @@ def outputs(book: nbformat.NotebookNode) -> list[dict]:
     return [out for cell in book.cells if cell.cell_type == "code" for out in cell.get("outputs", [])]
 
 
-def test_the_six_tutorials_exist():
-    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06"]
+def test_the_seven_tutorials_exist():
+    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

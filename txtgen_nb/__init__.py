@@ -13,11 +13,11 @@ from txtgen_nb.config import ModelConfig, load_config
 from txtgen_nb.generation import (
     RECOMMENDED, GenerationResult, SamplingSettings, Trace, evaluate_text, generate, next_token_logits,
 )
-from txtgen_nb.sampling import filter_logits, sample_token
+from txtgen_nb.sampling import filter_logits, filter_stages, sample_token
 
 __all__ = [
     "RECOMMENDED", "GenerationResult", "ModelConfig", "SamplingSettings", "Trace", "demo_checkpoint", "evaluate_text",
-    "filter_logits", "generate", "generate_text", "load_config", "load_model_and_tokenizer", "load_run",
+    "filter_logits", "filter_stages", "generate", "generate_text", "load_config", "load_model_and_tokenizer", "load_run",
     "next_token_logits", "sample_token", "save_run",
 ]
 __version__ = "0.1.0"

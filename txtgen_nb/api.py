@@ -10,7 +10,7 @@ Usage::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from flax import nnx
 from tokenizers import Tokenizer
@@ -58,11 +58,13 @@ def generate_text(
     top_k: int = 50,
     top_p: float = 1.0,
     rng_seed: int = 42,
+    stop: str | Sequence[str] | None = None,
 ) -> str:
-    """The prompt followed by up to ``max_length`` sampled tokens.
+    """The prompt followed by up to ``max_length`` sampled tokens, cut before the first ``stop``
+    string to appear.
 
     Usage: ``generate_text(model, params, tok, "Once upon a time", temperature=0.8, top_k=50)``
     """
     result = generate(model, params, tokenizer, prompt, max_new_tokens=max_length, temperature=temperature,
-                      top_k=top_k, top_p=top_p, seed=rng_seed)
+                      top_k=top_k, top_p=top_p, seed=rng_seed, stop=stop)
     return result.texts[0]

@@ -48,7 +48,7 @@ def _number(kind: type, low: float | None = None, high: float | None = None):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The seed's arguments plus ``--num-samples``, ``--min-p`` and ``--interactive``."""
+    """The seed's arguments plus ``--num-samples``, ``--min-p``, ``--stop`` and ``--interactive``."""
     parser = _Parser(prog="generate_text.py", description="Generate text from a trained transformer checkpoint.")
     parser.add_argument("--checkpoint", help="checkpoint directory (default: the bundled demo model)")
     parser.add_argument("--prompt", help="input text prompt; \\n means a newline (required unless --interactive, "
@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=42, help="random seed for reproducibility (default 42)")
     parser.add_argument("--num-samples", type=_number(int, 1), default=1,
                         help="number of continuations, generated in one batched call (default 1)")
+    parser.add_argument("--stop", action="append", default=None, metavar="TEXT",
+                        help="end the text where TEXT appears (repeatable; \\n means a newline)")
     parser.add_argument("--interactive", action="store_true",
                         help="prompt for text in a loop ('quit' or end of input to exit); the default without "
                         "--prompt when stdin is a terminal")
@@ -130,14 +132,18 @@ def _generate_and_print(model, params, tokenizer, config, prompt: str, args: arg
     print(f"Top-p: {args.top_p if args.top_p < 1.0 else 'disabled'}")
     if args.min_p > 0:
         print(f"Min-p: {args.min_p}")
+    stop = [text.replace("\\n", "\n") for text in args.stop or []]
+    if stop:
+        print(f"Stop: {', '.join(repr(text) for text in stop)}")
     if args.num_samples > 1:
         print(f"Samples: {args.num_samples} (seeds {args.seed}..{args.seed + args.num_samples - 1})")
     start = time.perf_counter()
     result = generate(model, params, tokenizer, prompt, max_new_tokens=args.max_length, temperature=args.temperature,
                       top_k=args.top_k, top_p=args.top_p, min_p=args.min_p, seed=args.seed,
-                      num_samples=args.num_samples)
+                      num_samples=args.num_samples, stop=stop)
     seconds = time.perf_counter() - start
-    stops = {"eos": "end-of-sequence", "max_new_tokens": "max length", "context": f"model context ({config.max_len})"}
+    stops = {"eos": "end-of-sequence", "max_new_tokens": "max length", "context": f"model context ({config.max_len})",
+             "stop": "a stop string"}
     for i, text in enumerate(result.texts):
         print()
         print(THIN)

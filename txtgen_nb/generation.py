@@ -1,9 +1,10 @@
 """Batched text generation: prefill and KV-cache decoding in one compiled XLA program.
 
-The sampling settings (temperature, top-k, top-p, min-p), the seeds and the number of new
-tokens are traced arguments, so changing them never recompiles. Prompts are left-padded to a
+The sampling settings (a :class:`~txtgen_nb.sampling.SamplingSettings` pytree), the seeds and the
+number of new tokens are traced arguments, so changing them never recompiles. Prompts are left-padded to a
 few length buckets and batches to powers of two, so new prompts rarely compile either. Each row
-stops at end-of-sequence, at ``max_new_tokens`` or at the model's context, whichever is first.
+stops at end-of-sequence, at ``max_new_tokens`` or at the model's context, whichever is first;
+``stop`` strings cut the text after generation.
 
 Usage::
 
@@ -30,44 +31,16 @@ from tokenizers import Tokenizer
 from txtgen_nb import sampling
 from txtgen_nb.config import ModelConfig
 from txtgen_nb.model import Transformer, as_decoder, init_cache
+from txtgen_nb.sampling import SamplingSettings
 from txtgen_nb.tokenizer import decode, encode_prompt, special_ids
 from txtgen_nb.trace import TRACE_TOP_K, Trace, TraceLayout, record_step, trace_buffers
 
 PROMPT_BUCKET_MIN = 16
 
 
-@dataclasses.dataclass(frozen=True)
-class SamplingSettings:
-    """One row's sampling settings. Usage: ``SamplingSettings(temperature=0.7, top_p=0.9)``"""
-
-    temperature: float = 0.8
-    top_k: int = 50
-    top_p: float = 1.0
-    min_p: float = 0.0
-
-    def __post_init__(self) -> None:
-        validate_settings(self.temperature, self.top_k, self.top_p, self.min_p)
-
-    def stages(self, logits: np.ndarray) -> sampling.Stages:
-        """``sampling.filter_stages`` of ``logits [..., vocab]`` with these settings (``.min_p`` is the
-        final filtered logits). Usage: ``SamplingSettings(0.8, 50).stages(logits).top_k``"""
-        return sampling.filter_stages(logits, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
-                                      min_p=self.min_p)
-
-
 def validate_settings(temperature: float, top_k: int, top_p: float, min_p: float = 0.0) -> None:
     """Raise ``ValueError`` naming the first bad setting. Usage: ``validate_settings(0.8, 50, 1.0)``"""
-    checks = (
-        ("temperature", temperature, lambda v: v >= 0, "must be >= 0"),
-        ("top_k", top_k, lambda v: v >= 0 and float(v).is_integer(), "must be an integer >= 0"),
-        ("top_p", top_p, lambda v: 0 <= v <= 1, "must be between 0 and 1"),
-        ("min_p", min_p, lambda v: 0 <= v <= 1, "must be between 0 and 1"),
-    )
-    for name, value, ok, rule in checks:
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise ValueError(f"{name} {rule}, got {value!r}")
-        if not np.isfinite(value) or not ok(value):
-            raise ValueError(f"{name} {rule}, got {value!r}")
+    SamplingSettings(temperature, top_k, top_p, min_p)
 
 
 RECOMMENDED = {
@@ -87,7 +60,7 @@ class GenerationResult:
     continuations: list[str]
     new_token_ids: list[list[int]]
     prompt_token_counts: list[int]
-    stop_reasons: list[str]  # "eos", "max_new_tokens" or "context"
+    stop_reasons: list[str]  # "eos", "max_new_tokens", "context" or "stop"
     trace: Trace | None = None
 
 
@@ -108,10 +81,11 @@ def _row_key(words: jax.Array) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_steps", "trace_layout"))
-def _generate_compiled(graphdef, params, prompt, pad, limit, seeds, temperature, top_k, top_p, min_p,
-                       eos_id, *, max_steps: int, trace_layout: TraceLayout | None = None):
+def _generate_compiled(graphdef, params, prompt, pad, limit, seeds, settings, eos_id, *, max_steps: int,
+                       trace_layout: TraceLayout | None = None):
     """prompt [B, P] left-padded by pad [B]; limit [B] new tokens per row (<= trace_layout.steps);
-    seeds [B, 2] uint32. Returns tokens [B, max_steps], lengths [B] and the trace buffers or None."""
+    seeds [B, 2] uint32; settings: SamplingSettings of [B] arrays. Returns tokens [B, max_steps],
+    lengths [B] and the trace buffers or None."""
     model: Transformer = nnx.merge(graphdef, params)
     batch, prompt_len = prompt.shape
     cache_size = prompt_len + max_steps
@@ -125,13 +99,30 @@ def _generate_compiled(graphdef, params, prompt, pad, limit, seeds, temperature,
                           cache_index=0)
     keys = jax.vmap(_row_key)(seeds)
 
-    def draw(step, logits):
-        # filter the whole batch at once (no vmap: filter_logits_fast skips the vocabulary sort
-        # with one lax.cond for the batch), then one categorical draw per row with its own key
-        filtered = sampling.filter_logits_fast(logits, temperature=temperature, top_k=top_k, top_p=top_p,
-                                               min_p=min_p)
+    history_prompt = jnp.where(jnp.arange(prompt_len)[None] >= pad[:, None], prompt, -1)  # [B, P], -1 = padding
+    extras = sampling.uses_extras(settings)  # once per call: any row beyond temperature/top-k/top-p/min-p
+
+    def categorical(step, filtered):
         return jax.vmap(lambda key, row: jax.random.categorical(jax.random.fold_in(key, step), row, axis=-1))(
             keys, filtered).astype(jnp.int32)
+
+    def draw_classic(step, logits, tokens, mu):  # mu is None: the classic loop carries none
+        # filter the whole batch at once (no vmap: filter_logits_fast skips the vocabulary sort
+        # with one lax.cond for the batch), then one categorical draw per row with its own key
+        filtered = sampling.filter_logits_fast(logits, temperature=settings.temperature, top_k=settings.top_k,
+                                               top_p=settings.top_p, min_p=settings.min_p)
+        return categorical(step, filtered), mu
+
+    def draw_full(step, logits, tokens, mu):
+        # the context right-aligned: [-1 ..., prompt, generated so far]
+        generated = jnp.where(jnp.arange(max_steps)[None] < step, tokens, -1)  # [B, S]
+        context = jnp.roll(jnp.concatenate([history_prompt, generated], axis=1), max_steps - step, axis=1)
+        coins = jax.vmap(lambda key: jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, step), 1)))(keys)
+        filtered = sampling.filter_logits(logits, settings, context, num_generated=step, mu=mu, xtc_coin=coins,
+                                          fused=True)
+        token = categorical(step, filtered)
+        mu, _ = sampling.mirostat_update(mu, filtered, token, settings.mirostat_tau, settings.mirostat_eta)
+        return token, mu
 
     trace = None if trace_layout is None else trace_buffers(trace_layout, batch, logits.shape[-1])
     state = dict(step=jnp.int32(0), cache=cache, logits=logits[:, -1], tokens=jnp.zeros((batch, max_steps), jnp.int32),
@@ -140,9 +131,9 @@ def _generate_compiled(graphdef, params, prompt, pad, limit, seeds, temperature,
     def cond(s):
         return (s["step"] < max_steps) & ~jnp.all(s["done"])
 
-    def body(s):
+    def body(s, draw):
         step = s["step"]
-        token = draw(step, s["logits"])
+        token, mu = draw(step, s["logits"], s["tokens"], s.get("mu"))
         token = jnp.where(s["done"], 0, token)
         lengths = s["lengths"] + (~s["done"]).astype(jnp.int32)
         done = s["done"] | (token == eos_id) | (lengths >= limit)
@@ -154,10 +145,16 @@ def _generate_compiled(graphdef, params, prompt, pad, limit, seeds, temperature,
         new_logits, cache = model(token[:, None], positions=jnp.minimum(position, model.config.max_len - 1),
                                   mask=step_mask, cache=s["cache"], cache_index=slot)
         return dict(step=step + 1, cache=cache, logits=new_logits[:, -1], tokens=tokens, lengths=lengths, done=done,
-                    trace=trace)
+                    trace=trace, **({} if mu is None else {"mu": mu}))
 
-    final = jax.lax.while_loop(cond, body, state)
-    return final["tokens"], final["lengths"], final["trace"]
+    def decode(draw, initial):
+        final = jax.lax.while_loop(cond, functools.partial(body, draw=draw), initial)
+        return final["tokens"], final["lengths"], final["trace"]
+
+    # two loops, one chosen once per call: with every extra rule off, the classic one (no per-step cost;
+    # only the full one carries Mirostat's mu per row)
+    full_state = dict(state, mu=sampling.mirostat_initial_mu(settings.mirostat_tau))
+    return jax.lax.cond(extras, lambda: decode(draw_full, full_state), lambda: decode(draw_classic, state))
 
 
 def default_trace_k(vocab_size: int) -> int:
@@ -187,6 +184,27 @@ def _as_rows(value, batch: int, name: str) -> list:
     return [value] * batch
 
 
+def _stop_strings(stop: str | Sequence[str] | None) -> list[str]:
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    if not all(isinstance(x, str) and x for x in stops):
+        raise ValueError(f"stop must be a non-empty string or a list of them, got {stop!r}")
+    return stops
+
+
+def _first_stop(text: str, stops: list[str]) -> int | None:
+    """Where the first stop string to appear in ``text`` starts (``None``: none appears)."""
+    found = [i for i in (text.find(x) for x in stops) if i >= 0]
+    return min(found) if found else None
+
+
+def _ids_through_stop(tokenizer: Tokenizer, ids: list[int], stops: list[str]) -> list[int]:
+    """The shortest prefix of ``ids`` whose text contains a stop string (the row ended there)."""
+    for n in range(1, len(ids) + 1):
+        if _first_stop(decode(tokenizer, ids[:n]), stops) is not None:
+            return ids[:n]
+    return ids
+
+
 def generate(
     model: Transformer,
     params: nnx.State,
@@ -203,6 +221,7 @@ def generate(
     trace: bool | str = False,
     trace_k: int | None = None,
     settings: SamplingSettings | Sequence[SamplingSettings] | None = None,
+    stop: str | Sequence[str] | None = None,
 ) -> GenerationResult:
     """Generate continuations for one or more prompts in one compiled call.
 
@@ -210,7 +229,8 @@ def generate(
     also be given per row (a sequence as long as the batch; one prompt is repeated to match), or as
     ``settings`` (one :class:`SamplingSettings` or one per row) in place of the four separate
     arguments. Row ``b`` depends only on its own prompt, settings and seed, so a batch of one equals
-    a single call.
+    a single call. ``stop``: strings that end a row's text (cut before the first one to appear;
+    stop reason ``"stop"``).
 
     ``trace=True`` keeps a compact :class:`Trace` per step (the ``trace_k`` largest raw logits, by
     default :func:`default_trace_k`, with their ids, the whole row's log-sum-exp and entropy; full
@@ -243,12 +263,14 @@ def generate(
         seeds = [int(seed) + i for _ in prompts for i in range(num_samples)]
     batch = len(rows_prompts)
     if settings is not None:
-        rows = _as_rows(settings, batch, "settings")
-        temperature, top_k, top_p, min_p = ([getattr(s, f) for s in rows] for f in
-                                            ("temperature", "top_k", "top_p", "min_p"))
-    settings = [SamplingSettings(t, k, p, m) for t, k, p, m in zip(
-        _as_rows(temperature, batch, "temperature"), _as_rows(top_k, batch, "top_k"),
-        _as_rows(top_p, batch, "top_p"), _as_rows(min_p, batch, "min_p"))]
+        settings = _as_rows(settings, batch, "settings")
+        if not all(isinstance(row, SamplingSettings) for row in settings):
+            raise ValueError("settings must be SamplingSettings objects")
+    else:
+        settings = [SamplingSettings(t, k, p, m) for t, k, p, m in zip(
+            _as_rows(temperature, batch, "temperature"), _as_rows(top_k, batch, "top_k"),
+            _as_rows(top_p, batch, "top_p"), _as_rows(min_p, batch, "min_p"))]
+    stops = _stop_strings(stop)
 
     config = model.config
     max_len = config.max_len
@@ -273,26 +295,26 @@ def generate(
     words = np.zeros((padded_batch, 2), np.uint32)
     words[:batch] = [seed_words(s) for s in seeds]
 
-    def per_row(field: str, dtype) -> np.ndarray:
-        values = np.zeros((padded_batch,), dtype)
-        values[:batch] = [getattr(s, field) for s in settings]
-        return values
-
+    stacked = SamplingSettings.stack(settings + settings[:1] * (padded_batch - batch))  # [padded_batch] per field
     eos_id = special_ids(tokenizer).eos
     layout = _trace_layout(trace, trace_k, int(limit.max()), config) if trace else None
     tokens, lengths, buffers = _generate_compiled(
-        nnx.graphdef(model), params, prompt, pad, limit, words, per_row("temperature", np.float32),
-        per_row("top_k", np.int32), per_row("top_p", np.float32), per_row("min_p", np.float32),
-        np.int32(-1 if eos_id is None else eos_id), max_steps=max_len, trace_layout=layout)
-    tokens, lengths = np.asarray(tokens)[:batch], np.asarray(lengths)[:batch]
+        nnx.graphdef(model), params, prompt, pad, limit, words, stacked, np.int32(-1 if eos_id is None else eos_id),
+        max_steps=max_len, trace_layout=layout)
+    tokens, lengths = np.asarray(tokens)[:batch], np.array(lengths)[:batch]
 
     new_ids, continuations, reasons = [], [], []
     for b in range(batch):
         ids = tokens[b, : lengths[b]].tolist()
         ended = bool(ids) and eos_id is not None and ids[-1] == eos_id
         reasons.append("eos" if ended else "max_new_tokens" if lengths[b] >= max_new_tokens else "context")
+        text = decode(tokenizer, ids[:-1] if ended else ids)
+        cut = _first_stop(text, stops)
+        if cut is not None:
+            text, ids, reasons[-1] = text[:cut], _ids_through_stop(tokenizer, ids, stops), "stop"
+            lengths[b] = len(ids)
         new_ids.append(ids)
-        continuations.append(decode(tokenizer, ids[:-1] if ended else ids))
+        continuations.append(text)
     steps = int(lengths.max(initial=0))
     trace_obj = None
     if trace:

@@ -87,6 +87,8 @@ def _pow2(n: int, minimum: int = 1) -> int:
 def _window_kept(top: np.ndarray, lse: float, vocab: int, s: SamplingSettings) -> np.ndarray | None:
     """Mask over a window ``top [K]`` (descending raw logits) of the tokens ``s`` keeps, or ``None``
     when the window cannot decide it (a setting needs the normaliser or tokens beyond the window)."""
+    if bool(sampling.uses_extras(s)):
+        return None  # the penalties and the other samplers need the whole row (and the context)
     if s.temperature <= 0:
         return np.arange(top.size) == 0  # greedy: the argmax, first in the window
     scaled = top.astype(np.float32) / np.float32(s.temperature)
@@ -239,7 +241,12 @@ class Trace:
 
     def stages(self, row: int, step: int, settings: SamplingSettings | None = None) -> sampling.Stages:
         """The sampling stages at one step over the exact full logits, with the row's settings or others."""
-        return (settings or self.settings[row]).stages(self.step_logits(row, step))
+        return (settings or self.settings[row]).stages(self.step_logits(row, step), self._context(row, step),
+                                                      num_generated=step)
+
+    def _context(self, row: int, step: int) -> np.ndarray:
+        """The ids seen before step ``step`` of ``row`` (for the penalties)."""
+        return np.asarray(self.context_ids(row, step), np.int32)
 
     def window_is_exact(self, row: int, step: int, settings: SamplingSettings | None = None) -> bool:
         """Whether ``settings`` (default: the row's) keep only tokens inside the stored window, in a
@@ -273,20 +280,22 @@ class Trace:
         self._check_step(row, step)
         s = settings or self.settings[row]
         if self.window_size >= self.vocab_size:  # the window is the whole row, reordered
-            return _kept(self.top_ids[row, step], self.top_logits[row, step], s)
+            logits = np.empty(self.vocab_size, np.float32)
+            logits[self.top_ids[row, step]] = self.top_logits[row, step]
+            return _kept(logits, s, self._context(row, step), step)
         keep = self._window_mask(row, step, s)
         if keep is None:
-            return _kept(np.arange(self.vocab_size), self.step_logits(row, step), s)
+            return _kept(self.step_logits(row, step), s, self._context(row, step), step)
         scaled = self.top_logits[row, step][keep] / s.temperature if s.temperature > 0 else np.zeros(1, np.float32)
         return self.top_ids[row, step][keep].astype(np.int32), _softmax(scaled)
 
 
-def _kept(ids: np.ndarray, logits: np.ndarray, s: SamplingSettings) -> tuple[np.ndarray, np.ndarray]:
-    """``(ids, probs)`` of the tokens ``s`` keeps from a whole row ``logits [V]`` (token ``ids [V]``)."""
-    final = np.asarray(s.stages(logits).min_p)
+def _kept(logits: np.ndarray, s: SamplingSettings, context: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, probs)`` of the tokens ``s`` keeps from a whole row ``logits [V]`` after ``context``."""
+    final = np.asarray(s.stages(logits, context, num_generated=step).final)
     order = np.flatnonzero(np.isfinite(final))
     order = order[np.argsort(-final[order], kind="stable")]
-    return np.asarray(ids)[order].astype(np.int32), _softmax(final[order])
+    return order.astype(np.int32), _softmax(final[order])
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

@@ -27,6 +27,7 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+import jax
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
@@ -321,10 +322,9 @@ def pipeline_view(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
     return fig
 
 
-def _row_settings(trace: Trace, settings: SamplingSettings | None) -> dict[str, np.ndarray]:
-    rows = [settings or s for s in trace.settings]
-    return {name: np.array([getattr(s, name) for s in rows])[:, None] for name in
-            ("temperature", "top_k", "top_p", "min_p")}
+def _row_settings(trace: Trace, settings: SamplingSettings | None) -> SamplingSettings:
+    stacked = SamplingSettings.stack([settings or s for s in trace.settings])
+    return jax.tree.map(lambda a: a[:, None], stacked)  # [B, 1]: one row's settings for all its steps
 
 
 def timeline_data(trace: Trace, settings: SamplingSettings | None = None) -> TimelineData:
@@ -333,8 +333,8 @@ def timeline_data(trace: Trace, settings: SamplingSettings | None = None) -> Tim
 
     Usage: ``timeline_data(trace).num_kept[0]``
     """
-    stages = sampling.filter_stages(trace.logits, **_row_settings(trace, settings))
-    final = np.asarray(stages.min_p)
+    stages = sampling.filter_stages(trace.logits, _row_settings(trace, settings))
+    final = np.asarray(stages.final)
     probs = _probs(final)
     chosen = np.take_along_axis(probs, trace.token_ids[..., None].astype(np.int64), axis=-1)[..., 0]
     valid = np.arange(trace.num_steps)[None] < trace.lengths[:, None]
