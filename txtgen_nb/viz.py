@@ -94,16 +94,6 @@ def _probs(logits: np.ndarray) -> np.ndarray:
     return np.asarray(sampling.probabilities(logits))
 
 
-def describe(s: SamplingSettings) -> str:
-    """Every setting in words, e.g. ``"T=0.8, top-k=50, top-p off"``. Usage: ``describe(trace.settings[0])``"""
-    parts = [f"T={s.temperature:g}" + (" (greedy)" if s.temperature == 0 else "")]
-    parts.append(f"top-k={s.top_k}" if s.top_k > 0 else "top-k off")
-    parts.append(f"top-p={s.top_p:g}" if s.top_p < 1 else "top-p off")
-    if s.min_p > 0:
-        parts.append(f"min-p={s.min_p:g}")
-    return ", ".join(parts)
-
-
 def tail(text: str, chars: int = 40) -> str:
     """The end of ``text`` in at most ``chars`` characters, newlines shown as ↵."""
     text = text.replace("\n", "↵ ")
@@ -119,18 +109,20 @@ def distribution_data(
     context: str = "",
     step: int | None = None,
     top_n: int = 20,
+    stages: sampling.Stages | None = None,
 ) -> StepData:
-    """The numbers behind :func:`distribution_view` for one vector of raw logits ``[V]``.
+    """The numbers behind :func:`distribution_view` for one vector of raw logits ``[V]`` (``stages``:
+    already filtered with the context the penalties need, as :meth:`Trace.stages` gives them).
 
     Usage: ``distribution_data(trace.logits[0, 3], tok, SamplingSettings(0.8, 50, 0.9))``
     """
     logits = np.asarray(logits, np.float32)
-    stages = settings.stages(logits)
+    stages = settings.stages(logits) if stages is None else stages
     order = np.argsort(-logits, kind="stable")
     ids = order[: min(top_n, logits.size)]
     if chosen is not None and chosen not in ids:
         ids = np.concatenate([ids[:-1], [chosen]])
-    final = np.asarray(stages.min_p)
+    final = np.asarray(stages.final)
     after_k = _probs(np.asarray(stages.top_k))
     cumulative = np.cumsum(after_k[ids])
     return StepData(
@@ -151,8 +143,9 @@ def step_data(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
     if not 0 <= step < int(trace.lengths[row]):
         raise ValueError(f"step must be between 0 and {int(trace.lengths[row]) - 1} for row {row}, got {step}")
     context = decode(tokenizer, trace.context_ids(row, step))
-    return distribution_data(trace.step_logits(row, step), tokenizer, settings or trace.settings[row],
-                             chosen=int(trace.token_ids[row, step]), context=context, step=step, top_n=top_n)
+    s = settings or trace.settings[row]
+    return distribution_data(trace.step_logits(row, step), tokenizer, s, chosen=int(trace.token_ids[row, step]),
+                             context=context, step=step, top_n=top_n, stages=trace.stages(row, step, s))
 
 
 def _new_figure(height: float, width: float = WIDTH) -> Figure:
@@ -252,7 +245,7 @@ class StepPlot:
 def _title(data: StepData) -> str:
     where = f"step {data.step}" if data.step is not None else "next token"
     context = f" after “{tail(data.context, 34)}”" if data.context else ""
-    return (f"{where}{context}\n{describe(data.settings)}: kept {data.num_kept:,} of {data.vocab_size:,}; "
+    return (f"{where}{context}\n{data.settings.label()}: kept {data.num_kept:,} of {data.vocab_size:,}; "
             f"entropy {data.entropy_before:.2f} → {data.entropy_after:.2f} nats")
 
 
@@ -283,23 +276,54 @@ def step_view(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
     return StepPlot(top_n).update(step_data(trace, tokenizer, step, row, settings, top_n))
 
 
+def _stage_on(s: SamplingSettings, name: str) -> bool:
+    """Whether stage ``name`` of the sampling chain does anything with settings ``s``."""
+    return {"top_k": s.top_k > 0, "top_p": s.top_p < 1, "min_p": s.min_p > 0,
+            "penalties": s.repetition_penalty != 1 or s.presence_penalty != 0 or s.frequency_penalty != 0,
+            "no_repeat_ngram": s.no_repeat_ngram_size > 0, "dry": s.dry_multiplier > 0 and s.dry_penalty_last_n != 0,
+            "top_n_sigma": s.top_n_sigma > 0, "typical": s.typical_p < 1, "epsilon": s.epsilon_cutoff > 0,
+            "eta": s.eta_cutoff > 0, "xtc": s.xtc_probability > 0 and s.xtc_threshold <= 0.5,
+            "mirostat": s.mirostat_tau > 0}.get(name, False)
+
+
+def _stage_title(s: SamplingSettings, name: str, before: np.ndarray, after: np.ndarray) -> str:
+    """A panel title: the stage, its setting and its key number (computed from its input)."""
+    finite = before[np.isfinite(before)]
+    removed = int(np.isfinite(before).sum() - np.isfinite(after).sum())
+    titles = {
+        "temperature": f"temperature {s.temperature:g}", "top_k": f"top-k {s.top_k}", "top_p": f"top-p {s.top_p:g}",
+        "min_p": f"min-p {s.min_p:g}", "no_repeat_ngram": f"no-repeat {s.no_repeat_ngram_size}-gram",
+        "penalties": f"penalties (rep {s.repetition_penalty:g})", "dry": f"DRY ×{s.dry_multiplier:g}",
+        "top_n_sigma": f"top-nσ {s.top_n_sigma:g}: logit ≥ {finite.max() - s.top_n_sigma * finite.std():.2f}",
+        "typical": f"typical {s.typical_p:g}: H={float(sampling.entropy(before)):.2f}",
+        "epsilon": f"ε {s.epsilon_cutoff:g}", "eta": f"η {s.eta_cutoff:g}",
+        "xtc": f"XTC {s.xtc_threshold:g}: {'fired' if removed else 'not fired'}",
+        "mirostat": f"Mirostat τ={s.mirostat_tau:g}",
+    }
+    return titles[name] + (f" (−{removed})" if removed and name != "xtc" else "")
+
+
 def pipeline_view(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
                   settings: SamplingSettings | None = None, top_n: int = 12, width: float = WIDTH) -> Figure:
-    """The same step through each stage: raw (T=1) → temperature → top-k → top-p (→ min-p).
+    """The same step through each active stage of the sampling chain, in its order (raw (T=1) →
+    temperature → top-k → top-p → min-p, and whichever other samplers are on).
 
-    Each panel shows the probabilities after that stage; tokens removed so far stay as grey bars
-    at their last probability, so what a stage takes away stays visible.
+    Each panel shows the probabilities after that stage, its setting and key number in the title;
+    tokens removed so far stay as grey bars at their last probability, so what a stage takes away
+    stays visible.
 
     Usage: ``pipeline_view(trace, tok, step=0)``
     """
     data = step_data(trace, tokenizer, step, row, settings, top_n)
     s = data.settings
-    stages = s.stages(trace.step_logits(row, step))
-    panels = [("raw (T=1)", stages.raw), (f"temperature {s.temperature:g}", stages.temperature),
-              (f"top-k {s.top_k}" if s.top_k else "top-k off", stages.top_k),
-              (f"top-p {s.top_p:g}" if s.top_p < 1 else "top-p off", stages.top_p)]
-    if s.min_p > 0:
-        panels.append((f"min-p {s.min_p:g}", stages.min_p))
+    stages = trace.stages(row, step, s)
+    panels = [("raw (T=1)", stages.raw)]
+    previous = np.asarray(stages.raw)
+    for name in sampling.stage_names(s.order)[1:]:
+        logits = np.asarray(getattr(stages, name))
+        if name == "temperature" or _stage_on(s, name):
+            panels.append((_stage_title(s, name, previous, logits), logits))
+        previous = logits
     fig = _new_figure(0.27 * len(data.ids) + 1.9, width)
     axes = fig.subplots(1, len(panels), sharey=True)
     y = np.arange(len(data.ids))
@@ -315,11 +339,23 @@ def pipeline_view(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
         ax.set_xlabel("probability", fontsize=SMALL)
         ax.tick_params(labelsize=SMALL)
         ax.set_xlim(0, _probability_limit(float(probs.max()) * 1.1))
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=3))
     axes[0].set_yticks(y, data.labels)
     axes[0].invert_yaxis()
     fig.suptitle(f"{_title(data)}\nsampled token in vermillion; removed tokens in grey at their last probability",
                  fontsize=SMALL)
     return fig
+
+
+def _row_stages(trace: Trace, row: int, s: SamplingSettings, steps: list[int]) -> sampling.Stages:
+    """The stages of ``steps`` of ``row`` ``[n, V]``: in one call, or step by step with each step's
+    context when a sampler that reads the context (penalties, DRY, ...) is on."""
+    if not steps:
+        return s.stages(np.zeros((0, trace.vocab_size), np.float32))
+    if not bool(sampling.uses_extras(s)):
+        return s.stages(trace.row_logits(row)[steps])
+    per_step = [trace.stages(row, i, s) for i in steps]
+    return sampling.Stages(*[np.stack([np.asarray(getattr(st, f)) for st in per_step]) for f in sampling.Stages._fields])
 
 
 def _row_settings(trace: Trace, settings: SamplingSettings | None) -> SamplingSettings:
@@ -366,7 +402,7 @@ def timeline_view(trace: Trace, settings: SamplingSettings | None = None, rows: 
     data = timeline_data(trace, settings)
     rows = list(range(trace.num_rows)) if rows is None else list(rows)
     if labels is None:
-        labels = [f"seed {trace.seeds[r]}: {describe(settings or trace.settings[r])}" for r in rows]
+        labels = [f"seed {trace.seeds[r]}: {(settings or trace.settings[r]).label()}" for r in rows]
     fig = _new_figure(6.2, width)
     ax_p, ax_h, ax_k = fig.subplots(3, 1, sharex=True)
     steps = np.arange(trace.num_steps)
@@ -407,7 +443,7 @@ def heatmap_view(trace: Trace, tokenizer: Tokenizer, row: int = 0, top_n: int = 
     steps = range(page * max_steps, min(length, (page + 1) * max_steps))
     s = settings or trace.settings[row]
     logits = trace.row_logits(row)[list(steps)]
-    final = np.asarray(s.stages(logits).min_p)
+    final = np.asarray(_row_stages(trace, row, s, list(steps)).final)
     probs = _probs(final)
     order = np.argsort(-logits, axis=-1, kind="stable")[:, :top_n]
     values = np.take_along_axis(probs, order, axis=-1)
@@ -430,7 +466,7 @@ def heatmap_view(trace: Trace, tokenizer: Tokenizer, row: int = 0, top_n: int = 
     ax.set_xlabel("candidate rank by raw logit (grey = removed; outlined = sampled)", fontsize=SMALL)
     ax.set_ylabel("step", fontsize=SMALL)
     fig.colorbar(image, ax=ax, label="probability after filtering", shrink=0.9)
-    ax.set_title(f"{describe(s)}: steps {steps.start}–{steps.stop - 1} (page {page + 1} of {pages})",
+    ax.set_title(f"{s.label()}: steps {steps.start}–{steps.stop - 1} (page {page + 1} of {pages})",
                  fontsize=SMALL, loc="left")
     return fig
 
@@ -512,8 +548,8 @@ def text_data(trace: Trace, tokenizer: Tokenizer, row: int = 0, color_by: str = 
     length, vocab = int(trace.lengths[row]), trace.vocab_size
     s = settings or trace.settings[row]
     logits = trace.row_logits(row)[:length].reshape(length, vocab)
-    stages = s.stages(logits)
-    final = np.asarray(stages.min_p)
+    stages = _row_stages(trace, row, s, list(range(length)))
+    final = np.asarray(stages.final)
     probs, before = _probs(final).reshape(length, vocab), _probs(np.asarray(stages.temperature)).reshape(length, vocab)
     tokens = trace.token_ids[row, :length].astype(np.int64)
     steps = np.arange(length)
@@ -586,7 +622,7 @@ def token_html(data: TextData, *, selected: int | None = None, changed: Sequence
                      f'style="background:{_hex(color)};color:{ink}">{html.escape(piece)}'
                      f'<span class="tg-tip">{html.escape(tip)}</span></span>')
     gradient = ", ".join(_hex(cmap(x)) for x in np.linspace(0, 1, 8))
-    legend_html = (f'<div class="tg-legend">coloured by {html.escape(data.color_by)} ({html.escape(describe(data.settings))}): '
+    legend_html = (f'<div class="tg-legend">coloured by {html.escape(data.color_by)} ({html.escape(data.settings.label())}): '
               f'{html.escape(data.legend[0])}<span class="tg-bar" style="background:linear-gradient(to right, '
               f'{gradient})"></span>{html.escape(data.legend[1])}</div>') if legend else ""
     summary = f'<div class="tg-summary">{html.escape(summary)}</div>' if summary else ""
@@ -688,23 +724,6 @@ def figure_to_png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=fig.dpi)
     return buffer.getvalue()
-
-
-def settings_label(settings: SamplingSettings) -> str:
-    """A short label naming the active rules, e.g. ``"T=0.8 · top-k 50"``; ``"greedy"`` for T=0.
-
-    Usage: ``settings_label(SamplingSettings(0.8, 50, 0.9))``
-    """
-    if settings.temperature <= 0:
-        return "greedy"
-    parts = [f"T={settings.temperature:g}"]
-    if settings.top_k > 0:
-        parts.append(f"top-k {settings.top_k}")
-    if settings.top_p < 1:
-        parts.append(f"top-p {settings.top_p:g}")
-    if settings.min_p > 0:
-        parts.append(f"min-p {settings.min_p:g}")
-    return " · ".join(parts)
 
 
 EXPLORER_CSS = ("<style>.tg-is-busy .tg-view-column{opacity:.55;transition:opacity .15s}"

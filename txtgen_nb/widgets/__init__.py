@@ -16,7 +16,6 @@ Usage::
     CompareExplorer(settings=[SamplingSettings(0.0, 0), SamplingSettings(1.2, 0)])
 """
 
-from txtgen_nb.viz import settings_label
 from txtgen_nb.widgets.base import Explorer
 from txtgen_nb.widgets.branch_explorer import BranchExplorer
 from txtgen_nb.widgets.compare_explorer import CompareExplorer
@@ -26,4 +25,4 @@ from txtgen_nb.widgets.sampling_explorer import SamplingExplorer
 from txtgen_nb.widgets.token_text import TokenText
 
 __all__ = ["BranchExplorer", "CompareExplorer", "DistributionExplorer", "Explorer", "SamplingControls",
-           "SamplingExplorer", "TokenText", "settings_label"]
+           "SamplingExplorer", "TokenText"]

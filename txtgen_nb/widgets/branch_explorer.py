@@ -81,7 +81,7 @@ class BranchExplorer(Explorer):
     def _wire(self) -> None:
         self.generate_button.on_click(lambda _button: self.safely(self.run)())
         self.branch_button.on_click(lambda _button: self.safely(self.branch)())
-        for slider in self.controls.filters:
+        for slider in self.controls.sampler_controls:
             self.observe(slider, self.show_step)
         self.observe(self.seed, self.run)
         self.observe(self.step, self.show_step)

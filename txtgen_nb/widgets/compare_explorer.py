@@ -64,7 +64,7 @@ class CompareExplorer(Explorer):
     @property
     def labels(self) -> list[str]:
         """One label per compared setting, e.g. ``["greedy", "T=0.8 · top-k 50"]``."""
-        return [viz.settings_label(s) for s in self.compared]
+        return [s.label() for s in self.compared]
 
     def run(self) -> None:
         """Generate every setting in one batched call (same prompt, same seed per row)."""

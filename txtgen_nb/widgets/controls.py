@@ -10,16 +10,51 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 
 import ipywidgets as widgets
 
-from txtgen_nb.generation import SamplingSettings, validate_settings
+from txtgen_nb.sampling import SamplingSettings
 
 COLUMN = "330px"  # the controls column: beside the plot on a 1280 px projector
 _SLIDER = dict(continuous_update=False, style={"description_width": "7.5em"},
                layout=widgets.Layout(width="100%"))
 FALLBACK = SamplingSettings(0.8, 50, 1.0, 0.0)
+
+# The "Advanced samplers" section: (field, label, min, max, step); every default is "off".
+ADVANCED = (
+    ("repetition_penalty", "Repetition ×", 0.5, 2.0, 0.05),
+    ("presence_penalty", "Presence", -2.0, 2.0, 0.1),
+    ("frequency_penalty", "Frequency", -2.0, 2.0, 0.1),
+    ("no_repeat_ngram_size", "No-repeat n", 0, 6, 1),
+    ("typical_p", "Typical p", 0.05, 1.0, 0.01),
+    ("epsilon_cutoff", "Epsilon", 0.0, 0.02, 0.0005),
+    ("eta_cutoff", "Eta", 0.0, 0.02, 0.0005),
+    ("top_n_sigma", "Top-nσ", 0.0, 5.0, 0.1),
+    ("xtc_threshold", "XTC threshold", 0.0, 0.5, 0.01),
+    ("xtc_probability", "XTC chance", 0.0, 1.0, 0.05),
+    ("dry_multiplier", "DRY ×", 0.0, 2.0, 0.05),
+    ("dry_base", "DRY base", 1.0, 3.0, 0.05),
+    ("dry_allowed_length", "DRY free len", 1, 8, 1),
+    ("mirostat_tau", "Mirostat τ", 0.0, 10.0, 0.1),
+    ("mirostat_eta", "Mirostat η", 0.0, 1.0, 0.01),
+)
+
+
+def advanced_sliders(start: SamplingSettings = FALLBACK) -> dict[str, widgets.Widget]:
+    """One slider per advanced sampler setting (act on release), starting at ``start``'s values.
+
+    Usage: ``advanced_sliders()["typical_p"].value = 0.9``
+    """
+    sliders: dict[str, widgets.Widget] = {}
+    for field, label, low, high, step in ADVANCED:
+        value = getattr(start, field)
+        kind = widgets.IntSlider if isinstance(step, int) else widgets.FloatSlider
+        extra = {} if kind is widgets.IntSlider else {"readout_format": ".4g"}
+        sliders[field] = kind(value=value, min=min(low, value), max=max(high, value), step=step, description=label,
+                              **_SLIDER, **extra)
+    return sliders
 
 
 def fresh_seed() -> int:
@@ -36,14 +71,15 @@ class SamplingControls:
 
     def __init__(self, *, temperature: float = 0.8, top_k: int = 50, top_p: float = 1.0, min_p: float = 0.0,
                  seed: int = 0, max_new_tokens: int | None = None, context: int = 128,
-                 button: str = "Generate", sliders: bool = True) -> None:
+                 button: str = "Generate", sliders: bool = True, advanced: SamplingSettings | None = None) -> None:
         self.problem = ""
         try:
-            validate_settings(temperature, top_k, top_p, min_p)
-        except ValueError as err:
+            start = dataclasses.replace(advanced or FALLBACK, temperature=temperature, top_k=top_k, top_p=top_p,
+                                        min_p=min_p)
+        except ValueError as err:  # a bad starting value: keep the defaults, the explorer shows why
             self.problem = str(err)
-            temperature, top_k, top_p, min_p = (FALLBACK.temperature, FALLBACK.top_k, FALLBACK.top_p,
-                                                FALLBACK.min_p)
+            start = FALLBACK
+        temperature, top_k, top_p, min_p = start.temperature, start.top_k, start.top_p, start.min_p
         self.temperature = widgets.FloatSlider(value=temperature, min=0.0, max=max(2.0, temperature), step=0.05,
                                                description="Temperature", readout_format=".2f", **_SLIDER)
         self.top_k = widgets.IntSlider(value=top_k, min=0, max=max(100, int(top_k)), description="Top-k (0 off)",
@@ -63,21 +99,36 @@ class SamplingControls:
                                          layout=widgets.Layout(width="auto"))
         self.button = widgets.Button(description=button, button_style="primary", icon="play",
                                      layout=widgets.Layout(width="auto"))
+        self.advanced = advanced_sliders(start) if sliders else {}
+        self.order = widgets.ToggleButtons(options=[("HF order", "hf"), ("llama.cpp order", "llama.cpp")],
+                                           value=start.order, style={"button_width": "auto"},
+                                           tooltip="llama.cpp applies temperature last")
+        self.advanced_section = widgets.Accordion(
+            children=[widgets.VBox([self.order, *self.advanced.values()])], selected_index=None,
+            layout=widgets.Layout(width="100%"))
+        self.advanced_section.set_title(0, "Advanced samplers")
         self.new_sample.on_click(lambda _button: setattr(self.seed, "value", fresh_seed()))
-        rows = [self.temperature, self.top_k, self.top_p, self.min_p] if sliders else []
+        rows = [self.temperature, self.top_k, self.top_p, self.min_p, self.advanced_section] if sliders else []
         rows += [self.max_new_tokens] if self.max_new_tokens is not None else []
         rows += [widgets.HBox([self.seed, self.new_sample]), self.button]
         self.panel = widgets.VBox(rows, layout=widgets.Layout(width=COLUMN, min_width=COLUMN))
 
     @property
     def filters(self) -> list[widgets.Widget]:
-        """The four sampling sliders."""
+        """The four main sampling sliders."""
         return [self.temperature, self.top_k, self.top_p, self.min_p]
+
+    @property
+    def sampler_controls(self) -> list[widgets.Widget]:
+        """Every control that changes the settings: the four sliders, the advanced ones and the order."""
+        return [*self.filters, *self.advanced.values(), self.order] if self.advanced else self.filters
 
     def settings(self) -> SamplingSettings:
         """The settings the sliders show. Usage: ``controls.settings()``"""
+        extra = {field: slider.value for field, slider in self.advanced.items()}
         return SamplingSettings(temperature=float(self.temperature.value), top_k=int(self.top_k.value),
-                                top_p=float(self.top_p.value), min_p=float(self.min_p.value))
+                                top_p=float(self.top_p.value), min_p=float(self.min_p.value),
+                                order=self.order.value, **extra)
 
 
 def settings_change(old: SamplingSettings | None, new: SamplingSettings) -> str:
@@ -87,6 +138,8 @@ def settings_change(old: SamplingSettings | None, new: SamplingSettings) -> str:
     """
     if old is None:
         return ""
-    names = {"temperature": "temperature", "top_k": "top-k", "top_p": "top-p", "min_p": "min-p"}
-    return ", ".join(f"{label} {getattr(old, field):g} → {getattr(new, field):g}" for field, label in names.items()
-                     if getattr(old, field) != getattr(new, field))
+    names = {"temperature": "temperature", "top_k": "top-k", "top_p": "top-p", "min_p": "min-p",
+             **{field: label.lower() for field, label, *_ in ADVANCED}}
+    changes = [f"{label} {getattr(old, field):g} → {getattr(new, field):g}" for field, label in names.items()
+               if getattr(old, field) != getattr(new, field)]
+    return ", ".join(changes + ([f"order {old.order} → {new.order}"] if old.order != new.order else []))

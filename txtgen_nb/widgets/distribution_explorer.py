@@ -50,7 +50,7 @@ class DistributionExplorer(Explorer):
         self.busy_targets = [self.generate_button]
         self.widget = explorer_row([self.prompt, c.panel, self.status], [self.plot], self.error)
         self.generate_button.on_click(lambda _button: self.safely(self.run)())
-        for slider in c.filters:
+        for slider in c.sampler_controls:
             self.observe(slider, self.show)
         self.observe(self.prompt, self.run)
         if c.problem:
@@ -81,7 +81,7 @@ class DistributionExplorer(Explorer):
         if self.trace is None:
             return
         data = viz.distribution_data(self.logits(), self.tokenizer, self.settings(), top_n=self.top_n)
-        title = (f"next token after “{viz.tail(self.prompt.value, 40)}”\n{viz.describe(data.settings)}: "
+        title = (f"next token after “{viz.tail(self.prompt.value, 40)}”\n{data.settings.label()}: "
                  f"kept {data.num_kept:,} of {data.vocab_size:,}; entropy {data.entropy_before:.2f} → "
                  f"{data.entropy_after:.2f} nats")
         self.plot.value = self.step_plot.png(data, title)

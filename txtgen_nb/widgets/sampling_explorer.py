@@ -79,7 +79,7 @@ class SamplingExplorer(Explorer):
 
     def _wire(self) -> None:
         self.generate_button.on_click(lambda _button: self.safely(self.run)())
-        for slider in self.controls.filters:
+        for slider in self.controls.sampler_controls:
             self.observe(slider, self._on_filter_change)
         for control in (self.seed, self.max_new_tokens, self.prompt):
             self.observe(control, self.run)
