@@ -79,11 +79,13 @@ class BenchSettings:
     matmul_n: int = 1024
     torch_batches: tuple[int, ...] = (1, 8)  # batches compared with PyTorch (the first also against the floor)
     torch_tokens: int = 32  # new tokens per row in the PyTorch comparison
+    torch_repeats: int = 3  # timed (ours, PyTorch) pairs per batch: a PyTorch call at batch 8 takes ~20 s here
 
     @classmethod
     def quick_settings(cls, repeats: int = 3) -> "BenchSettings":
         return cls(random_model=True, quick=True, repeats=repeats, batches=(1, 4), new_tokens=48,
-                   naive_tokens=(4, 2), copy_mb=16, matmul_n=256, torch_batches=(1, 2), torch_tokens=8)
+                   naive_tokens=(4, 2), copy_mb=16, matmul_n=256, torch_batches=(1, 2), torch_tokens=8,
+                   torch_repeats=1)
 
 
 # ------------------------------------------------------------------------------------------
@@ -207,7 +209,7 @@ def compiled_inputs(subject: Subject, batch: int, new_tokens: int, *, temperatur
                 pad=full(prompt_len - len(ids), np.int32), limit=limit, seeds=words,
                 temperature=full(temperature, np.float32), top_k=full(top_k, np.int32),
                 top_p=full(top_p, np.float32), min_p=full(min_p, np.float32), eos_id=np.int32(-1),
-                max_steps=max_len, trace_layout=layout)
+                max_steps=generation.decode_steps(int(limit.max()), max_len), trace_layout=layout)
 
 
 def run_compiled(inputs: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -561,12 +563,12 @@ def torch_rows(subject: Subject, settings: BenchSettings, bandwidth: float) -> t
     torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     rows, raw = [], {}
     for case in torch_cases(subject, settings):
-        timings, check = bench_torch_case(case, subject.tokenizer, settings.torch_tokens, settings.repeats)
+        timings, check = bench_torch_case(case, subject.tokenizer, settings.torch_tokens, settings.torch_repeats)
         s = case.shape
         rows.append((f"PyTorch twin, {case.label}", f"{check['params']:,} params",
                      f"V={s['vocab_size']} ctx={s['max_len']} d={s['d_model']} L={s['num_layers']} H={s['num_heads']}"
                      f"{'/' + str(s['num_kv_heads']) + ' kv' if 'num_kv_heads' in s else ''}; same weights via our "
-                     f"{case.kind} importer: max |logit diff| {check['max_logit_diff']:.1e}, greedy tokens agree "
+                     f"{case.kind} importer: max logit difference {check['max_logit_diff']:.1e}, greedy tokens agree "
                      f"{check['greedy_agree']}/{settings.torch_tokens}"))
         for t in timings:
             target = " target >= 1.2x: " + ("met" if t.speedup >= 1.2 else "MISSED") if t.batch == 1 else ""
