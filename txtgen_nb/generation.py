@@ -103,7 +103,7 @@ def decode_steps(new_tokens: int, max_len: int) -> int:
     at least ``DECODE_BUCKET_MIN``, capped at the context. A cache sized for the whole context makes
     every step attend to (and XLA:CPU copy) all of it; buckets keep a new ``max_new_tokens`` from
     recompiling except past a bucket. Usage: ``decode_steps(32, max_len=1024)  # 128``"""
-    return _bucket(max(new_tokens, 1), limit=max_len, minimum=DECODE_BUCKET_MIN)
+    return _bucket(min(max(new_tokens, 1), max_len), limit=max_len, minimum=DECODE_BUCKET_MIN)
 
 
 def seed_words(seed: int) -> np.ndarray:
