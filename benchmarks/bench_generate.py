@@ -16,11 +16,18 @@ number is the median of ``--repeats`` runs), and printed as a Markdown table:
 * the generation trace: bytes of its buffers in the compiled program at batch 4 and 100 new tokens,
   for the benchmarked model and for a GPT-2-small shape (from ``jax.eval_shape``: no weights needed),
   and decode speed with the trace on against off, timed alternately in the same run (and, without
-  ``--quick``, the GPT-2-small shape with random weights too).
+  ``--quick``, the GPT-2-small shape with random weights too);
+* side by side with Hugging Face ``transformers`` PyTorch ``generate`` (when torch is importable; a
+  line says the rows were skipped otherwise): this model's shape as a GPT-2, GPT-2-small and a
+  Llama-style shape of the same size (RMSNorm, rotary, SwiGLU, 12 heads / 4 kv heads), random
+  weights that our importers convert to our model (max logit difference and greedy agreement
+  printed), at batch 1 and 8, 32 new tokens, top-k 50, temperature 0.8, ``torch.set_num_threads``
+  = the cores available; ours / PyTorch, and ours / the weight-bandwidth floor at batch 1
+  (``--quick``: tiny stand-ins at batch 1 and 2).
 
 Usage::
 
-    python benchmarks/bench_generate.py               # about 1-2 minutes on 2 CPU cores
+    python benchmarks/bench_generate.py               # about 10 minutes on 2 shared CPU cores
     python benchmarks/bench_generate.py --random      # force the random model
     python benchmarks/bench_generate.py --quick       # tiny model, a few tokens (smoke test)
     python benchmarks/bench_generate.py --repeats 7
@@ -478,15 +485,16 @@ def hf_model(kind: str, shape: dict):
     if kind == "gpt2":
         config = transformers.GPT2Config(vocab_size=shape["vocab_size"], n_positions=shape["max_len"],
                                          n_embd=shape["d_model"], n_layer=shape["num_layers"],
-                                         n_head=shape["num_heads"], n_inner=shape["d_ff"])
+                                         n_head=shape["num_heads"], n_inner=shape["d_ff"], bos_token_id=0,
+                                         eos_token_id=None)
         model = transformers.GPT2LMHeadModel(config)
     else:
         config = transformers.LlamaConfig(vocab_size=shape["vocab_size"], max_position_embeddings=shape["max_len"],
                                           hidden_size=shape["d_model"], num_hidden_layers=shape["num_layers"],
                                           num_attention_heads=shape["num_heads"], intermediate_size=shape["d_ff"],
-                                          num_key_value_heads=shape["num_kv_heads"])
+                                          num_key_value_heads=shape["num_kv_heads"], bos_token_id=0,
+                                          eos_token_id=None)
         model = transformers.LlamaForCausalLM(config)
-    model.generation_config.eos_token_id = None
     model.generation_config.pad_token_id = 0
     return model.eval()
 
