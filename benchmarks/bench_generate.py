@@ -16,11 +16,18 @@ number is the median of ``--repeats`` runs), and printed as a Markdown table:
 * the generation trace: bytes of its buffers in the compiled program at batch 4 and 100 new tokens,
   for the benchmarked model and for a GPT-2-small shape (from ``jax.eval_shape``: no weights needed),
   and decode speed with the trace on against off, timed alternately in the same run (and, without
-  ``--quick``, the GPT-2-small shape with random weights too).
+  ``--quick``, the GPT-2-small shape with random weights too);
+* side by side with Hugging Face ``transformers`` PyTorch ``generate`` (when torch is importable; a
+  line says the rows were skipped otherwise): this model's shape as a GPT-2, GPT-2-small and a
+  Llama-style shape of the same size (RMSNorm, rotary, SwiGLU, 12 heads / 4 kv heads), random
+  weights that our importers convert to our model (max logit difference and greedy agreement
+  printed), at batch 1 and 8, 32 new tokens, top-k 50, temperature 0.8, ``torch.set_num_threads``
+  = the cores available; ours / PyTorch, and ours / the weight-bandwidth floor at batch 1
+  (``--quick``: tiny stand-ins at batch 1 and 2).
 
 Usage::
 
-    python benchmarks/bench_generate.py               # about 1-2 minutes on 2 CPU cores
+    python benchmarks/bench_generate.py               # about 10 minutes on 2 shared CPU cores
     python benchmarks/bench_generate.py --random      # force the random model
     python benchmarks/bench_generate.py --quick       # tiny model, a few tokens (smoke test)
     python benchmarks/bench_generate.py --repeats 7
@@ -31,6 +38,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import os
 import statistics
 import sys
 import time
@@ -55,6 +63,10 @@ DEMO_SHAPE = dict(vocab_size=4096, max_len=128, d_model=256, num_layers=4, num_h
 # not the tests' tiny_config shape, so nothing compiled earlier in a pytest session is reused
 QUICK_SHAPE = dict(vocab_size=320, max_len=40, d_model=32, num_layers=2, num_heads=4)
 GPT2_SMALL_SHAPE = dict(vocab_size=50257, max_len=1024, d_model=768, num_layers=12, num_heads=12)
+# Llama-style, about GPT-2-small's size: RMSNorm, rotary, SwiGLU (d_ff ~ 8/3 d), GQA 12/4, untied head
+LLAMA_SMALL_SHAPE = dict(vocab_size=32000, max_len=1024, d_model=768, num_layers=12, num_heads=12, num_kv_heads=4,
+                         d_ff=2048)
+QUICK_LLAMA_SHAPE = dict(vocab_size=320, max_len=40, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, d_ff=64)
 TRACE_BATCH, TRACE_TOKENS = 4, 100  # the issue's trace-memory point
 TRACE_TARGET_MB = 50
 PROMPT = "Once upon a time"
@@ -73,11 +85,15 @@ class BenchSettings:
     naive_tokens: tuple[int, ...] = (24, 6)  # naive-loop tokens per row, per batch (cost/token is flat)
     copy_mb: int = 256
     matmul_n: int = 1024
+    torch_batches: tuple[int, ...] = (1, 8)  # batches compared with PyTorch (the first also against the floor)
+    torch_tokens: int = 32  # new tokens per row in the PyTorch comparison
+    torch_repeats: int = 3  # timed (ours, PyTorch) pairs per batch: a PyTorch call at batch 8 takes ~20 s here
 
     @classmethod
     def quick_settings(cls, repeats: int = 3) -> "BenchSettings":
         return cls(random_model=True, quick=True, repeats=repeats, batches=(1, 4), new_tokens=48,
-                   naive_tokens=(4, 2), copy_mb=16, matmul_n=256)
+                   naive_tokens=(4, 2), copy_mb=16, matmul_n=256, torch_batches=(1, 2), torch_tokens=8,
+                   torch_repeats=1)
 
 
 # ------------------------------------------------------------------------------------------
@@ -200,7 +216,8 @@ def compiled_inputs(subject: Subject, batch: int, new_tokens: int, *, temperatur
     row = SamplingSettings(temperature, top_k, top_p, min_p, **extra_settings)
     return dict(graphdef=nnx.graphdef(subject.model), params=subject.params, prompt=tokens,
                 pad=np.full((padded,), prompt_len - len(ids), np.int32), limit=limit, seeds=words,
-                settings=SamplingSettings.stack([row] * padded), eos_id=np.int32(-1), max_steps=max_len,
+                settings=SamplingSettings.stack([row] * padded), eos_id=np.int32(-1),
+                max_steps=generation.decode_steps(int(limit.max()), max_len),
                 trace_layout=layout)
 
 
@@ -427,6 +444,160 @@ def decode_flops_per_token(subject: Subject, context: float) -> float:
 
 
 # ------------------------------------------------------------------------------------------
+# Side by side with PyTorch (Hugging Face transformers generate)
+# ------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class TorchCase:
+    """One shape compared with ``transformers``: a Hugging Face model with random weights and our
+    model holding the same weights (converted by our importer)."""
+
+    label: str
+    kind: str  # "gpt2" or "llama": the Hugging Face class and our importer
+    shape: dict
+    batches: tuple[int, ...]
+
+
+def torch_available() -> bool:
+    """Whether PyTorch and transformers (the dev extra) can be imported."""
+    return all(importlib.util.find_spec(name) is not None for name in ("torch", "transformers"))
+
+
+def torch_cases(subject: Subject, settings: BenchSettings) -> list[TorchCase]:
+    """This model's shape as a GPT-2 (the demo in a full run), then GPT-2-small and a Llama-style shape
+    (tiny stand-ins with ``--quick``)."""
+    c = subject.config
+    own = dict(vocab_size=c.vocab_size, max_len=c.max_len, d_model=c.d_model, num_layers=c.num_layers,
+               num_heads=c.num_heads, d_ff=c.d_ff)
+    if settings.quick:
+        return [TorchCase("this model's shape as GPT-2", "gpt2", own, settings.torch_batches),
+                TorchCase("tiny Llama-style", "llama", QUICK_LLAMA_SHAPE, settings.torch_batches)]
+    return [TorchCase("this model's shape as GPT-2", "gpt2", own, settings.torch_batches),
+            TorchCase("GPT-2-small shape", "gpt2", {**GPT2_SMALL_SHAPE, "d_ff": 3072}, settings.torch_batches),
+            TorchCase("Llama-style shape", "llama", LLAMA_SMALL_SHAPE, settings.torch_batches)]
+
+
+def hf_model(kind: str, shape: dict):
+    """A ``transformers`` model of ``shape`` with its own random init, in eval mode, that never stops
+    at end-of-sequence (so both sides decode the same number of tokens)."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    if kind == "gpt2":
+        config = transformers.GPT2Config(vocab_size=shape["vocab_size"], n_positions=shape["max_len"],
+                                         n_embd=shape["d_model"], n_layer=shape["num_layers"],
+                                         n_head=shape["num_heads"], n_inner=shape["d_ff"], bos_token_id=0,
+                                         eos_token_id=None)
+        model = transformers.GPT2LMHeadModel(config)
+    else:
+        config = transformers.LlamaConfig(vocab_size=shape["vocab_size"], max_position_embeddings=shape["max_len"],
+                                          hidden_size=shape["d_model"], num_hidden_layers=shape["num_layers"],
+                                          num_attention_heads=shape["num_heads"], intermediate_size=shape["d_ff"],
+                                          num_key_value_heads=shape["num_kv_heads"], bos_token_id=0,
+                                          eos_token_id=None)
+        model = transformers.LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = 0
+    return model.eval()
+
+
+def twin_subject(hf, kind: str, tokenizer) -> Subject:
+    """Our model with the Hugging Face model's weights, through the importer (config + tensor mapping)."""
+    from txtgen_nb.importers import hf_gpt2, hf_llama
+    from txtgen_nb.importers.base import build_model
+
+    importer = {"gpt2": hf_gpt2, "llama": hf_llama}[kind]
+    config = importer.config_from_hf(hf.config.to_dict(), source=f"random {kind}")
+    tensors = {name: value.detach().numpy() for name, value in hf.state_dict().items()}
+    model, params = build_model(config, importer.convert(tensors, config, source=kind), source=kind)
+    return Subject(model, params, tokenizer, config, f"random {kind}")
+
+
+def hf_generate(hf, ids: list[int], batch: int, new_tokens: int, *, greedy: bool = False) -> np.ndarray:
+    """``hf.generate`` of ``new_tokens`` per row (top-k 50, temperature 0.8, or greedy): the new ids."""
+    import torch
+
+    prompt = torch.tensor([ids] * batch)
+    sampling_args = dict(do_sample=False) if greedy else dict(do_sample=True, top_k=50, temperature=0.8, top_p=1.0)
+    with torch.inference_mode():
+        out = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
+                          min_new_tokens=new_tokens, **sampling_args)
+    return out[:, len(ids):].numpy()
+
+
+@dataclasses.dataclass
+class TorchTiming:
+    label: str
+    batch: int
+    new_tokens: int
+    ours_seconds: float  # one call: prefill + new_tokens steps
+    torch_seconds: float  # one hf.generate call, same prompt and token count
+    param_bytes: int
+
+    @property
+    def speedup(self) -> float:
+        return self.torch_seconds / self.ours_seconds
+
+
+def bench_torch_case(case: TorchCase, tokenizer, new_tokens: int, repeats: int) -> tuple[list[TorchTiming], dict]:
+    """Ours and ``hf.generate`` timed alternately (ours, torch, ours, torch, ...) at each batch, plus a
+    check that both are the same model: max |logit difference| on the prompt and greedy agreement."""
+    import torch
+
+    hf = hf_model(case.kind, case.shape)
+    subject = twin_subject(hf, case.kind, tokenizer)
+    ids = encode_prompt(tokenizer, PROMPT)
+    with torch.inference_mode():
+        theirs = hf(torch.tensor([ids])).logits[0].numpy()
+    ours = np.asarray(subject.model(jnp.asarray([ids], jnp.int32))[0])
+    greedy = run_compiled(compiled_inputs(subject, 1, new_tokens, temperature=0.0))[0][0, :new_tokens]
+    agree = int(np.cumprod(greedy == hf_generate(hf, ids, 1, new_tokens, greedy=True)[0]).sum())
+    check = dict(max_logit_diff=float(np.abs(ours - theirs).max()), greedy_agree=agree, params=subject.num_params)
+    timings = []
+    for batch in case.batches:
+        inputs = compiled_inputs(subject, batch, new_tokens)
+        run_compiled(inputs), hf_generate(hf, ids, batch, new_tokens)  # compile + warm up
+        pairs = [(median_time(lambda: run_compiled(inputs), 1), median_time(lambda: hf_generate(hf, ids, batch, new_tokens), 1))
+                 for _ in range(max(1, repeats))]
+        timings.append(TorchTiming(case.label, batch, new_tokens, statistics.median(p[0] for p in pairs),
+                                   statistics.median(p[1] for p in pairs), subject.param_bytes))
+    return timings, check
+
+
+def torch_rows(subject: Subject, settings: BenchSettings, bandwidth: float) -> tuple[list[tuple[str, str, str]], dict]:
+    """Ours / PyTorch at each shape and batch, and ours / the weight-bandwidth floor at batch 1."""
+    if not torch_available():
+        return [("PyTorch comparison", "skipped", "torch or transformers not importable (pip install -e '.[dev]')")], {}
+    import torch
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    rows, raw = [], {}
+    for case in torch_cases(subject, settings):
+        timings, check = bench_torch_case(case, subject.tokenizer, settings.torch_tokens, settings.torch_repeats)
+        s = case.shape
+        rows.append((f"PyTorch twin, {case.label}", f"{check['params']:,} params",
+                     f"V={s['vocab_size']} ctx={s['max_len']} d={s['d_model']} L={s['num_layers']} H={s['num_heads']}"
+                     f"{'/' + str(s['num_kv_heads']) + ' kv' if 'num_kv_heads' in s else ''}; same weights via our "
+                     f"{case.kind} importer: max logit difference {check['max_logit_diff']:.1e}, greedy tokens agree "
+                     f"{check['greedy_agree']}/{settings.torch_tokens}"))
+        for t in timings:
+            target = " target >= 1.2x: " + ("met" if t.speedup >= 1.2 else "MISSED") if t.batch == 1 else ""
+            rows.append((f"ours / PyTorch, {case.label}, batch {t.batch}", f"{t.speedup:.2f}x",
+                         f"{t.batch * t.new_tokens / t.ours_seconds:,.1f} vs {t.batch * t.new_tokens / t.torch_seconds:,.1f}"
+                         f" tokens/s ({t.new_tokens} new tokens/row incl. prefill, top-k 50, T 0.8);{target}"))
+        t = timings[0]
+        floor = t.param_bytes / bandwidth
+        ratio = t.ours_seconds / t.new_tokens / floor
+        rows.append((f"ours / floor, {case.label}, batch {t.batch}", f"{ratio:.2f}x of floor",
+                     f"{t.ours_seconds / t.new_tokens * 1e3:.2f} ms/token vs {floor * 1e3:.2f} ms "
+                     f"({t.param_bytes / 1e6:.1f} MB weights / {bandwidth / 1e9:.1f} GB/s); PyTorch "
+                     f"{t.torch_seconds / t.new_tokens / floor:.2f}x; target <= 1.5x: " + ("met" if ratio <= 1.5 else "MISSED")))
+        raw[case.label] = dict(check=check, timings=[dataclasses.asdict(x) | dict(speedup=x.speedup) for x in timings],
+                               floor_s=floor, x_floor=ratio)
+    return rows, raw
+
+
+# ------------------------------------------------------------------------------------------
 # Compilation behaviour
 # ------------------------------------------------------------------------------------------
 
@@ -497,6 +668,7 @@ def run(settings: BenchSettings) -> tuple[list[tuple[str, str, str]], dict]:
         behaviour = compile_behaviour(subject, counter)
         trace_table, trace_raw = trace_rows(subject, settings)
         raw.update(trace_raw)
+        torch_table, raw["torch"] = torch_rows(subject, settings, bandwidth)
 
         b1 = settings.batches[0]
         prompt_len = len(encode_prompt(subject.tokenizer, PROMPT))
@@ -551,6 +723,7 @@ def run(settings: BenchSettings) -> tuple[list[tuple[str, str, str]], dict]:
             ("recompiles after changing settings", f"{behaviour['recompiles']}",
              f"{behaviour['settings_tried']} calls changing temperature/top-k/top-p/min-p/seed/max length"),
             *trace_table,
+            *torch_table,
         ]
         return rows, raw
     finally:
@@ -579,6 +752,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(jax.devices())} device(s); median of {settings.repeats} repeat(s)\n")
     print(format_table(rows))
     print(f"\nrecompiles after changing settings: {raw['behaviour']['recompiles']}")
+    if not raw["torch"]:
+        print("PyTorch rows skipped: torch or transformers is not importable")
     print(f"(benchmark took {time.perf_counter() - start:.0f} s)")
     return 0
 

@@ -24,6 +24,10 @@ EXPECTED_ROWS = [
     "trace memory, this model, batch 4, 100 new tokens", "trace memory, GPT-2-small shape, batch 4, 100 new tokens",
     "decode with trace on vs off, batch 1", "decode with trace on vs off, batch 4",
 ]
+TORCH_CASES = ("this model's shape as GPT-2", "tiny Llama-style")
+TORCH_ROWS = [row for case in TORCH_CASES for row in (
+    f"PyTorch twin, {case}", f"ours / PyTorch, {case}, batch 1", f"ours / PyTorch, {case}, batch 2",
+    f"ours / floor, {case}, batch 1")]
 SIGNED_ROWS = ("recompiles after changing settings", "decode with trace on vs off, batch 1",
                "decode with trace on vs off, batch 4")
 NUMERIC_ROWS = EXPECTED_ROWS[1:]
@@ -48,12 +52,21 @@ def _number(text: str) -> float:
 def test_quick_run_prints_full_table_without_recompiles(bench, capsys):
     assert bench.main(["--quick"]) == 0
     out = capsys.readouterr().out
-    rows = {}
+    rows, notes = {}, {}
     for line in out.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if line.startswith("| ") and len(cells) == 3 and cells[0] not in ("metric", "---"):
-            rows[cells[0]] = cells[1]
-    assert list(rows) == EXPECTED_ROWS
+            rows[cells[0]], notes[cells[0]] = cells[1], cells[2]
+    if bench.torch_available():
+        assert list(rows) == EXPECTED_ROWS + TORCH_ROWS
+        for name in TORCH_ROWS:
+            assert _number(rows[name]) > 0, (name, rows[name])
+        for case in TORCH_CASES:  # the same weights on both sides: our importer's conversion
+            diff = re.search(r"max logit difference (\S+),", notes[f"PyTorch twin, {case}"]).group(1)
+            assert float(diff) < 1e-4, (case, diff)
+    else:
+        assert list(rows) == EXPECTED_ROWS + ["PyTorch comparison"]
+        assert "PyTorch rows skipped" in out
     assert rows["model"].startswith("random tiny model")
     for name in NUMERIC_ROWS:
         if name not in SIGNED_ROWS:
@@ -85,6 +98,13 @@ def test_fixed_token_count_and_settings_do_not_recompile(bench):
         assert counter.count("_generate_compiled") == before_events + 1
     finally:
         counter.close()
+
+
+def test_torch_rows_say_skipped_without_torch(bench, monkeypatch):
+    monkeypatch.setattr(bench, "torch_available", lambda: False)
+    subject = bench.load_subject(bench.BenchSettings.quick_settings())
+    rows, raw = bench.torch_rows(subject, bench.BenchSettings.quick_settings(), bandwidth=1e10)
+    assert raw == {} and rows[0][:2] == ("PyTorch comparison", "skipped")
 
 
 def test_naive_loop_and_floor_helpers(bench):

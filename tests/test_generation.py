@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from txtgen_nb import RECOMMENDED, SamplingSettings, evaluate_text, generate, generate_text, next_token_logits
-from txtgen_nb.generation import _generate_compiled
+from txtgen_nb.generation import DECODE_BUCKET_MIN, _generate_compiled, decode_steps
 from txtgen_nb.model import Transformer
 from txtgen_nb.tokenizer import encode_prompt, special_ids
 
@@ -178,3 +178,10 @@ def test_next_token_logits_are_the_first_trace_step(tiny_model, tiny_tok):
     logits = next_token_logits(model, params, tiny_tok, "The quick brown")
     full = np.asarray(model(jnp.asarray(encode_prompt(tiny_tok, "The quick brown"))[None])[0, -1])
     np.testing.assert_allclose(logits, full, atol=1e-4, rtol=1e-4)
+
+
+def test_decode_loop_is_bucketed_below_a_long_context():
+    assert decode_steps(1, 1024) == decode_steps(DECODE_BUCKET_MIN, 1024) == DECODE_BUCKET_MIN
+    assert decode_steps(DECODE_BUCKET_MIN + 1, 1024) == 2 * DECODE_BUCKET_MIN
+    assert decode_steps(900, 1024) == decode_steps(5000, 1024) == 1024  # capped at the context
+    assert decode_steps(3, 64) == 64  # a short context keeps one bucket: never recompiles

@@ -36,6 +36,7 @@ from txtgen_nb.tokenizer import decode, encode_prompt, special_ids
 from txtgen_nb.trace import TRACE_TOP_K, Trace, TraceLayout, record_step, trace_buffers
 
 PROMPT_BUCKET_MIN = 16
+DECODE_BUCKET_MIN = 128  # the decode loop (and the cache after the prompt) is at least this long, if the context allows
 
 
 def validate_settings(temperature: float, top_k: int, top_p: float, min_p: float = 0.0) -> None:
@@ -68,6 +69,14 @@ def _bucket(n: int, limit: int, minimum: int = 1) -> int:
     """Smallest power of two >= ``n`` (at least ``minimum``), capped at ``limit``."""
     size = max(minimum, 1 << max(0, (n - 1).bit_length()))
     return min(size, max(limit, n))
+
+
+def decode_steps(new_tokens: int, max_len: int) -> int:
+    """Length of the decode loop, and cache slots after the prompt, for ``new_tokens``: a power of two,
+    at least ``DECODE_BUCKET_MIN``, capped at the context. A cache sized for the whole context makes
+    every step attend to (and XLA:CPU copy) all of it; buckets keep a new ``max_new_tokens`` from
+    recompiling except past a bucket. Usage: ``decode_steps(32, max_len=1024)  # 128``"""
+    return _bucket(min(max(new_tokens, 1), max_len), limit=max_len, minimum=DECODE_BUCKET_MIN)
 
 
 def seed_words(seed: int) -> np.ndarray:
@@ -300,7 +309,7 @@ def generate(
     layout = _trace_layout(trace, trace_k, int(limit.max()), config) if trace else None
     tokens, lengths, buffers = _generate_compiled(
         nnx.graphdef(model), params, prompt, pad, limit, words, stacked, np.int32(-1 if eos_id is None else eos_id),
-        max_steps=max_len, trace_layout=layout)
+        max_steps=decode_steps(int(limit.max()), max_len), trace_layout=layout)
     tokens, lengths = np.asarray(tokens)[:batch], np.array(lengths)[:batch]
 
     new_ids, continuations, reasons = [], [], []

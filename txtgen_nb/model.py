@@ -91,6 +91,12 @@ def apply_rope(x: Array, positions: Array, theta: float) -> Array:
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
 
+def _put_slots(x: Array, new: Array, cache_index: Array | int) -> Array:
+    """``x [..., T, S]`` with slots ``cache_index .. cache_index + T`` of its last axis set to ``new [..., T, T]``
+    (the start clamped as ``dynamic_update_slice`` clamps the cache update)."""
+    return jax.lax.dynamic_update_slice_in_dim(x, new.astype(x.dtype), cache_index, axis=x.ndim - 1)
+
+
 class Attention(nnx.Module):
     """Causal self-attention (multi-head or grouped-query) that optionally reads and writes a KV cache."""
 
@@ -124,24 +130,30 @@ class Attention(nnx.Module):
         q, k, v = self._project(x)
         if self.rope_theta is not None:
             q, k = apply_rope(q, positions, self.rope_theta), apply_rope(k, positions, self.rope_theta)
-        if layer_cache is not None:
-            start = (0, 0, cache_index, 0)
-            k = jax.lax.dynamic_update_slice(layer_cache["k"], k.astype(layer_cache["k"].dtype), start)
-            v = jax.lax.dynamic_update_slice(layer_cache["v"], v.astype(layer_cache["v"].dtype), start)
-            layer_cache = {"k": k, "v": v}
-        scale = jnp.sqrt(self.head_dim)
-        neg = jnp.finfo(jnp.float32).min
         if self.num_kv_heads == self.num_heads:
-            scores = jnp.einsum("bhtd,bhsd->bhts", q, k).astype(jnp.float32) / scale
-            scores = jnp.where(mask[:, None], scores, neg)
-            weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-            y = jnp.einsum("bhts,bhsd->bthd", weights, v)
+            score_spec, mix_spec, mask = "bhtd,bhsd->bhts", "bhts,bhsd->bthd", mask[:, None]
         else:  # grouped-query: query heads in groups of H / H_kv share one key/value head
             q = q.reshape(batch, self.num_kv_heads, -1, length, self.head_dim)  # [B, H_kv, G, T, Dh]
-            scores = jnp.einsum("bkgtd,bksd->bkgts", q, k).astype(jnp.float32) / scale
-            scores = jnp.where(mask[:, None, None], scores, neg)
-            weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-            y = jnp.einsum("bkgts,bksd->btkgd", weights, v)
+            score_spec, mix_spec, mask = "bkgtd,bksd->bkgts", "bkgts,bksd->btkgd", mask[:, None, None]
+        if layer_cache is None:
+            scores = jnp.einsum(score_spec, q, k)  # [..., T, T]
+        else:
+            # Attend to the cache as it was plus the new keys; the updated cache is only returned. Reading
+            # the updated cache made XLA:CPU copy every layer's whole cache three times per decode step.
+            old_k, old_v = layer_cache["k"], layer_cache["v"]
+            k, v = k.astype(old_k.dtype), v.astype(old_v.dtype)
+            scores = _put_slots(jnp.einsum(score_spec, q, old_k), jnp.einsum(score_spec, q, k), cache_index)  # [..., T, S]
+        scores = jnp.where(mask, scores.astype(jnp.float32) / jnp.sqrt(self.head_dim), jnp.finfo(jnp.float32).min)
+        weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+        if layer_cache is None:
+            y = jnp.einsum(mix_spec, weights, v)
+        else:
+            new_weights = jax.lax.dynamic_slice_in_dim(weights, cache_index, length, axis=-1)  # [..., T, T]
+            old_weights = _put_slots(weights, jnp.zeros_like(new_weights), cache_index)
+            y = jnp.einsum(mix_spec, old_weights, old_v) + jnp.einsum(mix_spec, new_weights, v)
+            start = (0, 0, cache_index, 0)
+            layer_cache = {"k": jax.lax.dynamic_update_slice(old_k, k, start),
+                           "v": jax.lax.dynamic_update_slice(old_v, v, start)}
         return self.out(y.reshape(batch, length, -1)), layer_cache
 
 
