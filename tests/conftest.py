@@ -64,3 +64,13 @@ def tiny_run(tmp_path_factory, tiny_tok, tiny_model) -> Path:
     model, _, config = tiny_model
     save_run(out, model, config, tiny_tok)
     return out
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_jax_caches():
+    """Drop compiled programs after each test file, so the memory of one long pytest process stays
+    bounded (the sampler tests alone compile hundreds of programs)."""
+    yield
+    import jax
+
+    jax.clear_caches()
