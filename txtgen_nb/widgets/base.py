@@ -26,6 +26,8 @@ from txtgen_nb import generation, viz
 from txtgen_nb.api import load_model_and_tokenizer
 from txtgen_nb.generation import GenerationResult, SamplingSettings, Trace
 from txtgen_nb.model import context_length
+from txtgen_nb.widgets.controls import SamplingControls
+from txtgen_nb.widgets.layout import prompt_box
 
 DEFAULT_PROMPT = "Once upon a time"
 USER_ERRORS = (ValueError, FileNotFoundError, OSError)
@@ -66,6 +68,7 @@ class Explorer:
         self.status = widgets.HTML(value="", layout=widgets.Layout(min_height="1.6em"))
         self.error = widgets.HTML(value="")
         self.busy_targets: list[widgets.Widget] = []  # disabled while busy (buttons)
+        self.controls: SamplingControls | None = None
         self.widget: widgets.Widget = widgets.VBox()
         self._muted = False
         with self.errors_shown():
@@ -169,10 +172,26 @@ class Explorer:
         return 0
 
     def settings(self) -> SamplingSettings:
-        """The settings the plot re-filters with (explorers with sliders override it)."""
+        """The settings the sliders show, or those of the last generation where there are no sliders."""
+        if self.controls is not None and self.controls.sliders:
+            return self.controls.settings()
         if self.trace is None:
             raise ValueError("nothing generated yet")
         return self.trace.settings[0]
+
+    def adopt(self, controls: SamplingControls, prompt: str) -> SamplingControls:
+        """Take the shared control panel and a prompt box: their widgets become attributes
+        (``.prompt``, ``.seed``, ``.temperature``, ...), the buttons are disabled while busy or
+        without a model, and a bad starting setting shows in the error box."""
+        self.controls, self.prompt = controls, prompt_box(prompt)
+        self.seed, self.max_new_tokens = controls.seed, controls.max_new_tokens
+        self.temperature, self.top_k, self.top_p, self.min_p = controls.filters
+        self.generate_button, self.new_sample = controls.button, controls.new_sample
+        self.busy_targets = [self.generate_button, self.new_sample]
+        self.generate_button.disabled = not self.ready
+        if controls.problem:
+            self.show_error(controls.problem)
+        return controls
 
     def current_step_data(self) -> viz.StepData:
         """``viz.step_data`` of the shown step with the shown settings (no model call).

@@ -9,12 +9,12 @@ from flax import nnx
 from tokenizers import Tokenizer
 
 from txtgen_nb import viz
-from txtgen_nb.generation import GenerationResult, SamplingSettings
+from txtgen_nb.generation import GenerationResult
 from txtgen_nb.steps import most_informative_step
 from txtgen_nb.tokenizer import decode, show_token
 from txtgen_nb.widgets.base import DEFAULT_PROMPT, Explorer
 from txtgen_nb.widgets.controls import SamplingControls
-from txtgen_nb.widgets.layout import explorer_row, plot_image, prompt_box, step_row
+from txtgen_nb.widgets.layout import explorer_row, plot_image, step_row
 from txtgen_nb.widgets.token_text import TokenText
 
 
@@ -51,11 +51,8 @@ class BranchExplorer(Explorer):
         super().__init__(model, params, tokenizer, checkpoint=checkpoint)
         self.top_n = alternatives
         self.branch_result: GenerationResult | None = None
-        self.controls = c = SamplingControls(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                                             seed=seed, max_new_tokens=max_new_tokens, context=self.context_size)
-        self.prompt, self.seed, self.max_new_tokens = prompt_box(prompt), c.seed, c.max_new_tokens
-        self.temperature, self.top_k, self.top_p, self.min_p = c.filters
-        self.generate_button, self.new_sample = c.button, c.new_sample
+        c = self.adopt(SamplingControls(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed,
+                                        max_new_tokens=max_new_tokens, context=self.context_size), prompt)
         self.text = TokenText()
         self.step = widgets.IntSlider(value=0, min=0, max=0, description="Step", continuous_update=False,
                                       style={"description_width": "3em"}, layout=widgets.Layout(flex="1 1 auto"))
@@ -67,15 +64,12 @@ class BranchExplorer(Explorer):
         self.branch_button = widgets.Button(description="Continue from here", icon="code-branch",
                                             button_style="info", layout=widgets.Layout(width="auto"))
         self.branch_html = widgets.HTML(value="")
-        self.busy_targets = [self.generate_button, self.new_sample, self.branch_button]
+        self.busy_targets.append(self.branch_button)
         self.widget = explorer_row(
             [self.prompt, c.panel, self.status],
             [self.text, step_row(self.step), self.plot, step_row(self.alternative, self.branch_button)],
             self.branch_html, self.error)
         self._wire()
-        if c.problem:
-            self.show_error(c.problem)
-        self.generate_button.disabled = not self.ready
         self.start()
 
     def _wire(self) -> None:
@@ -90,10 +84,6 @@ class BranchExplorer(Explorer):
     @property
     def shown_step(self) -> int:
         return int(self.step.value)
-
-    def settings(self) -> SamplingSettings:
-        """The sampling settings the sliders show."""
-        return self.controls.settings()
 
     def run(self) -> None:
         """Generate the main text with the prompt, the sliders' settings and the seed."""

@@ -14,7 +14,7 @@ from txtgen_nb import viz
 from txtgen_nb.generation import SamplingSettings
 from txtgen_nb.widgets.base import DEFAULT_PROMPT, Explorer
 from txtgen_nb.widgets.controls import SamplingControls
-from txtgen_nb.widgets.layout import explorer_row, plot_image, prompt_box
+from txtgen_nb.widgets.layout import explorer_row, plot_image
 
 DEFAULT_COMPARE = (SamplingSettings(0.0, 0), SamplingSettings(0.8, 50), SamplingSettings(1.5, 0))
 
@@ -44,18 +44,14 @@ class CompareExplorer(Explorer):
         super().__init__(model, params, tokenizer, checkpoint=checkpoint)
         self.compared = list(settings)
         self._previous: list[int] | None = None  # the last token ids of every row, padded with -1
-        self.controls = c = SamplingControls(seed=seed, max_new_tokens=max_new_tokens, context=self.context_size,
-                                             sliders=False)
-        self.prompt, self.seed, self.max_new_tokens = prompt_box(prompt), c.seed, c.max_new_tokens
-        self.generate_button, self.new_sample = c.button, c.new_sample
+        c = self.adopt(SamplingControls(seed=seed, max_new_tokens=max_new_tokens, context=self.context_size,
+                                        sliders=False), prompt)
         self.text_html = widgets.HTML(value="")
         self.plot = plot_image()
-        self.busy_targets = [self.generate_button, self.new_sample]
         self.widget = explorer_row([self.prompt, c.panel, self.status], [self.text_html, self.plot], self.error)
         self.generate_button.on_click(lambda _button: self.safely(self.run)())
         for control in (self.seed, self.max_new_tokens, self.prompt):
             self.observe(control, self.run)
-        self.generate_button.disabled = not self.ready
         if 2 <= len(self.compared) <= 4 and all(isinstance(s, SamplingSettings) for s in self.compared):
             self.start()
         else:

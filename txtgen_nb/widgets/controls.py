@@ -73,6 +73,7 @@ class SamplingControls:
                  seed: int = 0, max_new_tokens: int | None = None, context: int = 128,
                  button: str = "Generate", sliders: bool = True, advanced: SamplingSettings | None = None) -> None:
         self.problem = ""
+        self.sliders = sliders
         try:
             start = dataclasses.replace(advanced or FALLBACK, temperature=temperature, top_k=top_k, top_p=top_p,
                                         min_p=min_p)

@@ -9,10 +9,9 @@ from flax import nnx
 from tokenizers import Tokenizer
 
 from txtgen_nb import viz
-from txtgen_nb.generation import SamplingSettings
 from txtgen_nb.widgets.base import DEFAULT_PROMPT, Explorer
 from txtgen_nb.widgets.controls import SamplingControls
-from txtgen_nb.widgets.layout import explorer_row, plot_image, prompt_box
+from txtgen_nb.widgets.layout import explorer_row, plot_image
 
 
 class DistributionExplorer(Explorer):
@@ -40,27 +39,17 @@ class DistributionExplorer(Explorer):
     ) -> None:
         super().__init__(model, params, tokenizer, checkpoint=checkpoint)
         self.top_n = top_n
-        self.controls = c = SamplingControls(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                                             button="Predict next token")
+        c = self.adopt(SamplingControls(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                        button="Predict next token"), prompt)
         c.seed.layout.display = c.new_sample.layout.display = "none"  # one step: the seed plays no part
-        self.prompt, self.generate_button = prompt_box(prompt), c.button
-        self.temperature, self.top_k, self.top_p, self.min_p = c.filters
         self.plot = plot_image()
         self.step_plot = viz.StepPlot(top_n, height=4.2)
-        self.busy_targets = [self.generate_button]
         self.widget = explorer_row([self.prompt, c.panel, self.status], [self.plot], self.error)
         self.generate_button.on_click(lambda _button: self.safely(self.run)())
         for slider in c.sampler_controls:
             self.observe(slider, self.show)
         self.observe(self.prompt, self.run)
-        if c.problem:
-            self.show_error(c.problem)
-        self.generate_button.disabled = not self.ready
         self.start()
-
-    def settings(self) -> SamplingSettings:
-        """The sampling settings the sliders show."""
-        return self.controls.settings()
 
     def run(self) -> None:
         """Run the model one step on the prompt and keep the logits."""

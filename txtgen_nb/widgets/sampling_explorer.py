@@ -13,7 +13,7 @@ from txtgen_nb.generation import SamplingSettings
 from txtgen_nb.steps import most_informative_step
 from txtgen_nb.widgets.base import DEFAULT_PROMPT, Explorer
 from txtgen_nb.widgets.controls import SamplingControls, settings_change
-from txtgen_nb.widgets.layout import explorer_row, plot_image, prompt_box, step_row
+from txtgen_nb.widgets.layout import explorer_row, plot_image, step_row
 from txtgen_nb.widgets.token_text import TokenText
 
 
@@ -46,12 +46,8 @@ class SamplingExplorer(Explorer):
         seed: int = 0,
     ) -> None:
         super().__init__(model, params, tokenizer, checkpoint=checkpoint)
-        self.controls = SamplingControls(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed,
-                                         max_new_tokens=max_new_tokens, context=self.context_size)
-        c = self.controls
-        self.prompt, self.seed, self.max_new_tokens = prompt_box(prompt), c.seed, c.max_new_tokens
-        self.temperature, self.top_k, self.top_p, self.min_p = c.filters
-        self.generate_button, self.new_sample = c.button, c.new_sample
+        c = self.adopt(SamplingControls(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed,
+                                        max_new_tokens=max_new_tokens, context=self.context_size), prompt)
         self.auto_regenerate = widgets.Checkbox(value=True, description="Regenerate when a slider moves",
                                                 indent=False)
         self.text = TokenText()
@@ -64,7 +60,6 @@ class SamplingExplorer(Explorer):
                                          layout=widgets.Layout(width="100%"))
         self.plot = plot_image()
         self.step_plot = viz.StepPlot(self.top_n, height=3.4)
-        self.busy_targets = [self.generate_button, self.new_sample]
         self._previous: tuple[list[int], SamplingSettings, int, str, int] | None = None
         self._summary = ""
         self.changed = None  # [N] bool: tokens that differ from the previous generation
@@ -72,9 +67,6 @@ class SamplingExplorer(Explorer):
             [self.prompt, c.panel, self.auto_regenerate, self.color_by, self.status],
             [self.text, step_row(self.step, self.view), self.plot], self.error)
         self._wire()
-        if c.problem:
-            self.show_error(c.problem)
-        self.generate_button.disabled = not self.ready
         self.start()
 
     def _wire(self) -> None:
@@ -91,10 +83,6 @@ class SamplingExplorer(Explorer):
     @property
     def shown_step(self) -> int:
         return int(self.step.value)
-
-    def settings(self) -> SamplingSettings:
-        """The sampling settings the sliders show. Usage: ``explorer.settings()``"""
-        return self.controls.settings()
 
     def run(self) -> None:
         """Generate with the prompt, the sliders' settings and the seed; show what changed."""
