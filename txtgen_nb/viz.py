@@ -227,7 +227,7 @@ class StepPlot:
             right = where > n - 5  # near the right edge the label goes to the left of the bar
             self.sampled.xy = (where + (0 if above else 0.2), top)
             self.sampled.set_text("▼ sampled" if above else "sampled ▶" if right else "◀ sampled")
-            self.sampled.set_ha("center" if above else "right" if right else "left")
+            self.sampled.set_ha("right" if right else "center" if above else "left")
             self.sampled.set_va("bottom" if above else "top")
             self.sampled.xyann = (0, 4) if above else (-16 if right else 6, -5)
         self.top_k_line.set_xdata([s.top_k - 0.5] * 2 if 0 < s.top_k < n else [-10] * 2)
