@@ -5,7 +5,7 @@ number is the median of ``--repeats`` runs), and printed as a Markdown table:
 
 * which model (the bundled demo if present, else a random model of the demo's shape), its
   parameter count and bytes;
-* tokens/s of the compiled decoder (``generation._generate_compiled``) at batch 1 and 16, and of
+* tokens/s of the compiled decoder (``generation._prefill`` + ``generation._decode``) at batch 1 and 16, and of
   ``generate()`` end to end (tokenising, padding, decoding text included);
 * tokens/s of a naive loop: a jitted full forward over the whole sequence so far (padded to
   ``max_len`` so it compiles once) per new token, sampling on the host in NumPy;
@@ -13,6 +13,8 @@ number is the median of ``--repeats`` runs), and printed as a Markdown table:
   rate) per token, and how far batch-1 decoding is from it;
 * first-call (compile) time for a new prompt bucket, and the number of recompilations after
   changing temperature, top-k, top-p, min-p, seed and max length (must be 0);
+* streaming: the decode loop in chunks of 8 steps against one call, and ``generate_stream()`` against
+  ``generate()``, at batch 1, timed alternately;
 * the generation trace: bytes of its buffers in the compiled program at batch 4 and 100 new tokens,
   for the benchmarked model and for a GPT-2-small shape (from ``jax.eval_shape``: no weights needed),
   and decode speed with the trace on against off, timed alternately in the same run (and, without
@@ -52,6 +54,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 from txtgen_nb import generation  # noqa: E402
 from txtgen_nb.config import ModelConfig  # noqa: E402
@@ -71,6 +74,8 @@ TRACE_BATCH, TRACE_TOKENS = 4, 100  # the issue's trace-memory point
 TRACE_TARGET_MB = 50
 PROMPT = "Once upon a time"
 BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+STREAM_CHUNK = 8  # steps per chunk in the streaming row: short chunks, the worst case for the demo
+PROGRAMS = ("_prefill", "_decode")  # the generation programs, as the compile events name them
 
 
 @dataclasses.dataclass
@@ -177,6 +182,10 @@ class CompileCounter:
     def count(self, name_fragment: str = "") -> int:
         return sum(1 for name, _ in self.events if name_fragment in name)
 
+    def count_programs(self) -> int:
+        """Compilations of the generation programs (prefill and decode loop)."""
+        return sum(1 for name, _ in self.events if any(prog in name for prog in PROGRAMS))
+
     def seconds(self, name_fragment: str = "") -> float:
         return sum(d for name, d in self.events if name_fragment in name)
 
@@ -187,43 +196,39 @@ class CompileCounter:
             pass
 
 
-def jit_cache_size(fn) -> int | None:
-    """Number of compiled variants a ``jax.jit`` function holds (``None`` where unsupported)."""
-    size = getattr(fn, "_cache_size", None)
-    return size() if callable(size) else None
-
-
 # ------------------------------------------------------------------------------------------
 # Compiled decoder (the system under test)
 # ------------------------------------------------------------------------------------------
 
 def compiled_inputs(subject: Subject, batch: int, new_tokens: int, *, temperature=0.8, top_k=50, top_p=1.0,
                     min_p=0.0, seed=0, prompt: str = PROMPT, trace: bool = False, **extra_settings) -> dict:
-    """Arguments for ``generation._generate_compiled`` laid out exactly as ``generate()`` does,
-    except ``eos_id=-1``: no row can stop early, so every row decodes exactly ``new_tokens``.
-    ``trace`` keeps the compact trace (top-K window, log-sum-exp, entropy) as ``generate(trace=True)``;
+    """The compiled programs' inputs laid out exactly as ``generate()`` does (``generation._batch_arrays``),
+    except that the tokenizer's end-of-sequence is ignored: no row stops early, so every row decodes
+    exactly ``new_tokens``. ``trace`` keeps the compact trace as ``generate(trace=True)``;
     ``extra_settings``: further :class:`SamplingSettings` fields (every row the same)."""
     ids = encode_prompt(subject.tokenizer, prompt)
-    max_len = subject.config.max_len
-    padded = generation._bucket(batch, limit=1 << 30)
-    prompt_len = generation._bucket(len(ids), limit=max_len, minimum=generation.PROMPT_BUCKET_MIN)
-    tokens = np.zeros((padded, prompt_len), np.int32)
-    tokens[:, prompt_len - len(ids):] = ids
-    limit = np.zeros((padded,), np.int32)
-    limit[:batch] = min(new_tokens, max_len - len(ids))
-    words = np.stack([generation.seed_words(seed + b) for b in range(padded)])
-    layout = generation._trace_layout(True, None, int(limit.max()), subject.config) if trace else None
     row = SamplingSettings(temperature, top_k, top_p, min_p, **extra_settings)
-    return dict(graphdef=nnx.graphdef(subject.model), params=subject.params, prompt=tokens,
-                pad=np.full((padded,), prompt_len - len(ids), np.int32), limit=limit, seeds=words,
-                settings=SamplingSettings.stack([row] * padded), eos_id=np.int32(-1),
-                max_steps=generation.decode_steps(int(limit.max()), max_len),
-                trace_layout=layout)
+    arrays = generation._batch_arrays([ids] * batch, [seed + b for b in range(batch)], [row] * batch, new_tokens,
+                                      subject.config.max_len, eos_id=None)
+    longest = int(arrays["limit"].max())
+    layout = generation._trace_layout(True, None, longest, subject.config) if trace else None
+    return dict(graphdef=nnx.graphdef(subject.model), params=subject.params, arrays=arrays,
+                max_steps=generation.decode_steps(longest, subject.config.max_len), trace_layout=layout)
 
 
-def run_compiled(inputs: dict) -> tuple[np.ndarray, np.ndarray]:
-    tokens, lengths, _ = generation._generate_compiled(**inputs)
-    return np.asarray(tokens), np.asarray(lengths)
+def run_compiled(inputs: dict, chunk: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Prefill, then the decode loop in one call, or in calls of ``chunk`` steps carrying the cache
+    (as ``generate_stream`` does, minus its text); returns tokens and lengths."""
+    a, graphdef, params, max_steps = inputs["arrays"], inputs["graphdef"], inputs["params"], inputs["max_steps"]
+    state, loop = generation._prefill(graphdef, params, a["prompt"], a["pad"], a["limit"], a["seeds"],
+                                      a["settings"], a["eos_id"], max_steps=max_steps,
+                                      trace_layout=inputs["trace_layout"])
+    step, done = 0, False
+    while step < max_steps and not done:
+        until = max_steps if chunk is None else min(step + chunk, max_steps)
+        state = generation._decode(graphdef, params, state, loop, np.int32(until))
+        step, done = int(state.step), bool(np.all(state.done))
+    return np.asarray(state.tokens), np.asarray(state.lengths)
 
 
 @dataclasses.dataclass
@@ -281,13 +286,15 @@ def bench_generate_api(subject: Subject, batch: int, new_tokens: int, repeats: i
 # ------------------------------------------------------------------------------------------
 
 def trace_buffer_bytes(subject: Subject, batch: int = TRACE_BATCH, new_tokens: int = TRACE_TOKENS) -> int:
-    """Bytes of the trace buffers the compiled program allocates (``jax.eval_shape``: nothing runs,
-    so abstract parameters are enough)."""
+    """Bytes of the trace buffers the compiled prefill allocates for the decode loop (``jax.eval_shape``:
+    nothing runs, so abstract parameters are enough)."""
     inputs = compiled_inputs(subject, batch, new_tokens, trace=True)
-    graphdef, layout, max_steps = inputs.pop("graphdef"), inputs.pop("trace_layout"), inputs.pop("max_steps")
-    call = lambda **kw: generation._generate_compiled(graphdef, **kw, max_steps=max_steps, trace_layout=layout)  # noqa: E731
-    _, _, buffers = jax.eval_shape(call, **inputs)
-    return sum(int(np.prod(b.shape)) * b.dtype.itemsize for b in jax.tree_util.tree_leaves(buffers))
+    a = inputs["arrays"]
+    state, _ = jax.eval_shape(
+        lambda params: generation._prefill(inputs["graphdef"], params, a["prompt"], a["pad"], a["limit"], a["seeds"],
+                                           a["settings"], a["eos_id"], max_steps=inputs["max_steps"],
+                                           trace_layout=inputs["trace_layout"]), inputs["params"])
+    return sum(int(np.prod(b.shape)) * b.dtype.itemsize for b in jax.tree_util.tree_leaves(state.trace))
 
 
 def context_trace_bytes(config: ModelConfig, batch: int = TRACE_BATCH) -> int:
@@ -314,17 +321,23 @@ class TraceSpeed:
         return self.on_seconds / self.off_seconds - 1
 
 
+def alternate_medians(first: Callable[[], object], second: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Median seconds of ``first()`` and ``second()``, timed alternately (first, second, first, ...) so
+    both see the same machine load; both are called once beforehand (compile, warm-up)."""
+    first(), second()
+    a, b = [], []
+    for _ in range(max(1, repeats)):
+        a.append(median_time(first, 1))
+        b.append(median_time(second, 1))
+    return statistics.median(a), statistics.median(b)
+
+
 def bench_trace_speed(subject: Subject, batch: int, new_tokens: int, repeats: int) -> TraceSpeed:
-    """Decode with the trace off and on, timed alternately (off, on, off, on, ...) so both see the
-    same machine load; medians of ``repeats`` pairs."""
+    """Decode with the trace off and on, timed alternately; medians of ``repeats`` pairs."""
     off_in = compiled_inputs(subject, batch, new_tokens)
     on_in = compiled_inputs(subject, batch, new_tokens, trace=True)
-    run_compiled(off_in), run_compiled(on_in)  # compile + warm up
-    off, on = [], []
-    for _ in range(max(1, repeats)):
-        off.append(median_time(lambda: run_compiled(off_in), 1))
-        on.append(median_time(lambda: run_compiled(on_in), 1))
-    return TraceSpeed(batch, new_tokens, statistics.median(off), statistics.median(on))
+    off, on = alternate_medians(lambda: run_compiled(off_in), lambda: run_compiled(on_in), repeats)
+    return TraceSpeed(batch, new_tokens, off, on)
 
 
 def trace_rows(subject: Subject, settings: BenchSettings) -> tuple[list[tuple[str, str, str]], dict]:
@@ -360,6 +373,34 @@ def trace_rows(subject: Subject, settings: BenchSettings) -> tuple[list[tuple[st
                      f"{TRACE_BATCH * TRACE_TOKENS / t.on_seconds:,.1f} vs {TRACE_BATCH * TRACE_TOKENS / t.off_seconds:,.1f}"
                      " tokens/s (random weights); target within 10%: " + ("met" if t.overhead <= 0.10 else "MISSED")))
     return rows, raw
+
+
+# ------------------------------------------------------------------------------------------
+# Streaming: the decode loop in chunks
+# ------------------------------------------------------------------------------------------
+
+def stream_rows(subject: Subject, settings: BenchSettings) -> tuple[list[tuple[str, str, str]], dict]:
+    """What decoding in chunks (streaming) costs at batch 1: the compiled loop in chunks of
+    ``STREAM_CHUNK`` steps against one call, and ``generate_stream()`` against ``generate()``."""
+    inputs = compiled_inputs(subject, 1, settings.new_tokens)
+    one, chunked = alternate_medians(lambda: run_compiled(inputs), lambda: run_compiled(inputs, STREAM_CHUNK),
+                                     settings.repeats)
+    m, p, tok = subject.model, subject.params, subject.tokenizer
+    gen = lambda: generation.generate(m, p, tok, PROMPT, max_new_tokens=settings.new_tokens, seed=0)  # noqa: E731
+    stream = lambda: list(generation.generate_stream(m, p, tok, PROMPT, max_new_tokens=settings.new_tokens, seed=0))  # noqa: E731
+    whole, streamed = alternate_medians(gen, stream, settings.repeats)
+    raw = dict(one_call_s=one, chunked_s=chunked, generate_s=whole, generate_stream_s=streamed)
+    chunks = -(-settings.new_tokens // STREAM_CHUNK)
+    boundary = (chunked - one) / max(chunks - 1, 1)
+    cost = streamed / whole - 1
+    return [
+        ("decode: one chunk boundary, batch 1", f"{boundary * 1e3:.2f} ms",
+         f"{settings.new_tokens} tokens in chunks of {STREAM_CHUNK} steps: {chunked * 1e3:.1f} vs {one * 1e3:.1f} ms in "
+         f"one call (a chunk's dispatch and sync; streaming sizes chunks to about 0.1 s)"),
+        ("generate_stream() vs generate(), batch 1", f"{cost * 100:+.1f}%",
+         f"{streamed * 1e3:.1f} vs {whole * 1e3:.1f} ms for {settings.new_tokens} tokens, text decoded after every "
+         "chunk; target within 10%: " + ("met" if cost <= 0.10 else "MISSED")),
+    ], raw
 
 
 # ------------------------------------------------------------------------------------------
@@ -616,15 +657,15 @@ def compile_behaviour(subject: Subject, counter: CompileCounter) -> dict:
         text = (text + " " + words[len(text) % len(words)]).strip()
     gen = lambda **kw: generation.generate(m, p, tok, text, **{"max_new_tokens": 8, **kw})  # noqa: E731
 
-    before = counter.count("_generate_compiled")
+    before = counter.count_programs()
     start = time.perf_counter()
     gen()
     first = time.perf_counter() - start
-    compiled_first = counter.count("_generate_compiled") - before
-    compile_seconds = sum(d for name, d in counter.events[-max(compiled_first, 1):] if "_generate_compiled" in name)
+    compiled_first = counter.count_programs() - before
+    compile_seconds = sum(d for name, d in counter.events[-max(compiled_first, 1):] if any(prog in name for prog in PROGRAMS))
     second = median_time(gen, 3)
 
-    cache_before, events_before = jit_cache_size(generation._generate_compiled), counter.count("_generate_compiled")
+    cache_before, events_before = generation.compiled_programs(), counter.count_programs()
     changes = [dict(temperature=0.0), dict(temperature=1.7), dict(top_k=0), dict(top_k=7), dict(top_p=0.5),
                dict(top_p=0.95, top_k=0), dict(min_p=0.1), dict(seed=12345), dict(seed=10 ** 20),
                dict(max_new_tokens=1), dict(max_new_tokens=3), dict(temperature=0.3, top_k=3, top_p=0.7, min_p=0.05,
@@ -633,10 +674,7 @@ def compile_behaviour(subject: Subject, counter: CompileCounter) -> dict:
                dict(settings=SamplingSettings(dry_multiplier=0.8, xtc_probability=0.5, mirostat_tau=4.0))]
     for change in changes:
         gen(**change)
-    cache_after = jit_cache_size(generation._generate_compiled)
-    recompiles = counter.count("_generate_compiled") - events_before
-    if cache_before is not None:
-        recompiles = max(recompiles, cache_after - cache_before)
+    recompiles = max(counter.count_programs() - events_before, generation.compiled_programs() - cache_before)
     return dict(first_call_s=first, second_call_s=second, compiles_first_call=compiled_first,
                 compile_s=compile_seconds, recompiles=recompiles, settings_tried=len(changes))
 
@@ -658,17 +696,30 @@ def run(settings: BenchSettings) -> tuple[list[tuple[str, str, str]], dict]:
             ("parameters", f"{subject.num_params:,}", f"{subject.param_bytes / 1e6:.2f} MB"),
         ]
 
-        bw_jax, bw_np = memory_bandwidth(settings.copy_mb, settings.repeats)
-        bandwidth = max(bw_jax, bw_np)
-        flops_rate = matmul_rate(settings.matmul_n, settings.repeats)
+        bar = tqdm(total=9, desc="bench", unit="part", file=sys.stderr, leave=False,
+                   bar_format="{desc}: {n_fmt}/{total_fmt} parts |{bar}| {elapsed}")
 
-        decode = {b: bench_compiled(subject, b, settings.new_tokens, settings.repeats) for b in settings.batches}
-        api = {b: bench_generate_api(subject, b, settings.new_tokens, settings.repeats) for b in settings.batches}
-        naive = {b: bench_naive(subject, b, n, settings.repeats) for b, n in zip(settings.batches, settings.naive_tokens)}
-        behaviour = compile_behaviour(subject, counter)
-        trace_table, trace_raw = trace_rows(subject, settings)
+        def part(name: str, fn: Callable, *args):
+            bar.set_description(name)
+            value = fn(*args)
+            bar.update()
+            return value
+
+        bw_jax, bw_np = part("memory bandwidth", memory_bandwidth, settings.copy_mb, settings.repeats)
+        bandwidth = max(bw_jax, bw_np)
+        flops_rate = part("matmul rate", matmul_rate, settings.matmul_n, settings.repeats)
+        decode = part("compiled decode", lambda: {b: bench_compiled(subject, b, settings.new_tokens, settings.repeats)
+                                                  for b in settings.batches})
+        api = part("generate()", lambda: {b: bench_generate_api(subject, b, settings.new_tokens, settings.repeats)
+                                          for b in settings.batches})
+        naive = part("naive loop", lambda: {b: bench_naive(subject, b, n, settings.repeats)
+                                            for b, n in zip(settings.batches, settings.naive_tokens)})
+        behaviour = part("compiles", compile_behaviour, subject, counter)
+        trace_table, trace_raw = part("trace", trace_rows, subject, settings)
+        stream_table, raw["stream"] = part("streaming", stream_rows, subject, settings)
         raw.update(trace_raw)
-        torch_table, raw["torch"] = torch_rows(subject, settings, bandwidth)
+        torch_table, raw["torch"] = part("PyTorch side by side", torch_rows, subject, settings, bandwidth)
+        bar.close()
 
         b1 = settings.batches[0]
         prompt_len = len(encode_prompt(subject.tokenizer, PROMPT))
@@ -723,6 +774,7 @@ def run(settings: BenchSettings) -> tuple[list[tuple[str, str, str]], dict]:
             ("recompiles after changing settings", f"{behaviour['recompiles']}",
              f"{behaviour['settings_tried']} calls changing temperature/top-k/top-p/min-p/seed/max length"),
             *trace_table,
+            *stream_table,
             *torch_table,
         ]
         return rows, raw

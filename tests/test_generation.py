@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from txtgen_nb import RECOMMENDED, SamplingSettings, evaluate_text, generate, generate_text, next_token_logits
-from txtgen_nb.generation import DECODE_BUCKET_MIN, _generate_compiled, decode_steps
+from txtgen_nb.generation import DECODE_BUCKET_MIN, compiled_programs, decode_steps
 from txtgen_nb.model import Transformer
 from txtgen_nb.tokenizer import encode_prompt, special_ids
 
@@ -118,12 +118,12 @@ def test_huge_and_negative_seeds_are_deterministic(tiny_model, tiny_tok):
 def test_settings_seed_and_length_never_recompile(tiny_model, tiny_tok):
     model, params, _ = tiny_model
     generate(model, params, tiny_tok, "Once upon", max_new_tokens=10)
-    compiled = _generate_compiled._cache_size()
+    compiled = compiled_programs()
     for t, k, p, m, seed, n in [(0.0, 0, 1.0, 0.0, 1, 3), (1.9, 7, 0.5, 0.1, 10**20, 20), (0.5, 100, 0.95, 0.0, 5, 1)]:
         generate(model, params, tiny_tok, "Once upon", max_new_tokens=n, temperature=t, top_k=k, top_p=p, min_p=m,
                  seed=seed)
     generate(model, params, tiny_tok, "A different prompt", max_new_tokens=4)
-    assert _generate_compiled._cache_size() == compiled
+    assert compiled_programs() == compiled
 
 
 @pytest.mark.parametrize("kwargs,fragment", [

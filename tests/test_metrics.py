@@ -27,10 +27,11 @@ def test_summarise_counts_grammatical_sentences():
     assert row.eos_share == 0.75 and row.samples == 4
 
 
-def test_sweep_is_one_batched_call_per_setting_block(tiny_model, tiny_tok):
+def test_sweep_is_one_batched_call_per_setting_block(tiny_model, tiny_tok, capsys):
     model, params, _ = tiny_model
     rows = metrics.sweep(model, params, tiny_tok, "Once", temperatures=[0.0, 1.5], top_ps=[1.0, 0.5], seeds=3,
                          max_new_tokens=8)
+    assert "sweep: 12 texts" in capsys.readouterr().err  # the progress bar
     assert [(r.temperature, r.top_p) for r in rows] == [(0.0, 1.0), (0.0, 0.5), (1.5, 1.0), (1.5, 0.5)]
     assert all(r.samples == 3 for r in rows)
     assert len(set(rows[0].texts)) == 1  # greedy: every seed gives the same text

@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from txtgen_nb import evaluate_text, generate
-from txtgen_nb.generation import _generate_compiled
+from txtgen_nb.generation import compiled_programs
 from txtgen_nb.tokenizer import encode_prompt
 
 from test_import_minigpt import TUTORIAL, MiniGPT
@@ -76,9 +76,9 @@ def test_own_module_rows_are_independent_and_settings_do_not_recompile(tiny_tok)
     batch = generate(module, params, tiny_tok, prompts, max_new_tokens=8, temperature=1.0, seed=[4, 5])
     single = generate(module, params, tiny_tok, prompts[1], max_new_tokens=8, temperature=1.0, seed=5)
     assert batch.texts[1] == single.texts[0]
-    compiled = _generate_compiled._cache_size()
+    compiled = compiled_programs()
     generate(module, params, tiny_tok, prompts, max_new_tokens=5, temperature=[0.3, 1.4], top_p=0.8, seed=[1, 2])
-    assert _generate_compiled._cache_size() == compiled
+    assert compiled_programs() == compiled
 
 
 def test_evaluate_text_of_own_module(tiny_tok):

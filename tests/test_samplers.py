@@ -16,7 +16,7 @@ from transformers import (
 )
 
 from txtgen_nb import SamplingSettings, generate, sampling
-from txtgen_nb.generation import _generate_compiled
+from txtgen_nb.generation import compiled_programs
 from txtgen_nb.sampling import filter_logits, filter_stages, sample_token
 
 Off = SamplingSettings.off
@@ -362,13 +362,13 @@ def test_mirostat_mean_surprise_tracks_tau():
 def test_generation_never_recompiles_and_filters_with_its_context(tiny_model, tiny_tok):
     model, params, _ = tiny_model
     generate(model, params, tiny_tok, "Once upon", settings=[SamplingSettings()] * 3, max_new_tokens=20, trace=True)
-    compiled = _generate_compiled._cache_size()  # the same shapes, every extra rule off
+    compiled = compiled_programs()  # the same shapes, every extra rule off
     rows = [SamplingSettings(1.0, 0, repetition_penalty=1.5, no_repeat_ngram_size=2, presence_penalty=0.5),
             SamplingSettings(1.5, 0, dry_multiplier=2.0, dry_allowed_length=1, typical_p=0.9, top_n_sigma=2.0),
             SamplingSettings(1.2, 20, xtc_probability=0.5, mirostat_tau=3.0, eta_cutoff=0.01)]
     result = generate(model, params, tiny_tok, "Once upon", settings=rows, seed=[3, 3, 3], max_new_tokens=20,
                       trace=True)
-    assert _generate_compiled._cache_size() == compiled
+    assert compiled_programs() == compiled
     trace = result.trace
     for b in (0, 1):  # deterministic rules: every chosen token survives the filter with its context
         for i in range(int(trace.lengths[b])):

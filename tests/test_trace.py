@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings as hyp_settings, strategies as st
 
 from txtgen_nb import SamplingSettings, generate, load_model_and_tokenizer, sampling
-from txtgen_nb.generation import _generate_compiled, default_trace_k
+from txtgen_nb.generation import _decode, _prefill, compiled_programs, default_trace_k
 from txtgen_nb.trace import Trace
 
 PROMPTS = ["", "Once upon a time", "The little dog ran to the park and saw a big red ball. Then"]
@@ -140,16 +140,17 @@ def test_window_exact_means_equal_to_full_filtering(case):
 
 def test_trace_buffer_follows_new_tokens_in_power_of_two_buckets(demo):
     model, params, tok, config = demo
-    _generate_compiled.clear_cache()  # count compiles from here, whatever earlier tests compiled
+    _prefill.clear_cache()  # count compiles from here, whatever earlier tests compiled
+    _decode.clear_cache()
     generate(model, params, tok, "Once upon", max_new_tokens=9, trace=True)
-    compiled = _generate_compiled._cache_size()
+    compiled = compiled_programs()
     for n in (10, 13, 16):  # the 16-step bucket
         trace = generate(model, params, tok, "Once upon", max_new_tokens=n, seed=n, trace=True).trace
         assert trace.top_ids.shape[1] <= n and trace.window_size == default_trace_k(config.vocab_size)
         assert trace.vocab_size == config.vocab_size
-    assert _generate_compiled._cache_size() == compiled
+    assert compiled_programs() == compiled
     generate(model, params, tok, "Once upon", max_new_tokens=17, trace=True)
-    assert _generate_compiled._cache_size() == compiled + 1
+    assert compiled_programs() == compiled + 2  # a new bucket: one prefill and one decode loop
     small = generate(model, params, tok, ["Hi"] * 4, max_new_tokens=20, trace=True).trace
     assert small.nbytes < 4 * 20 * (default_trace_k(config.vocab_size) * 8 + 16)
     assert small.nbytes * 10 < 4 * config.max_len * config.vocab_size * 4

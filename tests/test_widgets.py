@@ -156,7 +156,7 @@ def test_busy_state_and_callback_errors(demo, monkeypatch):
                      "tg-is-busy" in ex.widget._dom_classes))
         raise ValueError("bad setting\nsecond line")
 
-    monkeypatch.setattr(generation, "generate", failing_generate)
+    monkeypatch.setattr(generation, "generate_stream", failing_generate)
     ex.generate_button.click()
     assert seen == [(True, True, True, True)]
     assert "bad setting second line" in ex.error.value and "\n" not in ex.error.value
@@ -164,6 +164,53 @@ def test_busy_state_and_callback_errors(demo, monkeypatch):
     monkeypatch.undo()
     ex.generate_button.click()
     assert ex.error.value == "" and ex.generate_calls == 2
+
+
+def test_text_grows_while_generating_and_stop_ends_it(demo):
+    ex = widgets.SamplingExplorer(*demo, max_new_tokens=40)
+    shown = []
+
+    def live(prompts, texts):  # what the view shows after each chunk; Stop pressed at the first
+        shown.append((ex.stop_button.layout.display, texts[0]))
+        ex.stop_button.click()
+
+    ex.show_live = live
+    ex.run()
+    assert shown and shown[0][0] == "" and shown[0][1]  # Stop visible, some text already
+    assert ex.result.stop_reasons == ["interrupted"] and ex.result.continuations[0] == shown[-1][1]
+    assert len(ex.result.new_token_ids[0]) < 40 and ex.stop_button.layout.display == "none"
+    assert 'class="tg-live"' not in ex.text.html and ex.text.html  # the finished view replaced the live text
+
+
+def test_live_text_in_the_view(demo):
+    ex = widgets.SamplingExplorer(*demo, max_new_tokens=STEPS)
+    ex.show_live(["Once upon a <time>"], [", there"])
+    assert 'class="tg-live"' in ex.text.html and "&lt;time&gt;" in ex.text.html and ", there" in ex.text.html
+
+
+def test_background_generation_runs_the_newest_request(demo):
+    ex = widgets.SamplingExplorer(*demo, max_new_tokens=STEPS, seed=1)
+    ex.background = True
+    calls = ex.generate_calls
+    for seed in (2, 3, 4):
+        ex.seed.value = seed  # each change asks for a generation while the previous may still run
+    ex.wait(timeout=120)
+    assert ex._worker is None and ex.stop_button.layout.display == "none"
+    assert ex.trace.seeds == [4] and calls + 1 <= ex.generate_calls <= calls + 3
+    assert ex.current_step_data().step == ex.shown_step and "tg-is-busy" not in ex.widget._dom_classes
+
+
+def test_background_errors_show_in_the_widget(demo, monkeypatch):
+    ex = widgets.SamplingExplorer(*demo, max_new_tokens=STEPS)
+    ex.background = True
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the model broke")
+
+    monkeypatch.setattr(generation, "generate_stream", broken)
+    ex.run()
+    ex.wait(timeout=60)
+    assert "RuntimeError: the model broke" in ex.error.value and ex._worker is None
 
 
 def test_distribution_explorer_refilters_without_model_call(demo):

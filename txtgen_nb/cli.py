@@ -116,7 +116,7 @@ def _max_new_tokens_line(requested: int, prompt_tokens: int, context: int) -> st
 
 
 def _generate_and_print(model, params, tokenizer, config, prompt: str, args: argparse.Namespace) -> None:
-    from txtgen_nb.generation import generate
+    from txtgen_nb.generation import generate_stream
     from txtgen_nb.tokenizer import encode_prompt
 
     print()
@@ -138,22 +138,36 @@ def _generate_and_print(model, params, tokenizer, config, prompt: str, args: arg
     if args.num_samples > 1:
         print(f"Samples: {args.num_samples} (seeds {args.seed}..{args.seed + args.num_samples - 1})")
     start = time.perf_counter()
-    result = generate(model, params, tokenizer, prompt, max_new_tokens=args.max_length, temperature=args.temperature,
-                      top_k=args.top_k, top_p=args.top_p, min_p=args.min_p, seed=args.seed,
-                      num_samples=args.num_samples, stop=stop)
+    stream = generate_stream(model, params, tokenizer, prompt, max_new_tokens=args.max_length,
+                             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                             seed=args.seed, num_samples=args.num_samples, stop=stop)
+    _sample_header(args, 0)
+    print(prompt, end="", flush=True)
+    for pieces in stream:  # the first sample's text as it is generated
+        print(pieces[0], end="", flush=True)
+    print()
     seconds = time.perf_counter() - start
-    stops = {"eos": "end-of-sequence", "max_new_tokens": "max length", "context": f"model context ({config.max_len})",
-             "stop": "a stop string"}
+    result = stream.result
     for i, text in enumerate(result.texts):
-        print()
-        print(THIN)
-        print("Generated text:" if args.num_samples == 1 else f"Generated text {i + 1}/{args.num_samples} "
-              f"(seed {args.seed + i}):")
-        print(THIN)
-        print(text)
-        print(f"[{len(result.new_token_ids[i])} new tokens; stopped at {stops[result.stop_reasons[i]]}]")
+        if i:
+            _sample_header(args, i)
+            print(text)
+        print(f"[{len(result.new_token_ids[i])} new tokens; stopped at {_stop_reason(result.stop_reasons[i], config)}]")
     total = sum(len(ids) for ids in result.new_token_ids)
     print(f"\n{total} tokens in {seconds:.2f} s")
+
+
+def _sample_header(args: argparse.Namespace, i: int) -> None:
+    print()
+    print(THIN)
+    print("Generated text:" if args.num_samples == 1 else f"Generated text {i + 1}/{args.num_samples} "
+          f"(seed {args.seed + i}):")
+    print(THIN)
+
+
+def _stop_reason(reason: str, config) -> str:
+    return {"eos": "end-of-sequence", "max_new_tokens": "max length", "context": f"model context ({config.max_len})",
+            "stop": "a stop string", "interrupted": "interrupted"}[reason]
 
 
 def _read_prompts():

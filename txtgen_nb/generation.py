@@ -1,10 +1,11 @@
-"""Batched text generation: prefill and KV-cache decoding in one compiled XLA program.
+"""Batched text generation: a compiled prefill, then a compiled KV-cache decode loop (one XLA program each).
 
 The sampling settings (a :class:`~txtgen_nb.sampling.SamplingSettings` pytree), the seeds and the
 number of new tokens are traced arguments, so changing them never recompiles. Prompts are left-padded to a
 few length buckets and batches to powers of two, so new prompts rarely compile either. Each row
-stops at end-of-sequence, at ``max_new_tokens`` or at the model's context, whichever is first;
-``stop`` strings cut the text after generation.
+stops at end-of-sequence, at ``max_new_tokens``, at the model's context or at a ``stop`` string,
+whichever is first. :func:`generate_stream` runs the same compiled loop in chunks of steps,
+carrying its cache between chunks, and yields the text as it grows.
 
 Usage::
 
@@ -19,8 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 import warnings
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +39,7 @@ from txtgen_nb.trace import TRACE_TOP_K, Trace, TraceLayout, record_step, trace_
 
 PROMPT_BUCKET_MIN = 16
 DECODE_BUCKET_MIN = 128  # the decode loop (and the cache after the prompt) is at least this long, if the context allows
+STOP_CHUNK_SECONDS = 0.25  # with stop strings, generate() checks the text this often and ends the loop early
 
 
 def validate_settings(temperature: float, top_k: int, top_p: float, min_p: float = 0.0) -> None:
@@ -61,7 +64,7 @@ class GenerationResult:
     continuations: list[str]
     new_token_ids: list[list[int]]
     prompt_token_counts: list[int]
-    stop_reasons: list[str]  # "eos", "max_new_tokens", "context" or "stop"
+    stop_reasons: list[str]  # "eos", "max_new_tokens", "context", "stop" (a stop string) or "interrupted"
     trace: Trace | None = None
 
 
@@ -89,81 +92,125 @@ def _row_key(words: jax.Array) -> jax.Array:
     return jax.random.fold_in(jax.random.key(words[0]), words[1])
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class LoopInputs:
+    """What every decode step reads and none changes (made once per call by :func:`_prefill`)."""
+
+    prompt: jax.Array  # [B, P] int32 prompt ids, -1 at left padding (the penalties' context)
+    pad: jax.Array  # [B] int32: first real slot of each row
+    limit: jax.Array  # [B] int32: new tokens allowed per row
+    keys: jax.Array  # [B] PRNG keys, one per row (from its seed)
+    settings: SamplingSettings  # of [B] arrays: traced, so a slider never recompiles
+    eos_id: jax.Array  # [] int32, -1 when the tokenizer has none
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class LoopState:
+    """What the decode loop carries from step to step, and from one chunk of steps to the next."""
+
+    step: jax.Array  # [] int32: steps taken
+    cache: list  # per layer {"k", "v"}: [B, H_kv, P + max_steps, Dh]
+    logits: jax.Array  # [B, V] raw logits of the next token
+    tokens: jax.Array  # [B, max_steps] int32 drawn tokens (0 past a row's end)
+    lengths: jax.Array  # [B] int32 new tokens per row
+    done: jax.Array  # [B] bool: row ended (end-of-sequence, its limit, or a stop string)
+    mu: jax.Array  # [B] float32 Mirostat's μ (the classic loop leaves it as it is)
+    trace: dict | None  # trace buffers [B, trace steps, ...], or None
+
+
+def _mask(slots: jax.Array, query_slots: jax.Array, pad: jax.Array) -> jax.Array:
+    """[B, Q, S] causal mask over cache ``slots`` for queries at ``query_slots`` [1, Q, 1], left padding
+    ``pad`` [B] excluded."""
+    return (slots[None, None] <= query_slots) & (slots[None, None] >= pad[:, None, None])
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_steps", "trace_layout"))
-def _generate_compiled(graphdef, params, prompt, pad, limit, seeds, settings, eos_id, *, max_steps: int,
-                       trace_layout: TraceLayout | None = None):
-    """prompt [B, P] left-padded by pad [B]; limit [B] new tokens per row (<= trace_layout.steps);
-    seeds [B, 2] uint32; settings: SamplingSettings of [B] arrays. Returns tokens [B, max_steps],
-    lengths [B] and the trace buffers or None."""
+def _prefill(graphdef, params, prompt, pad, limit, seeds, settings, eos_id, *, max_steps: int,
+             trace_layout: TraceLayout | None = None) -> tuple[LoopState, LoopInputs]:
+    """Run the left-padded ``prompt`` [B, P] through the model into a cache with ``max_steps`` free
+    slots. ``pad`` [B] padding per row, ``limit`` [B] new tokens per row, ``seeds`` [B, 2] uint32."""
     model: Transformer = nnx.merge(graphdef, params)
     batch, prompt_len = prompt.shape
-    cache_size = prompt_len + max_steps
-    slots = jnp.arange(cache_size)
-    valid_from = pad[:, None, None]  # [B, 1, 1]: first real slot of each row
-
-    query_slots = jnp.arange(prompt_len)[None, :, None]
-    mask = (slots[None, None] <= query_slots) & (slots[None, None] >= valid_from)
+    slots = jnp.arange(prompt_len + max_steps)
     positions = jnp.maximum(jnp.arange(prompt_len)[None] - pad[:, None], 0)
-    logits, cache = model(prompt, positions=positions, mask=mask, cache=init_cache(model.config, batch, cache_size),
-                          cache_index=0)
-    keys = jax.vmap(_row_key)(seeds)
-
-    history_prompt = jnp.where(jnp.arange(prompt_len)[None] >= pad[:, None], prompt, -1)  # [B, P], -1 = padding
-    extras = sampling.uses_extras(settings)  # once per call: any row beyond temperature/top-k/top-p/min-p
-
-    def categorical(step, filtered):
-        return jax.vmap(lambda key, row: jax.random.categorical(jax.random.fold_in(key, step), row, axis=-1))(
-            keys, filtered).astype(jnp.int32)
-
-    def draw_classic(step, logits, tokens, mu):  # mu is None: the classic loop carries none
-        # filter the whole batch at once (no vmap: filter_logits_fast skips the vocabulary sort
-        # with one lax.cond for the batch), then one categorical draw per row with its own key
-        filtered = sampling.filter_logits_fast(logits, temperature=settings.temperature, top_k=settings.top_k,
-                                               top_p=settings.top_p, min_p=settings.min_p)
-        return categorical(step, filtered), mu
-
-    def draw_full(step, logits, tokens, mu):
-        # the context right-aligned: [-1 ..., prompt, generated so far]
-        generated = jnp.where(jnp.arange(max_steps)[None] < step, tokens, -1)  # [B, S]
-        context = jnp.roll(jnp.concatenate([history_prompt, generated], axis=1), max_steps - step, axis=1)
-        coins = jax.vmap(lambda key: jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, step), 1)))(keys)
-        filtered = sampling.filter_logits(logits, settings, context, num_generated=step, mu=mu, xtc_coin=coins,
-                                          fused=True)
-        token = categorical(step, filtered)
-        mu, _ = sampling.mirostat_update(mu, filtered, token, settings.mirostat_tau, settings.mirostat_eta)
-        return token, mu
-
+    logits, cache = model(prompt, positions=positions, mask=_mask(slots, jnp.arange(prompt_len)[None, :, None], pad),
+                          cache=init_cache(model.config, batch, len(slots)), cache_index=0)
+    inputs = LoopInputs(prompt=jnp.where(jnp.arange(prompt_len)[None] >= pad[:, None], prompt, -1), pad=pad,
+                        limit=limit, keys=jax.vmap(_row_key)(seeds), settings=settings, eos_id=eos_id)
     trace = None if trace_layout is None else trace_buffers(trace_layout, batch, logits.shape[-1])
-    state = dict(step=jnp.int32(0), cache=cache, logits=logits[:, -1], tokens=jnp.zeros((batch, max_steps), jnp.int32),
-                 lengths=jnp.zeros((batch,), jnp.int32), done=limit <= 0, trace=trace)
+    state = LoopState(step=jnp.int32(0), cache=cache, logits=logits[:, -1],
+                      tokens=jnp.zeros((batch, max_steps), jnp.int32), lengths=jnp.zeros((batch,), jnp.int32),
+                      done=limit <= 0, mu=sampling.mirostat_initial_mu(settings.mirostat_tau), trace=trace)
+    return state, inputs
 
-    def cond(s):
-        return (s["step"] < max_steps) & ~jnp.all(s["done"])
 
-    def body(s, draw):
-        step = s["step"]
-        token, mu = draw(step, s["logits"], s["tokens"], s.get("mu"))
-        token = jnp.where(s["done"], 0, token)
-        lengths = s["lengths"] + (~s["done"]).astype(jnp.int32)
-        done = s["done"] | (token == eos_id) | (lengths >= limit)
-        tokens = s["tokens"].at[:, step].set(token)
-        trace = s["trace"] if trace_layout is None else record_step(s["trace"], step, s["logits"])
-        slot = prompt_len + step
-        step_mask = (slots[None, None] <= slot) & (slots[None, None] >= valid_from)
-        position = (prompt_len - pad + step)[:, None]
-        new_logits, cache = model(token[:, None], positions=jnp.minimum(position, model.config.max_len - 1),
-                                  mask=step_mask, cache=s["cache"], cache_index=slot)
-        return dict(step=step + 1, cache=cache, logits=new_logits[:, -1], tokens=tokens, lengths=lengths, done=done,
-                    trace=trace, **({} if mu is None else {"mu": mu}))
+def _categorical(inputs: LoopInputs, step: jax.Array, filtered: jax.Array) -> jax.Array:
+    """One draw per row from ``filtered`` [B, V] with the row's key folded with the step."""
+    return jax.vmap(lambda key, row: jax.random.categorical(jax.random.fold_in(key, step), row, axis=-1))(
+        inputs.keys, filtered).astype(jnp.int32)
 
-    def decode(draw, initial):
-        final = jax.lax.while_loop(cond, functools.partial(body, draw=draw), initial)
-        return final["tokens"], final["lengths"], final["trace"]
 
-    # two loops, one chosen once per call: with every extra rule off, the classic one (no per-step cost;
-    # only the full one carries Mirostat's mu per row)
-    full_state = dict(state, mu=sampling.mirostat_initial_mu(settings.mirostat_tau))
-    return jax.lax.cond(extras, lambda: decode(draw_full, full_state), lambda: decode(draw_classic, state))
+def _draw_classic(inputs: LoopInputs, s: LoopState) -> tuple[jax.Array, jax.Array]:
+    """Temperature, top-k, top-p and min-p only: the whole batch filtered at once (no vmap, so
+    ``filter_logits_fast`` skips the vocabulary sort with one ``lax.cond``), then one draw per row."""
+    t = inputs.settings
+    filtered = sampling.filter_logits_fast(s.logits, temperature=t.temperature, top_k=t.top_k, top_p=t.top_p,
+                                           min_p=t.min_p)
+    return _categorical(inputs, s.step, filtered), s.mu
+
+
+def _draw_full(inputs: LoopInputs, s: LoopState) -> tuple[jax.Array, jax.Array]:
+    """Every rule, with the context right-aligned (``[-1 ..., prompt, generated so far]``) for the
+    penalties and Mirostat's μ updated per row."""
+    max_steps = s.tokens.shape[1]
+    generated = jnp.where(jnp.arange(max_steps)[None] < s.step, s.tokens, -1)  # [B, S]
+    context = jnp.roll(jnp.concatenate([inputs.prompt, generated], axis=1), max_steps - s.step, axis=1)
+    coins = jax.vmap(lambda key: jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, s.step), 1)))(
+        inputs.keys)
+    filtered = sampling.filter_logits(s.logits, inputs.settings, context, num_generated=s.step, mu=s.mu,
+                                      xtc_coin=coins, fused=True)
+    token = _categorical(inputs, s.step, filtered)
+    mu, _ = sampling.mirostat_update(s.mu, filtered, token, inputs.settings.mirostat_tau, inputs.settings.mirostat_eta)
+    return token, mu
+
+
+def _step(model: Transformer, inputs: LoopInputs, s: LoopState, draw) -> LoopState:
+    """Draw each unfinished row's next token, record the trace, and run the tokens through the model."""
+    token, mu = draw(inputs, s)
+    token = jnp.where(s.done, 0, token)
+    lengths = s.lengths + (~s.done).astype(jnp.int32)
+    done = s.done | (token == inputs.eos_id) | (lengths >= inputs.limit)
+    trace = None if s.trace is None else record_step(s.trace, s.step, s.logits)
+    prompt_len = inputs.prompt.shape[1]
+    slots = jnp.arange(prompt_len + s.tokens.shape[1])
+    slot = prompt_len + s.step
+    position = jnp.minimum(prompt_len - inputs.pad + s.step, model.config.max_len - 1)[:, None]  # [B, 1]
+    logits, cache = model(token[:, None], positions=position, mask=_mask(slots, slot, inputs.pad), cache=s.cache,
+                          cache_index=slot)
+    return LoopState(step=s.step + 1, cache=cache, logits=logits[:, -1], tokens=s.tokens.at[:, s.step].set(token),
+                     lengths=lengths, done=done, mu=mu, trace=trace)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("state",))
+def _decode(graphdef, params, state: LoopState, inputs: LoopInputs, until) -> LoopState:
+    """Decode from ``state`` until ``until`` steps (a traced int: any chunk size, one compile) or every
+    row is done. The cache and buffers of ``state`` are donated: the next chunk reuses them in place."""
+    model: Transformer = nnx.merge(graphdef, params)
+
+    def loop(draw):
+        keep_going = lambda s: (s.step < until) & ~jnp.all(s.done)  # noqa: E731
+        return jax.lax.while_loop(keep_going, lambda s: _step(model, inputs, s, draw), state)
+
+    # two loops, one chosen once per chunk: with every extra rule off, the classic one (no per-step cost)
+    return jax.lax.cond(sampling.uses_extras(inputs.settings), lambda: loop(_draw_full), lambda: loop(_draw_classic))
+
+
+def compiled_programs() -> int:
+    """How many generation programs are compiled so far (prefill and decode loop): a test of
+    "moving a slider never recompiles". Usage: ``before = compiled_programs()``"""
+    return _prefill._cache_size() + _decode._cache_size()
 
 
 def default_trace_k(vocab_size: int) -> int:
@@ -214,6 +261,265 @@ def _ids_through_stop(tokenizer: Tokenizer, ids: list[int], stops: list[str]) ->
     return ids
 
 
+@dataclasses.dataclass(frozen=True)
+class _Request:
+    """A batch laid out for the compiled programs: rows, padded arrays and static shapes."""
+
+    rows_prompts: list[str]  # one prompt per row (``num_samples`` repeats each)
+    prompt_ids: list[list[int]]  # [batch] prompt token ids, cut to the context
+    seeds: list[int]
+    settings: list[SamplingSettings]
+    stops: list[str]
+    max_new_tokens: int
+    arrays: dict  # prompt [Bp, P], pad [Bp], limit [Bp], seeds [Bp, 2], settings [Bp], eos_id []: Bp a power of two
+    max_steps: int  # decode loop length (cache slots after the prompt)
+    layout: TraceLayout | None
+
+
+def _prepare(model, params, tokenizer, prompts, *, max_new_tokens=100, temperature=0.8, top_k=50, top_p=1.0,
+             min_p=0.0, seed=42, num_samples=1, trace=False, trace_k=None, settings=None, stop=None):
+    """Check the arguments of :func:`generate` and lay out the batch; returns ``(model, params, request)``."""
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts:
+        raise ValueError("no prompts given")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+        raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+    if not (trace is True or trace is False or trace == "full"):
+        raise ValueError(f"trace must be True, False or 'full', got {trace!r}")
+    if trace_k is not None and (isinstance(trace_k, bool) or not isinstance(trace_k, (int, np.integer)) or trace_k < 1):
+        raise ValueError(f"trace_k must be an integer >= 1, got {trace_k!r}")
+    if not isinstance(model, Transformer):  # any NNX module: its forward pass recomputed at each step
+        context = max(len(encode_prompt(tokenizer, p)) for p in prompts) + max_new_tokens
+        model, params = as_decoder(model, params, context)
+    per_row = [len(v) for v in (temperature, top_k, top_p, min_p, seed, settings) if _is_per_row(v)]
+    if len(prompts) == 1 and num_samples == 1 and per_row:
+        prompts = prompts * max(per_row)  # one prompt, one row per given setting or seed
+    rows_prompts = [p for p in prompts for _ in range(num_samples)]
+    batch = len(rows_prompts)
+    if _is_per_row(seed):
+        seeds = [int(s) for s in _as_rows(seed, batch, "seed")]
+    else:
+        seeds = [int(seed) + i for _ in prompts for i in range(num_samples)]
+    if settings is not None:
+        settings = _as_rows(settings, batch, "settings")
+        if not all(isinstance(row, SamplingSettings) for row in settings):
+            raise ValueError("settings must be SamplingSettings objects")
+    else:
+        settings = [SamplingSettings(t, k, p, m) for t, k, p, m in zip(
+            _as_rows(temperature, batch, "temperature"), _as_rows(top_k, batch, "top_k"),
+            _as_rows(top_p, batch, "top_p"), _as_rows(min_p, batch, "min_p"))]
+    stops = _stop_strings(stop)
+    prompt_ids = [_fit_prompt(encode_prompt(tokenizer, text), model.config.max_len) for text in rows_prompts]
+    arrays = _batch_arrays(prompt_ids, seeds, settings, max_new_tokens, model.config.max_len, special_ids(tokenizer).eos)
+    longest = int(arrays["limit"].max())
+    layout = _trace_layout(trace, trace_k, longest, model.config) if trace else None
+    request = _Request(rows_prompts, prompt_ids, seeds, settings, stops, max_new_tokens, arrays,
+                       decode_steps(longest, model.config.max_len), layout)
+    return model, params, request
+
+
+def _fit_prompt(ids: list[int], max_len: int) -> list[int]:
+    if len(ids) >= max_len:
+        warnings.warn(f"prompt has {len(ids)} tokens but the model's context is {max_len}; "
+                      f"keeping the last {max_len - 1}", stacklevel=4)
+        ids = ids[-(max_len - 1):]
+    return ids
+
+
+def _batch_arrays(prompt_ids: list[list[int]], seeds: list[int], settings: list[SamplingSettings], max_new_tokens: int,
+                  max_len: int, eos_id: int | None) -> dict:
+    """Left-padded prompts in a few length buckets, the batch padded to a power of two (padding rows
+    copy row 0's settings and generate nothing)."""
+    batch = len(prompt_ids)
+    padded_batch = _bucket(batch, limit=1 << 30)
+    prompt_len = _bucket(max(len(ids) for ids in prompt_ids), limit=max_len, minimum=PROMPT_BUCKET_MIN)
+    prompt = np.zeros((padded_batch, prompt_len), np.int32)
+    pad = np.full((padded_batch,), prompt_len - 1, np.int32)
+    limit = np.zeros((padded_batch,), np.int32)
+    for b, ids in enumerate(prompt_ids):
+        prompt[b, prompt_len - len(ids):] = ids
+        pad[b] = prompt_len - len(ids)
+        limit[b] = min(max_new_tokens, max_len - len(ids))
+    words = np.zeros((padded_batch, 2), np.uint32)
+    words[:batch] = [seed_words(s) for s in seeds]
+    stacked = SamplingSettings.stack(settings + settings[:1] * (padded_batch - batch))  # [padded_batch] per field
+    return dict(prompt=prompt, pad=pad, limit=limit, seeds=words, settings=stacked,
+                eos_id=np.int32(-1 if eos_id is None else eos_id))
+
+
+def _held_back(text: str, stops: list[str]) -> int:
+    """How many trailing characters of ``text`` may still change: an unfinished UTF-8 character
+    (decoded as U+FFFD) or the start of a stop string."""
+    keep = len(text) - len(text.rstrip("\ufffd"))
+    partial = [n for s in stops for n in range(min(len(s) - 1, len(text)), 0, -1) if text.endswith(s[:n])]
+    return max([keep, *partial])
+
+
+class Stream:
+    """Generation as it happens: iterate for each row's new text after every chunk of steps.
+
+    The chunks run the same compiled decode loop, carrying its cache from one chunk to the next
+    (a chunk's length is a traced number: nothing recompiles). The first chunk is short, so text
+    shows at once; later ones last about ``chunk_seconds``. ``stop()`` (from another thread, a Stop
+    button) ends generation after the current chunk; rows cut short get the stop reason
+    ``"interrupted"``. ``result`` is the :class:`GenerationResult` once the stream is exhausted.
+
+    Usage::
+
+        stream = generate_stream(model, params, tok, "Once upon a time", max_new_tokens=200)
+        for pieces in stream:              # one new piece of text per row
+            print(pieces[0], end="", flush=True)
+        stream.result.stop_reasons[0]
+    """
+
+    FIRST_CHUNK = 4  # steps before the first text shows
+
+    def __init__(self, model: Transformer, params: nnx.State, tokenizer: Tokenizer, request: _Request,
+                 chunk_seconds: float | None = 0.1) -> None:
+        self.tokenizer, self.request, self.chunk_seconds = tokenizer, request, chunk_seconds
+        self._graphdef, self._params = nnx.graphdef(model), params
+        self._vocab_size = model.config.vocab_size
+        self._stopped = False
+        self._result: GenerationResult | None = None
+        batch = len(request.rows_prompts)
+        self.steps_done = 0  # steps decoded so far (of at most ``request.max_steps``)
+        self._emitted = [""] * batch
+        self._ended_by_stop = np.zeros(batch, bool)
+
+    @property
+    def batch(self) -> int:
+        """Number of rows."""
+        return len(self.request.rows_prompts)
+
+    @property
+    def total_steps(self) -> int:
+        """The most steps any row may take (for a progress bar)."""
+        return int(self.request.arrays["limit"].max(initial=0))
+
+    def stop(self) -> None:
+        """End generation after the current chunk (safe to call from another thread)."""
+        self._stopped = True
+
+    @property
+    def result(self) -> GenerationResult:
+        """The finished generation (iterate the stream first)."""
+        if self._result is None:
+            raise ValueError("the stream is not finished: iterate it first")
+        return self._result
+
+    def run(self, progress: bool = False, desc: str = "generating") -> GenerationResult:
+        """Generate to the end, with a progress bar of steps if ``progress`` (a widget in a notebook,
+        text on a terminal), and return the result.
+
+        Usage: ``generate_stream(model, params, tok, prompts, max_new_tokens=80).run(progress=True)``
+        """
+        from tqdm.auto import tqdm
+
+        with tqdm(total=self.total_steps, desc=desc, unit="step", disable=not progress, leave=False) as bar:
+            for _pieces in self:
+                bar.update(min(self.steps_done, self.total_steps) - bar.n)
+        return self.result
+
+    def __iter__(self) -> Iterator[list[str]]:
+        a = self.request.arrays
+        state, inputs = _prefill(self._graphdef, self._params, a["prompt"], a["pad"], a["limit"], a["seeds"],
+                                 a["settings"], a["eos_id"], max_steps=self.request.max_steps,
+                                 trace_layout=self.request.layout)
+        size = self.request.max_steps if self.chunk_seconds is None else self.FIRST_CHUNK
+        while True:
+            start = time.perf_counter()
+            until = min(self.steps_done + size, self.request.max_steps)
+            state = _decode(self._graphdef, self._params, state, inputs, np.int32(until))
+            tokens, lengths, done = (np.asarray(x) for x in jax.device_get((state.tokens, state.lengths, state.done)))
+            taken, self.steps_done = self.steps_done, int(state.step)
+            pieces, stopped_now = self._pieces(tokens, lengths, done)
+            if stopped_now.any():
+                state = dataclasses.replace(state, done=state.done | np.pad(stopped_now, (0, len(done) - self.batch)))
+            finished = done[: self.batch] | self._ended_by_stop
+            yield pieces
+            if finished.all() or self.steps_done >= self.request.max_steps or self._stopped:
+                break
+            if self.chunk_seconds is not None:
+                per_step = (time.perf_counter() - start) / max(self.steps_done - taken, 1)
+                size = max(1, int(self.chunk_seconds / per_step))
+        self._result = _finish(self.tokenizer, self.request, tokens, lengths, state.trace, self._vocab_size,
+                               self._graphdef, self._params, interrupted=~finished)
+
+    def _pieces(self, tokens: np.ndarray, lengths: np.ndarray, done: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """Each row's text added since the last chunk, and which rows a stop string ended just now."""
+        pieces, stopped_now = [], np.zeros(self.batch, bool)
+        eos = int(self.request.arrays["eos_id"])
+        for b in range(self.batch):
+            ids = tokens[b, : lengths[b]].tolist()
+            if self._ended_by_stop[b]:
+                pieces.append("")
+                continue
+            text = decode(self.tokenizer, ids[:-1] if ids and ids[-1] == eos else ids)
+            cut = _first_stop(text, self.request.stops)
+            if cut is not None:
+                text, stopped_now[b] = text[:cut], True
+            elif not done[b]:
+                text = text[: len(text) - _held_back(text, self.request.stops)]
+            piece = text[len(self._emitted[b]):] if text.startswith(self._emitted[b]) else ""
+            self._emitted[b] += piece
+            pieces.append(piece)
+        self._ended_by_stop |= stopped_now
+        return pieces, stopped_now
+
+
+def _finish(tokenizer: Tokenizer, request: _Request, tokens: np.ndarray, lengths: np.ndarray, buffers: dict | None,
+            vocab_size: int, graphdef, params, interrupted: np.ndarray) -> GenerationResult:
+    """Texts, stop reasons and the trace from the decode loop's final tokens [Bp, max_steps]."""
+    batch = len(request.rows_prompts)
+    tokens, lengths = tokens[:batch], lengths[:batch].copy()
+    eos_id = special_ids(tokenizer).eos
+    new_ids, continuations, reasons = [], [], []
+    for b in range(batch):
+        ids = tokens[b, : lengths[b]].tolist()
+        ended = bool(ids) and eos_id is not None and ids[-1] == eos_id
+        reason = ("eos" if ended else "max_new_tokens" if lengths[b] >= request.max_new_tokens
+                  else "interrupted" if interrupted[b] else "context")
+        text = decode(tokenizer, ids[:-1] if ended else ids)
+        cut = _first_stop(text, request.stops)
+        if cut is not None:
+            text, ids, reason = text[:cut], _ids_through_stop(tokenizer, ids, request.stops), "stop"
+            lengths[b] = len(ids)
+        new_ids.append(ids)
+        continuations.append(text)
+        reasons.append(reason)
+    trace = None if buffers is None else _trace(request, tokens, lengths, buffers, vocab_size, graphdef, params,
+                                                eos_id)
+    return GenerationResult(texts=[p + c for p, c in zip(request.rows_prompts, continuations)],
+                            continuations=continuations, new_token_ids=new_ids,
+                            prompt_token_counts=[len(ids) for ids in request.prompt_ids], stop_reasons=reasons,
+                            trace=trace)
+
+
+def _trace(request: _Request, tokens: np.ndarray, lengths: np.ndarray, buffers: dict, vocab_size: int, graphdef,
+           params, eos_id: int | None) -> Trace:
+    batch, steps = len(request.rows_prompts), int(lengths.max(initial=0))
+    kept = {name: np.array(buffer[:batch, :steps]) for name, buffer in buffers.items()}
+    for values in kept.values():
+        values[np.arange(steps)[None] >= lengths[:, None]] = 0  # padding steps read as zeros
+    return Trace(prompt_ids=request.prompt_ids, token_ids=tokens[:, :steps], lengths=lengths,
+                 settings=request.settings, seeds=request.seeds, eos_id=eos_id, vocab_size=vocab_size,
+                 top_ids=kept["top_ids"], top_logits=kept["top_logits"], logsumexp=kept["logsumexp"],
+                 entropy=kept["entropy"], full_logits=kept.get("logits"), graphdef=graphdef, params=params)
+
+
+def generate_stream(model: Transformer, params: nnx.State, tokenizer: Tokenizer, prompts: str | Sequence[str], *,
+                    chunk_seconds: float = 0.1, **kwargs) -> Stream:
+    """:func:`generate` as a :class:`Stream` of text pieces per row, one list after each chunk of
+    about ``chunk_seconds``; ``kwargs`` are :func:`generate`'s.
+
+    Usage: ``for pieces in generate_stream(model, params, tok, "Hello", max_new_tokens=200): print(pieces[0], end="")``
+    """
+    model, params, request = _prepare(model, params, tokenizer, prompts, **kwargs)
+    return Stream(model, params, tokenizer, request, chunk_seconds)
+
+
 def generate(
     model: Transformer,
     params: nnx.State,
@@ -248,96 +554,11 @@ def generate(
 
     Usage: ``generate(model, params, tok, "Once upon a time", num_samples=4, trace=True)``
     """
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    if not prompts:
-        raise ValueError("no prompts given")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
-        raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
-    if not (trace is True or trace is False or trace == "full"):
-        raise ValueError(f"trace must be True, False or 'full', got {trace!r}")
-    if trace_k is not None and (isinstance(trace_k, bool) or not isinstance(trace_k, (int, np.integer)) or trace_k < 1):
-        raise ValueError(f"trace_k must be an integer >= 1, got {trace_k!r}")
-    if not isinstance(model, Transformer):  # any NNX module: its forward pass recomputed at each step
-        context = max(len(encode_prompt(tokenizer, p)) for p in prompts) + max_new_tokens
-        model, params = as_decoder(model, params, context)
-    per_row = [len(v) for v in (temperature, top_k, top_p, min_p, seed, settings) if _is_per_row(v)]
-    if len(prompts) == 1 and num_samples == 1 and per_row:
-        prompts = prompts * max(per_row)  # one prompt, one row per given setting or seed
-    rows_prompts = [p for p in prompts for _ in range(num_samples)]
-    if _is_per_row(seed):
-        seeds = _as_rows(seed, len(rows_prompts), "seed")
-    else:
-        seeds = [int(seed) + i for _ in prompts for i in range(num_samples)]
-    batch = len(rows_prompts)
-    if settings is not None:
-        settings = _as_rows(settings, batch, "settings")
-        if not all(isinstance(row, SamplingSettings) for row in settings):
-            raise ValueError("settings must be SamplingSettings objects")
-    else:
-        settings = [SamplingSettings(t, k, p, m) for t, k, p, m in zip(
-            _as_rows(temperature, batch, "temperature"), _as_rows(top_k, batch, "top_k"),
-            _as_rows(top_p, batch, "top_p"), _as_rows(min_p, batch, "min_p"))]
-    stops = _stop_strings(stop)
-
-    config = model.config
-    max_len = config.max_len
-    prompt_ids = []
-    for text in rows_prompts:
-        ids = encode_prompt(tokenizer, text)
-        if len(ids) >= max_len:
-            warnings.warn(f"prompt has {len(ids)} tokens but the model's context is {max_len}; "
-                          f"keeping the last {max_len - 1}", stacklevel=2)
-            ids = ids[-(max_len - 1):]
-        prompt_ids.append(ids)
-
-    padded_batch = _bucket(batch, limit=1 << 30)
-    prompt_len = _bucket(max(len(ids) for ids in prompt_ids), limit=max_len, minimum=PROMPT_BUCKET_MIN)
-    prompt = np.zeros((padded_batch, prompt_len), np.int32)
-    pad = np.full((padded_batch,), prompt_len - 1, np.int32)
-    limit = np.zeros((padded_batch,), np.int32)
-    for b, ids in enumerate(prompt_ids):
-        prompt[b, prompt_len - len(ids):] = ids
-        pad[b] = prompt_len - len(ids)
-        limit[b] = min(max_new_tokens, max_len - len(ids))
-    words = np.zeros((padded_batch, 2), np.uint32)
-    words[:batch] = [seed_words(s) for s in seeds]
-
-    stacked = SamplingSettings.stack(settings + settings[:1] * (padded_batch - batch))  # [padded_batch] per field
-    eos_id = special_ids(tokenizer).eos
-    layout = _trace_layout(trace, trace_k, int(limit.max()), config) if trace else None
-    tokens, lengths, buffers = _generate_compiled(
-        nnx.graphdef(model), params, prompt, pad, limit, words, stacked, np.int32(-1 if eos_id is None else eos_id),
-        max_steps=decode_steps(int(limit.max()), max_len), trace_layout=layout)
-    tokens, lengths = np.asarray(tokens)[:batch], np.array(lengths)[:batch]
-
-    new_ids, continuations, reasons = [], [], []
-    for b in range(batch):
-        ids = tokens[b, : lengths[b]].tolist()
-        ended = bool(ids) and eos_id is not None and ids[-1] == eos_id
-        reasons.append("eos" if ended else "max_new_tokens" if lengths[b] >= max_new_tokens else "context")
-        text = decode(tokenizer, ids[:-1] if ended else ids)
-        cut = _first_stop(text, stops)
-        if cut is not None:
-            text, ids, reasons[-1] = text[:cut], _ids_through_stop(tokenizer, ids, stops), "stop"
-            lengths[b] = len(ids)
-        new_ids.append(ids)
-        continuations.append(text)
-    steps = int(lengths.max(initial=0))
-    trace_obj = None
-    if trace:
-        kept = {name: np.array(buffer[:batch, :steps]) for name, buffer in buffers.items()}
-        for values in kept.values():
-            values[np.arange(steps)[None] >= lengths[:, None]] = 0  # padding steps read as zeros
-        trace_obj = Trace(prompt_ids=prompt_ids, token_ids=tokens[:, :steps], lengths=lengths, settings=settings,
-                          seeds=[int(s) for s in seeds], eos_id=eos_id, vocab_size=config.vocab_size,
-                          top_ids=kept["top_ids"], top_logits=kept["top_logits"], logsumexp=kept["logsumexp"],
-                          entropy=kept["entropy"], full_logits=kept.get("logits"), graphdef=nnx.graphdef(model),
-                          params=params)
-    return GenerationResult(texts=[p + c for p, c in zip(rows_prompts, continuations)], continuations=continuations,
-                            new_token_ids=new_ids, prompt_token_counts=[len(ids) for ids in prompt_ids],
-                            stop_reasons=reasons, trace=trace_obj)
+    model, params, request = _prepare(model, params, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                      temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed,
+                                      num_samples=num_samples, trace=trace, trace_k=trace_k, settings=settings,
+                                      stop=stop)
+    return Stream(model, params, tokenizer, request, chunk_seconds=STOP_CHUNK_SECONDS if request.stops else None).run()
 
 
 def next_token_logits(model: Transformer, params: nnx.State, tokenizer: Tokenizer, prompt: str) -> np.ndarray:

@@ -21,7 +21,7 @@ from flax import nnx
 from tokenizers import Tokenizer
 
 from txtgen_nb.corpus import complete_sentences, grammatical_rate, tokenize
-from txtgen_nb.generation import generate
+from txtgen_nb.generation import generate_stream
 from txtgen_nb.model import Transformer
 
 
@@ -98,10 +98,12 @@ def sweep(
     top_k: int = 0,
     seeds: int = 16,
     max_new_tokens: int = 80,
+    progress: bool = True,
 ) -> list[SweepRow]:
     """Every (temperature, top-p) pair over ``seeds`` seeds, in one batched compiled call.
 
     Each setting uses seeds ``0 .. seeds-1``, so settings are compared on the same random draws.
+    ``progress`` shows a bar of decoding steps while it runs.
 
     Usage: ``sweep(model, params, tok, "", temperatures=[0.5, 1.0], top_ps=[1.0, 0.9], seeds=32)``
     """
@@ -111,9 +113,10 @@ def sweep(
     if not grid:
         raise ValueError("give at least one temperature and one top-p")
     rows = [(t, p, s) for t, p in grid for s in range(seeds)]
-    result = generate(model, params, tokenizer, [prompt] * len(rows), max_new_tokens=max_new_tokens,
-                      temperature=[t for t, _, _ in rows], top_p=[p for _, p, _ in rows], top_k=top_k,
-                      seed=[s for _, _, s in rows])
+    stream = generate_stream(model, params, tokenizer, [prompt] * len(rows), max_new_tokens=max_new_tokens,
+                             temperature=[t for t, _, _ in rows], top_p=[p for _, p, _ in rows], top_k=top_k,
+                             seed=[s for _, _, s in rows], chunk_seconds=0.25)
+    result = stream.run(progress=progress, desc=f"sweep: {len(rows)} texts")
     summaries = []
     for i, (t, p) in enumerate(grid):
         block = slice(i * seeds, (i + 1) * seeds)

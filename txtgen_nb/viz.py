@@ -726,15 +726,28 @@ def figure_to_png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
-EXPLORER_CSS = ("<style>.tg-is-busy .tg-view-column{opacity:.55;transition:opacity .15s}"
+EXPLORER_CSS = ("<style>.tg-is-busy .tg-plot{opacity:.55;transition:opacity .15s}"
+                ".tg-live{white-space:pre-wrap;font-size:15px;line-height:1.7;padding:4px 2px}"
+                ".tg-live-prompt{color:#555}.tg-cursor{color:#0072B2;animation:tg-blink 1s steps(1) infinite}"
+                "@keyframes tg-blink{50%{opacity:0}}"
                 ".tg-busy{color:#0072B2;font-weight:bold;font-size:14px}"
                 ".tg-error{color:#b00020;font-weight:bold;font-size:14px}</style>")
-"""Explorer styling: the view dims while the kernel works (``tg-is-busy``), busy and error lines."""
+"""Explorer styling: the plot dims while the kernel works (``tg-is-busy``), text as it is generated,
+busy and error lines."""
 
 
 def busy_html(message: str) -> str:
     """The busy line of an explorer. Usage: ``status.value = busy_html("Generating…")``"""
     return f'<span class="tg-busy">⏳ {html.escape(message)}</span>'
+
+
+def live_html(prompt: str, text: str) -> str:
+    """Text as it is being generated: the prompt in grey, the new text, a blinking cursor.
+
+    Usage: ``text_widget.value = live_html("Once upon a time", ", there was")``
+    """
+    return (f'<div class="tg-live"><span class="tg-live-prompt">{html.escape(prompt)}</span>{html.escape(text)}'
+            '<span class="tg-cursor">▍</span></div>')
 
 
 def error_html(message: str) -> str:

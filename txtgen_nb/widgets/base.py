@@ -1,6 +1,10 @@
 """What every explorer shares: loading the model, the busy state, errors shown inside the widget,
 and counted model calls.
 
+Inside a Jupyter kernel, generation runs in a background thread: the text grows in the view as it
+is generated, **Stop** ends it, and a newer request (a slider moved again) stops the one running
+and runs next. Elsewhere (scripts, tests) it runs in the caller's thread.
+
 Usage (a new explorer)::
 
     class MyExplorer(Explorer):
@@ -9,12 +13,16 @@ Usage (a new explorer)::
             self.widget = self.layout(...)          # build the children, then wire them
             self.observe(self.some_slider, self.redraw)
             self.start()
+
+        def run(self):
+            self.generate(self.prompt.value, then=self.show_result, max_new_tokens=40)
 """
 
 from __future__ import annotations
 
 import contextlib
 import html
+import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -24,7 +32,7 @@ from tokenizers import Tokenizer
 
 from txtgen_nb import generation, viz
 from txtgen_nb.api import load_model_and_tokenizer
-from txtgen_nb.generation import GenerationResult, SamplingSettings, Trace
+from txtgen_nb.generation import GenerationResult, SamplingSettings, Stream, Trace
 from txtgen_nb.model import context_length
 from txtgen_nb.widgets.controls import SamplingControls
 from txtgen_nb.widgets.layout import prompt_box
@@ -32,6 +40,16 @@ from txtgen_nb.widgets.layout import prompt_box
 DEFAULT_PROMPT = "Once upon a time"
 USER_ERRORS = (ValueError, FileNotFoundError, OSError)
 OPEN_CONTEXT = 256  # the length sliders' limit for a module that declares no context of its own
+
+
+def in_kernel() -> bool:
+    """Whether this runs inside a Jupyter kernel (where a frontend can press Stop mid-generation)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 def one_line(err: BaseException | str, escape: bool = True) -> str:
@@ -66,6 +84,17 @@ class Explorer:
         self.params: nnx.State | None = None
         self.tokenizer: Tokenizer | None = None
         self.status = widgets.HTML(value="", layout=widgets.Layout(min_height="1.6em"))
+        self.stop_button = widgets.Button(description="Stop", icon="stop", button_style="warning",
+                                          tooltip="End this generation after the current chunk of tokens",
+                                          layout=widgets.Layout(width="auto", display="none"))
+        self.stop_button.on_click(lambda _button: self.stop())
+        self.status_bar = widgets.HBox([self.status, self.stop_button],
+                                       layout=widgets.Layout(align_items="center", justify_content="space-between"))
+        self.background = in_kernel()  # generate in a thread, so that Stop can act
+        self._stream: Stream | None = None
+        self._worker: threading.Thread | None = None
+        self._pending: tuple | None = None  # the newest request made while one runs
+        self._jobs = threading.Lock()
         self.error = widgets.HTML(value="")
         self.busy_targets: list[widgets.Widget] = []  # disabled while busy (buttons)
         self.controls: SamplingControls | None = None
@@ -148,15 +177,78 @@ class Explorer:
             self.widget.remove_class("tg-is-busy")
             for target in self.busy_targets:
                 target.disabled = not self.ready
-            if self.status.value == viz.busy_html(message):
+            if 'class="tg-busy"' in self.status.value:  # a busy line (the message may have changed since)
                 self.status.value = ""
 
-    def generate(self, prompts: str | Sequence[str], **kwargs: Any) -> GenerationResult:
-        """One counted model call (``generate`` with ``trace=True``) behind the busy indicator."""
-        with self.busy():
-            result = generation.generate(self.model, self.params, self.tokenizer, prompts, trace=True, **kwargs)
+    def generate(self, prompts: str | Sequence[str], then: Callable[[GenerationResult], None], **kwargs: Any) -> None:
+        """One counted model call (``generate_stream`` with ``trace=True``) behind the busy indicator,
+        its text growing in the view (:meth:`show_live`); ``then(result)`` shows the result.
+
+        In the background, a call made while another runs stops that one (its result is dropped)
+        and runs when it has ended; only the newest waiting call is kept.
+        """
+        job = (prompts, then, kwargs)
+        if not self.background:
+            self._run_job(*job)
+            return
+        with self._jobs:
+            if self._worker is not None:
+                self._pending = job
+                if self._stream is not None:
+                    self._stream.stop()
+                return
+            self._worker = threading.Thread(target=self._work, args=(job,), daemon=True, name="txtgen-explorer")
+        self._worker.start()
+
+    def _work(self, job: tuple) -> None:
+        """The background thread: run ``job``, then any newer one requested meanwhile."""
+        while job is not None:
+            try:
+                self._run_job(*job)
+            except Exception as err:  # noqa: BLE001 - a thread has nobody to raise to: show it
+                self.show_error(f"{type(err).__name__}: {one_line(err, escape=False)}")
+            with self._jobs:
+                job, self._pending = self._pending, None
+                if job is None:
+                    self._worker = None
+
+    def _run_job(self, prompts: str | Sequence[str], then: Callable[[GenerationResult], None], kwargs: dict) -> None:
+        with self.errors_shown(clear=False), self.busy():  # the callback cleared old errors
+            self._stream = stream = generation.generate_stream(self.model, self.params, self.tokenizer, prompts,
+                                                               trace=True, **kwargs)
+            texts = [""] * stream.batch
+            self.stop_button.layout.display = ""
+            try:
+                for pieces in stream:
+                    texts = [text + piece for text, piece in zip(texts, pieces)]
+                    if any(pieces):
+                        self.show_live(stream.request.rows_prompts, texts)
+                    self.status.value = viz.busy_html(f"Generating… {stream.steps_done} of {stream.total_steps} "
+                                                      "tokens")
+            finally:
+                self.stop_button.layout.display = "none"
+                self._stream = None
             self.generate_calls += 1
-        return result
+            if self._pending is None:  # not superseded by a newer request
+                then(stream.result)
+
+    def stop(self) -> None:
+        """End the running generation after its current chunk of tokens (what **Stop** does)."""
+        stream = self._stream
+        if stream is not None:
+            stream.stop()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the background generation (and any waiting after it) has finished.
+
+        Usage: ``explorer.wait(); explorer.result.texts``
+        """
+        worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout)
+
+    def show_live(self, prompts: list[str], texts: list[str]) -> None:
+        """Show the texts generated so far (explorers with a text view override this)."""
 
     def run(self) -> None:
         """Run the model with the current controls (what the main button does)."""
@@ -198,6 +290,7 @@ class Explorer:
 
         Usage: ``explorer.current_step_data().num_kept``
         """
+        self.wait()
         if self.trace is None:
             raise ValueError("nothing generated yet")
         return viz.step_data(self.trace, self.tokenizer, self.shown_step, settings=self.settings(), top_n=self.top_n)

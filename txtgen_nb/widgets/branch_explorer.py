@@ -51,6 +51,7 @@ class BranchExplorer(Explorer):
         super().__init__(model, params, tokenizer, checkpoint=checkpoint)
         self.top_n = alternatives
         self.branch_result: GenerationResult | None = None
+        self._branching: tuple[int, str, str] | None = None  # (step, piece, sampled) while a branch generates
         c = self.adopt(SamplingControls(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed,
                                         max_new_tokens=max_new_tokens, context=self.context_size), prompt)
         self.text = TokenText()
@@ -66,7 +67,7 @@ class BranchExplorer(Explorer):
         self.branch_html = widgets.HTML(value="")
         self.busy_targets.append(self.branch_button)
         self.widget = explorer_row(
-            [self.prompt, c.panel, self.status],
+            [self.prompt, c.panel, self.status_bar],
             [self.text, step_row(self.step), self.plot, step_row(self.alternative, self.branch_button)],
             self.branch_html, self.error)
         self._wire()
@@ -89,9 +90,19 @@ class BranchExplorer(Explorer):
         """Generate the main text with the prompt, the sliders' settings and the seed."""
         if not self.ready:
             return
-        self.result = self.generate(self.prompt.value, max_new_tokens=int(self.max_new_tokens.value),
-                                    settings=self.settings(), seed=int(self.seed.value))
-        self.trace = self.result.trace
+        self._branching = None
+        self.generate(self.prompt.value, then=self._show_result, max_new_tokens=int(self.max_new_tokens.value),
+                      settings=self.settings(), seed=int(self.seed.value))
+
+    def show_live(self, prompts: list[str], texts: list[str]) -> None:
+        if self._branching is None:
+            self.text.html = viz.live_html(prompts[0], texts[0])
+        else:
+            self.branch_html.value = viz.branch_html(*self._branching, [("Branch, as it is generated",
+                                                                         viz.live_html(prompts[0], texts[0]))])
+
+    def _show_result(self, result: GenerationResult) -> None:
+        self.result, self.trace = result, result.trace
         self.branch_result, self.branch_html.value = None, ""
         self.text.html = viz.token_html(viz.text_data(self.trace, self.tokenizer),
                                         summary="Click a token to branch there.")
@@ -149,10 +160,16 @@ class BranchExplorer(Explorer):
             self.branch_result = None
             self.branch_html.value = viz.branch_html(step, piece, sampled)
             return
-        self.branch_result = self.generate(self.branch_prompt(step, token_id),
-                                           max_new_tokens=int(self.max_new_tokens.value), settings=self.settings(),
-                                           seed=int(self.seed.value))
-        branch_ids = self.branch_result.new_token_ids[0]
+        self._branching = (step, piece, sampled)
+        self.generate(self.branch_prompt(step, token_id),
+                      then=lambda result: self._show_branch(result, step, original, piece, sampled),
+                      max_new_tokens=int(self.max_new_tokens.value), settings=self.settings(),
+                      seed=int(self.seed.value))
+
+    def _show_branch(self, result: GenerationResult, step: int, original: list[int], piece: str, sampled: str) -> None:
+        self._branching = None
+        self.branch_result = result
+        branch_ids = result.new_token_ids[0]
         after_original = original[step + 1:]
         marks = [i >= step for i in range(len(original))]
         left = viz.token_html(viz.text_data(self.trace, self.tokenizer), changed=marks, panel="below", legend=False)

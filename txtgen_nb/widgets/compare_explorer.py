@@ -11,7 +11,7 @@ from flax import nnx
 from tokenizers import Tokenizer
 
 from txtgen_nb import viz
-from txtgen_nb.generation import SamplingSettings
+from txtgen_nb.generation import GenerationResult, SamplingSettings
 from txtgen_nb.widgets.base import DEFAULT_PROMPT, Explorer
 from txtgen_nb.widgets.controls import SamplingControls
 from txtgen_nb.widgets.layout import explorer_row, plot_image
@@ -48,7 +48,7 @@ class CompareExplorer(Explorer):
                                         sliders=False), prompt)
         self.text_html = widgets.HTML(value="")
         self.plot = plot_image()
-        self.widget = explorer_row([self.prompt, c.panel, self.status], [self.text_html, self.plot], self.error)
+        self.widget = explorer_row([self.prompt, c.panel, self.status_bar], [self.text_html, self.plot], self.error)
         self.generate_button.on_click(lambda _button: self.safely(self.run)())
         for control in (self.seed, self.max_new_tokens, self.prompt):
             self.observe(control, self.run)
@@ -66,11 +66,17 @@ class CompareExplorer(Explorer):
         """Generate every setting in one batched call (same prompt, same seed per row)."""
         if not self.ready or not 2 <= len(self.compared) <= 4:
             return
-        self.result = self.generate(self.prompt.value, settings=self.compared,
-                                    seed=[int(self.seed.value)] * len(self.compared),
-                                    max_new_tokens=int(self.max_new_tokens.value))
-        self.trace = self.result.trace
-        rows = [ids + [-1] * (int(self.max_new_tokens.value) - len(ids)) for ids in self.result.new_token_ids]
+        length = int(self.max_new_tokens.value)
+        self.generate(self.prompt.value, then=lambda result: self._show_result(result, length), settings=self.compared,
+                      seed=[int(self.seed.value)] * len(self.compared), max_new_tokens=length)
+
+    def show_live(self, prompts: list[str], texts: list[str]) -> None:
+        self.text_html.value = viz.columns_html([(label, viz.live_html(prompt, text))
+                                                 for label, prompt, text in zip(self.labels, prompts, texts)])
+
+    def _show_result(self, result: GenerationResult, length: int) -> None:
+        self.result, self.trace = result, result.trace
+        rows = [ids + [-1] * (length - len(ids)) for ids in result.new_token_ids]
         flat = [token for row in rows for token in row]
         summary = viz.change_summary(self._previous, [t for t in flat if t >= 0] if self._previous is None else flat)
         self._previous = flat

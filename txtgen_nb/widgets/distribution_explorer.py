@@ -9,6 +9,7 @@ from flax import nnx
 from tokenizers import Tokenizer
 
 from txtgen_nb import viz
+from txtgen_nb.generation import GenerationResult
 from txtgen_nb.widgets.base import DEFAULT_PROMPT, Explorer
 from txtgen_nb.widgets.controls import SamplingControls
 from txtgen_nb.widgets.layout import explorer_row, plot_image
@@ -44,7 +45,7 @@ class DistributionExplorer(Explorer):
         c.seed.layout.display = c.new_sample.layout.display = "none"  # one step: the seed plays no part
         self.plot = plot_image()
         self.step_plot = viz.StepPlot(top_n, height=4.2)
-        self.widget = explorer_row([self.prompt, c.panel, self.status], [self.plot], self.error)
+        self.widget = explorer_row([self.prompt, c.panel, self.status_bar], [self.plot], self.error)
         self.generate_button.on_click(lambda _button: self.safely(self.run)())
         for slider in c.sampler_controls:
             self.observe(slider, self.show)
@@ -55,8 +56,10 @@ class DistributionExplorer(Explorer):
         """Run the model one step on the prompt and keep the logits."""
         if not self.ready:
             return
-        self.result = self.generate(self.prompt.value, max_new_tokens=1, settings=self.settings())
-        self.trace = self.result.trace
+        self.generate(self.prompt.value, then=self._show_result, max_new_tokens=1, settings=self.settings())
+
+    def _show_result(self, result: GenerationResult) -> None:
+        self.result, self.trace = result, result.trace
         self.show()
 
     def logits(self) -> np.ndarray:
@@ -77,4 +80,5 @@ class DistributionExplorer(Explorer):
 
     def current_step_data(self) -> viz.StepData:
         """``viz.distribution_data`` of the next token with the sliders' settings (no model call)."""
+        self.wait()
         return viz.distribution_data(self.logits(), self.tokenizer, self.settings(), top_n=self.top_n)

@@ -9,7 +9,7 @@ from flax import nnx
 from tokenizers import Tokenizer
 
 from txtgen_nb import viz
-from txtgen_nb.generation import SamplingSettings
+from txtgen_nb.generation import GenerationResult, SamplingSettings
 from txtgen_nb.steps import most_informative_step
 from txtgen_nb.widgets.base import DEFAULT_PROMPT, Explorer
 from txtgen_nb.widgets.controls import SamplingControls, settings_change
@@ -64,7 +64,7 @@ class SamplingExplorer(Explorer):
         self._summary = ""
         self.changed = None  # [N] bool: tokens that differ from the previous generation
         self.widget = explorer_row(
-            [self.prompt, c.panel, self.auto_regenerate, self.color_by, self.status],
+            [self.prompt, c.panel, self.auto_regenerate, self.color_by, self.status_bar],
             [self.text, step_row(self.step, self.view), self.plot], self.error)
         self._wire()
         self.start()
@@ -88,11 +88,14 @@ class SamplingExplorer(Explorer):
         """Generate with the prompt, the sliders' settings and the seed; show what changed."""
         if not self.ready:
             return
-        first = self.trace is None
         settings, seed, length = self.settings(), int(self.seed.value), int(self.max_new_tokens.value)
-        self.result = self.generate(self.prompt.value, max_new_tokens=length, settings=settings, seed=seed)
-        self.trace = self.result.trace
-        ids = self.result.new_token_ids[0]
+        self.generate(self.prompt.value, then=lambda result: self._show_result(result, settings, seed, length),
+                      max_new_tokens=length, settings=settings, seed=seed)
+
+    def _show_result(self, result: GenerationResult, settings: SamplingSettings, seed: int, length: int) -> None:
+        first = self.trace is None
+        self.result, self.trace = result, result.trace
+        ids = result.new_token_ids[0]
         self.changed = None if self._previous is None else viz.changed_tokens(self._previous[0], ids)
         self._summary = self._change_summary(ids, settings, seed, length)
         self._previous = (ids, settings, seed, self.prompt.value, length)
@@ -103,6 +106,9 @@ class SamplingExplorer(Explorer):
             self.step.value = min(self.step.value, self.step.max)
         self.show_text()
         self.show_step()
+
+    def show_live(self, prompts: list[str], texts: list[str]) -> None:
+        self.text.html = viz.live_html(prompts[0], texts[0])
 
     def _change_summary(self, ids: list[int], settings: SamplingSettings, seed: int, length: int) -> str:
         if self._previous is None:
