@@ -362,6 +362,12 @@ def wait_idle(page) -> None:
     page.wait_for_function(KERNEL_IDLE_JS, timeout=REDRAW_S * 1000, polling=100)
 
 
+def wait_generated(explorer, seconds: float = REDRAW_S) -> None:
+    """Until the explorer's generation (a background thread: the kernel is idle meanwhile) has ended."""
+    explorer.page.wait_for_function("(el) => !el.classList.contains('tg-is-busy') && !el.querySelector('.tg-live')",
+                                    arg=explorer.element_handle(), timeout=seconds * 1000, polling=100)
+
+
 def step_readout(explorer) -> int:
     step = explorer.locator(".widget-slider").filter(has=explorer.page.locator(".widget-label", has_text="Step"))
     return int(step.first.locator(".widget-readout").inner_text())
@@ -421,6 +427,8 @@ def test_explorers_teach_at_projector_size(lab_root, lab_server, page):
 
         explorers = page.locator(".jp-Notebook .tg-explorer")
         assert explorers.count() == 4, f"{explorers.count()} explorers rendered"
+        for i in range(explorers.count()):
+            wait_generated(explorers.nth(i), RUN_ALL_S)  # the first generations compile
         explorer = explorers.first  # SamplingExplorer
         scroll_to_top(explorer)
         assert_visible(explorer.locator(".tg-controls").first, "the sampling controls")
@@ -433,8 +441,9 @@ def test_explorers_teach_at_projector_size(lab_root, lab_server, page):
         temperature = explorer.locator(".widget-slider").filter(
             has=page.locator(".widget-label", has_text="Temperature")).first
         drag_slider(page, temperature, dx=25)
-        page.wait_for_function("([el, old]) => el.querySelector('.tg-summary').innerText !== old",
+        page.wait_for_function("([el, old]) => el.querySelector('.tg-summary')?.innerText !== old",
                                arg=[explorer.element_handle(), first_summary], timeout=REDRAW_S * 1000)
+        wait_generated(explorer)
         wait_idle(page)
         moved = summary.inner_text()
         assert "tokens changed" in moved or ("No token changed" in moved and "same seed" in moved), moved

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings as hyp_settings, strategies as st
 
 from txtgen_nb import SamplingSettings, generate, load_model_and_tokenizer, sampling
-from txtgen_nb.generation import _decode, _prefill, compiled_programs, default_trace_k
+from txtgen_nb.generation import _decode, _prefill, _trace_layout, compiled_programs, default_trace_k
 from txtgen_nb.trace import Trace
 
 PROMPTS = ["", "Once upon a time", "The little dog ran to the park and saw a big red ball. Then"]
@@ -144,13 +144,14 @@ def test_trace_buffer_follows_new_tokens_in_power_of_two_buckets(demo):
     _decode.clear_cache()
     generate(model, params, tok, "Once upon", max_new_tokens=9, trace=True)
     compiled = compiled_programs()
-    for n in (10, 13, 16):  # the 16-step bucket
+    for n in (1, 10, 17, 100):  # every length up to 128 steps: one bucket, as the decode loop
         trace = generate(model, params, tok, "Once upon", max_new_tokens=n, seed=n, trace=True).trace
         assert trace.top_ids.shape[1] <= n and trace.window_size == default_trace_k(config.vocab_size)
         assert trace.vocab_size == config.vocab_size
     assert compiled_programs() == compiled
-    generate(model, params, tok, "Once upon", max_new_tokens=17, trace=True)
-    assert compiled_programs() == compiled + 2  # a new bucket: one prefill and one decode loop
+    long_context = dataclasses.replace(config, max_len=1024)
+    assert [_trace_layout(True, None, n, long_context).steps for n in (5, 128, 129, 300, 2000)] == [
+        128, 128, 256, 512, 1024]
     small = generate(model, params, tok, ["Hi"] * 4, max_new_tokens=20, trace=True).trace
     assert small.nbytes < 4 * 20 * (default_trace_k(config.vocab_size) * 8 + 16)
     assert small.nbytes * 10 < 4 * config.max_len * config.vocab_size * 4

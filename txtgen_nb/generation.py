@@ -220,10 +220,10 @@ def default_trace_k(vocab_size: int) -> int:
 
 
 def _trace_layout(trace: bool | str, trace_k: int | None, steps: int, config: ModelConfig) -> TraceLayout:
-    """Trace buffers for ``steps`` new tokens, bucketed to a power of two so a new length compiles at
-    most once per bucket."""
+    """Trace buffers for ``steps`` new tokens, as many steps as the decode loop (:func:`decode_steps`):
+    every length up to 128 shares one compiled program, longer ones one per power of two."""
     k = min(default_trace_k(config.vocab_size) if trace_k is None else trace_k, config.vocab_size)
-    return TraceLayout(steps=_bucket(max(steps, 1), limit=config.max_len), top_k=k,
+    return TraceLayout(steps=decode_steps(steps, config.max_len), top_k=k,
                        full=trace == "full" or k == config.vocab_size)
 
 

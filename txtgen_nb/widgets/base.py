@@ -38,6 +38,7 @@ from txtgen_nb.widgets.controls import SamplingControls
 from txtgen_nb.widgets.layout import prompt_box
 
 DEFAULT_PROMPT = "Once upon a time"
+MODEL_TURN = threading.Lock()  # one explorer generates at a time: the first compiles, the others reuse it
 USER_ERRORS = (ValueError, FileNotFoundError, OSError)
 OPEN_CONTEXT = 256  # the length sliders' limit for a module that declares no context of its own
 
@@ -95,6 +96,7 @@ class Explorer:
         self._worker: threading.Thread | None = None
         self._pending: tuple | None = None  # the newest request made while one runs
         self._jobs = threading.Lock()
+        self._drawing = threading.RLock()  # one thread at a time draws (the figures are shared)
         self.error = widgets.HTML(value="")
         self.busy_targets: list[widgets.Widget] = []  # disabled while busy (buttons)
         self.controls: SamplingControls | None = None
@@ -150,7 +152,8 @@ class Explorer:
         """Call ``fn()`` when ``widget.<name>`` changes, unless the explorer set it itself."""
         def on_change(_change: dict) -> None:
             if not self._muted:
-                self.safely(fn)()
+                with self._drawing:
+                    self.safely(fn)()
         widget.observe(on_change, names=name)
 
     @contextlib.contextmanager
@@ -213,7 +216,7 @@ class Explorer:
                     self._worker = None
 
     def _run_job(self, prompts: str | Sequence[str], then: Callable[[GenerationResult], None], kwargs: dict) -> None:
-        with self.errors_shown(clear=False), self.busy():  # the callback cleared old errors
+        with self.errors_shown(clear=False), self.busy(), MODEL_TURN:  # the callback cleared old errors
             self._stream = stream = generation.generate_stream(self.model, self.params, self.tokenizer, prompts,
                                                                trace=True, **kwargs)
             texts = [""] * stream.batch
@@ -230,7 +233,8 @@ class Explorer:
                 self._stream = None
             self.generate_calls += 1
             if self._pending is None:  # not superseded by a newer request
-                then(stream.result)
+                with self._drawing:
+                    then(stream.result)
 
     def stop(self) -> None:
         """End the running generation after its current chunk of tokens (what **Stop** does)."""
@@ -286,11 +290,16 @@ class Explorer:
         return controls
 
     def current_step_data(self) -> viz.StepData:
-        """``viz.step_data`` of the shown step with the shown settings (no model call).
+        """``viz.step_data`` of the shown step with the shown settings (no model call), once the
+        running generation has finished.
 
         Usage: ``explorer.current_step_data().num_kept``
         """
         self.wait()
+        return self.step_data()
+
+    def step_data(self) -> viz.StepData:
+        """``viz.step_data`` of the shown step now (callbacks: without waiting for a generation)."""
         if self.trace is None:
             raise ValueError("nothing generated yet")
         return viz.step_data(self.trace, self.tokenizer, self.shown_step, settings=self.settings(), top_n=self.top_n)

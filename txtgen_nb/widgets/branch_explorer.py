@@ -117,7 +117,7 @@ class BranchExplorer(Explorer):
 
     def alternatives(self) -> list[tuple[str, int]]:
         """The shown step's candidates as ``(label, token id)``: kept ones first, removed ones marked."""
-        data = self.current_step_data()
+        data = self.step_data()
         rows = list(zip(data.ids.tolist(), data.labels, data.prob_before, data.prob_after, data.kept))
         rows.sort(key=lambda row: not row[4])  # stable: kept first, each group by raw logit
         return [(f"{label}  {before:.1%} → {after:.1%}" + (" (sampled)" if token == data.chosen else "")
@@ -126,7 +126,7 @@ class BranchExplorer(Explorer):
 
     def default_alternative(self) -> int | None:
         """The most likely kept token other than the sampled one (else the most likely other token)."""
-        data = self.current_step_data()
+        data = self.step_data()
         others = [(not kept, -after, token) for token, after, kept in zip(data.ids.tolist(), data.prob_after,
                                                                             data.kept) if token != data.chosen]
         return min(others)[2] if others else None
@@ -137,7 +137,7 @@ class BranchExplorer(Explorer):
             return
         with self.quietly():
             self.text.selected = self.shown_step
-        self.plot.value = self.step_plot.png(self.current_step_data())
+        self.plot.value = self.step_plot.png(self.step_data())
         self.alternative.options = self.alternatives()
         self.alternative.value = self.default_alternative()
 

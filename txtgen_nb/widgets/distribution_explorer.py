@@ -78,7 +78,6 @@ class DistributionExplorer(Explorer):
                  f"{data.entropy_after:.2f} nats")
         self.plot.value = self.step_plot.png(data, title)
 
-    def current_step_data(self) -> viz.StepData:
+    def step_data(self) -> viz.StepData:
         """``viz.distribution_data`` of the next token with the sliders' settings (no model call)."""
-        self.wait()
         return viz.distribution_data(self.logits(), self.tokenizer, self.settings(), top_n=self.top_n)

@@ -152,4 +152,4 @@ class SamplingExplorer(Explorer):
                                            width=7.8)
                 self.plot.value = viz.figure_to_png(figure)
         else:
-            self.plot.value = self.step_plot.png(self.current_step_data())
+            self.plot.value = self.step_plot.png(self.step_data())
