@@ -23,13 +23,14 @@ EXPECTED_ROWS = [
     "decode step vs floor, batch 1", "first call, new prompt bucket", "recompiles after changing settings",
     "trace memory, this model, batch 4, 100 new tokens", "trace memory, GPT-2-small shape, batch 4, 100 new tokens",
     "decode with trace on vs off, batch 1", "decode with trace on vs off, batch 4",
+    "decode: one chunk boundary, batch 1", "generate_stream() vs generate(), batch 1",
 ]
 TORCH_CASES = ("this model's shape as GPT-2", "tiny Llama-style")
 TORCH_ROWS = [row for case in TORCH_CASES for row in (
     f"PyTorch twin, {case}", f"ours / PyTorch, {case}, batch 1", f"ours / PyTorch, {case}, batch 2",
     f"ours / floor, {case}, batch 1")]
 SIGNED_ROWS = ("recompiles after changing settings", "decode with trace on vs off, batch 1",
-               "decode with trace on vs off, batch 4")
+               "decode with trace on vs off, batch 4", "generate_stream() vs generate(), batch 1")
 NUMERIC_ROWS = EXPECTED_ROWS[1:]
 
 
@@ -69,7 +70,7 @@ def test_quick_run_prints_full_table_without_recompiles(bench, capsys):
         assert "PyTorch rows skipped" in out
     assert rows["model"].startswith("random tiny model")
     for name in NUMERIC_ROWS:
-        if name not in SIGNED_ROWS:
+        if name not in SIGNED_ROWS and name != "decode: one chunk boundary, batch 1":  # a difference: may be < 0
             assert _number(rows[name]) > 0, (name, rows[name])
     for name in SIGNED_ROWS[1:]:
         assert rows[name].endswith("%") and np.isfinite(_number(rows[name])), (name, rows[name])
