@@ -287,8 +287,9 @@ def _stage_on(s: SamplingSettings, name: str) -> bool:
             "mirostat": s.mirostat_tau > 0}.get(name, False)
 
 
-def _stage_title(s: SamplingSettings, name: str, before: np.ndarray, after: np.ndarray) -> str:
-    """A panel title: the stage, its setting and its key number (computed from its input)."""
+def _stage_title(s: SamplingSettings, name: str, before: np.ndarray, after: np.ndarray, mu: float | None = None) -> str:
+    """A panel title: the stage, its setting and its key number (computed from its input; Mirostat's
+    μ is the replayed one)."""
     finite = before[np.isfinite(before)]
     removed = int(np.isfinite(before).sum() - np.isfinite(after).sum())
     titles = {
@@ -299,7 +300,7 @@ def _stage_title(s: SamplingSettings, name: str, before: np.ndarray, after: np.n
         "typical": f"typical {s.typical_p:g}: H={float(sampling.entropy(before)):.2f}",
         "epsilon": f"ε {s.epsilon_cutoff:g}", "eta": f"η {s.eta_cutoff:g}",
         "xtc": f"XTC {s.xtc_threshold:g}: {'fired' if removed else 'not fired'}",
-        "mirostat": f"Mirostat τ={s.mirostat_tau:g}",
+        "mirostat": f"Mirostat τ={s.mirostat_tau:g}" + ("" if mu is None else f": μ={mu:.2f} bits"),
     }
     return titles[name] + (f" (−{removed})" if removed and name != "xtc" else "")
 
@@ -318,12 +319,13 @@ def pipeline_view(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
     data = step_data(trace, tokenizer, step, row, settings, top_n)
     s = data.settings
     stages = trace.stages(row, step, s)
+    mu = float(trace.mirostat(row, s).mu[step]) if s.mirostat_tau > 0 else None
     panels = [("raw (T=1)", stages.raw)]
     previous = np.asarray(stages.raw)
     for name in sampling.stage_names(s.order)[1:]:
         logits = np.asarray(getattr(stages, name))
         if name == "temperature" or _stage_on(s, name):
-            panels.append((_stage_title(s, name, previous, logits), logits))
+            panels.append((_stage_title(s, name, previous, logits, mu), logits))
         previous = logits
     fig = _new_figure(0.27 * len(data.ids) + 1.9, width)
     axes = fig.subplots(1, len(panels), sharey=True)
@@ -435,8 +437,8 @@ def timeline_view(trace: Trace, settings: SamplingSettings | None = None, rows: 
     ax_k.set_ylabel("tokens kept", fontsize=SMALL)
     ax_k.set_yscale("log")
     if mirostat:
-        _mirostat_panel(axes[3], trace, [rows[i] for i in mirostat], [ROW_COLORS[i % len(ROW_COLORS)] for i in mirostat],
-                        settings)
+        colors = [ROW_COLORS[i % len(ROW_COLORS)] for i in mirostat]
+        _mirostat_panel(axes[3], trace, [rows[i] for i in mirostat], colors, settings)
     axes[-1].set_xlabel("generation step", fontsize=SMALL)
     axes[-1].xaxis.set_major_locator(MaxNLocator(nbins=20, integer=True))
     fig.legend(*ax_p.get_legend_handles_labels(), loc="outside upper center", ncol=min(2, len(rows)),
