@@ -177,12 +177,13 @@ def test_timeline_plots_mirostat_mu_surprise_and_tau(tiny_model, tiny_tok):
     fig = viz.timeline_view(trace)
     assert len(fig.axes) == 4 and render(fig)
     replay, n = trace.mirostat(1), int(trace.lengths[1])
-    mu, surprise, tau = fig.axes[3].get_lines()
+    mu, surprise, mean, tau = fig.axes[3].get_lines()
     np.testing.assert_allclose(mu.get_ydata(), replay.mu)
     np.testing.assert_allclose(surprise.get_ydata(), replay.surprise)
+    assert mean.get_ydata()[-1] == pytest.approx(replay.surprise.mean(), abs=1e-5)
     assert list(tau.get_ydata()) == [3.0, 3.0] and tau.get_linestyle() == "--"
     legend = [t.get_text() for t in fig.axes[3].get_legend().get_texts()]
-    assert [text[0] for text in legend] == ["μ", "s", "τ"]
+    assert [text[0] for text in legend] == ["μ", "s", "m", "τ"]
     assert fig.axes[3].get_ylabel() and fig.axes[3].get_xlabel() == "generation step"
     # the other panels filter the Mirostat row with the replayed μ, not with its start 2τ
     data = viz.timeline_data(trace)

@@ -295,7 +295,10 @@ def _stage_title(s: SamplingSettings, name: str, before: np.ndarray, after: np.n
     titles = {
         "temperature": f"temperature {s.temperature:g}", "top_k": f"top-k {s.top_k}", "top_p": f"top-p {s.top_p:g}",
         "min_p": f"min-p {s.min_p:g}", "no_repeat_ngram": f"no-repeat {s.no_repeat_ngram_size}-gram",
-        "penalties": f"penalties (rep {s.repetition_penalty:g})", "dry": f"DRY ×{s.dry_multiplier:g}",
+        "penalties": "penalties (" + ", ".join(f"{name} {value:g}" for name, value, off in (
+            ("rep", s.repetition_penalty, 1), ("presence", s.presence_penalty, 0),
+            ("frequency", s.frequency_penalty, 0)) if value != off) + ")",
+        "dry": f"DRY ×{s.dry_multiplier:g}",
         "top_n_sigma": f"top-nσ {s.top_n_sigma:g}: logit ≥ {finite.max() - s.top_n_sigma * finite.std():.2f}",
         "typical": f"typical {s.typical_p:g}: H={float(sampling.entropy(before)):.2f}",
         "epsilon": f"ε {s.epsilon_cutoff:g}", "eta": f"η {s.eta_cutoff:g}",
@@ -308,7 +311,8 @@ def _stage_title(s: SamplingSettings, name: str, before: np.ndarray, after: np.n
 def pipeline_view(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
                   settings: SamplingSettings | None = None, top_n: int = 12, width: float = WIDTH) -> Figure:
     """The same step through each active stage of the sampling chain, in its order (raw (T=1) →
-    temperature → top-k → top-p → min-p, and whichever other samplers are on).
+    temperature → top-k → top-p → min-p, and whichever other samplers are on; no temperature panel
+    at temperature 1, which changes nothing).
 
     Each panel shows the probabilities after that stage, its setting and key number in the title;
     tokens removed so far stay as grey bars at their last probability, so what a stage takes away
@@ -324,7 +328,7 @@ def pipeline_view(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
     previous = np.asarray(stages.raw)
     for name in sampling.stage_names(s.order)[1:]:
         logits = np.asarray(getattr(stages, name))
-        if name == "temperature" or _stage_on(s, name):
+        if (name == "temperature" and s.temperature != 1) or _stage_on(s, name):
             panels.append((_stage_title(s, name, previous, logits, mu), logits))
         previous = logits
     fig = _new_figure(0.27 * len(data.ids) + 1.9, width)
@@ -410,8 +414,8 @@ def timeline_view(trace: Trace, settings: SamplingSettings | None = None, rows: 
     """Across all steps: the chosen token's probability, entropy before/after filtering and the
     number of tokens kept (log scale); several rows (seeds or settings) overlaid, each with its own
     colour, line style and marker so that no line hides another. The legend sits above the plots.
-    When a shown row uses Mirostat, a fourth panel follows its μ, the surprise of each sampled token
-    and the target τ (:meth:`Trace.mirostat`).
+    When a shown row uses Mirostat, a fourth panel follows its μ, the surprise of each sampled token,
+    their mean so far and the target τ (:meth:`Trace.mirostat`).
 
     Usage: ``timeline_view(trace, labels=["T=0.5", "T=1.0"])``
     """
@@ -451,20 +455,23 @@ def timeline_view(trace: Trace, settings: SamplingSettings | None = None, rows: 
 
 
 def _mirostat_panel(ax, trace: Trace, rows: list[int], colors: list[str], settings: SamplingSettings | None) -> None:
-    """Mirostat's μ (line), each sampled token's surprise (dots) and τ (dashed) for ``rows``, in bits."""
+    """Mirostat's μ (line), each sampled token's surprise (dots), their mean so far (dotted) and τ
+    (dashed) for ``rows``, in bits."""
     for row, color in zip(rows, colors):
         replay = trace.mirostat(row, settings)
         steps = np.arange(replay.mu.size)
         ax.plot(steps, replay.mu, color=color, linewidth=1.8)
         ax.plot(steps, replay.surprise, color=color, linestyle="none", marker="o", markersize=3.5, alpha=0.75)
+        ax.plot(steps, np.cumsum(replay.surprise) / (steps + 1), color=color, linestyle=":", linewidth=2.2)
         ax.axhline(replay.tau, color=color, linestyle="--", linewidth=1.2)
     ax.set_ylabel("Mirostat (bits)", fontsize=SMALL)
     ax.set_ylim(bottom=0)
     key = [Line2D([], [], color="0.3", linewidth=1.8, label="μ: largest surprise kept"),
            Line2D([], [], color="0.3", linestyle="none", marker="o", markersize=4,
-                  label="surprise of the sampled token (−log₂ p)"),
+                  label="surprise of each sampled token (−log₂ p)"),
+           Line2D([], [], color="0.3", linestyle=":", linewidth=2.2, label="mean surprise so far"),
            Line2D([], [], color="0.3", linestyle="--", linewidth=1.2, label="τ: target surprise")]
-    ax.legend(handles=key, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=3, fontsize=SMALL - 1, frameon=False,
+    ax.legend(handles=key, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=4, fontsize=SMALL - 1, frameon=False,
               borderaxespad=0.2)
 
 
