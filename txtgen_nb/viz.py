@@ -12,7 +12,7 @@ Usage::
     result = generate(model, params, tok, "Once upon a time", trace=True)
     step_view(result.trace, tok, step=0)                  # one step, before vs after filtering
     pipeline_view(result.trace, tok, step=0)              # raw → temperature → top-k → top-p → min-p
-    timeline_view(result.trace)                           # every step: chosen p, entropy, tokens kept
+    timeline_view(result.trace)                           # every step: chosen p, entropy, tokens kept (Mirostat: μ)
     heatmap_view(result.trace, tok)                       # steps × top candidates
     colored_text(result.trace, tok).save("story.html")    # tokens coloured by probability
     temperature_view(result.trace.step_logits(0, 0), tok)      # one distribution at several temperatures
