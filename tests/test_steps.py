@@ -112,3 +112,21 @@ def test_bad_row_or_stage_is_one_clear_error(trace):
         steps.most_informative_step(trace, row=4)
     with pytest.raises(ValueError, match="stage must be one of"):
         steps.removed_counts(trace, stage="temperature")
+
+
+def test_stage_shift_finds_where_a_sampler_acts_most(tiny_model, tiny_tok):
+    model, params, _ = tiny_model
+    rows = [SamplingSettings(1.0, 0, repetition_penalty=3.0), SamplingSettings(1.0, 0, epsilon_cutoff=0.004)]
+    trace = generate(model, params, tiny_tok, "Once upon a time", settings=rows, seed=[0, 0], max_new_tokens=12,
+                     trace=True).trace
+    for row, stage, before in [(0, "penalties", "raw"), (1, "epsilon", "typical")]:
+        shift = steps.stage_shift(trace, stage, row=row)
+        for step in range(int(trace.lengths[row])):
+            stages = trace.stages(row, step)
+            p_in, p_out = (np.asarray(sampling.probabilities(getattr(stages, n))) for n in (before, stage))
+            assert shift[step] == pytest.approx(0.5 * np.abs(p_out - p_in).sum(), abs=1e-5)
+        assert shift.max() > 0.01
+        assert steps.step_where_stage_acts_most(trace, stage, row=row) == int(np.argmax(shift))
+    assert steps.step_where_stage_acts_most(trace, "xtc", row=0) is None  # XTC is off: it never acts
+    with pytest.raises(ValueError, match="stage must be one of"):
+        steps.stage_shift(trace, "top_q")

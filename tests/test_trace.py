@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings as hyp_settings, strategies as st
 
 from txtgen_nb import SamplingSettings, generate, load_model_and_tokenizer, sampling
-from txtgen_nb.generation import _decode, _prefill, _trace_layout, compiled_programs, default_trace_k
+from txtgen_nb.generation import (
+    _decode, _prefill, _row_key, _trace_layout, compiled_programs, default_trace_k, seed_words,
+)
 from txtgen_nb.trace import Trace
 
 PROMPTS = ["", "Once upon a time", "The little dog ran to the park and saw a big red ball. Then"]
@@ -168,3 +172,77 @@ def test_full_trace_by_name_or_by_window_size(tiny_model, tiny_tok):
                           (dict(trace=True, trace_k=0), "trace_k must be an integer >= 1")]:
         with pytest.raises(ValueError, match=fragment):
             generate(model, params, tiny_tok, "Hello", **bad)
+
+
+# ------------------------------------------------------------------ Mirostat replayed from the trace
+
+MIROSTAT_ROWS = [SamplingSettings(2.0, 0, mirostat_tau=3.0, mirostat_eta=0.2),
+                 SamplingSettings(2.0, 0, mirostat_tau=4.0, mirostat_eta=0.2),
+                 SamplingSettings(2.0, 0, mirostat_tau=3.0, mirostat_eta=0.3, xtc_threshold=0.1, xtc_probability=0.5,
+                                  repetition_penalty=1.2)]
+
+
+@pytest.fixture(scope="module")
+def mirostat_traces(demo):
+    """Mirostat rows (one with XTC's coin and a penalty too) at a temperature hot enough for it to act,
+    two seeds each, traced compact and full."""
+    model, params, tok, _ = demo
+    rows = [s for s in MIROSTAT_ROWS for _ in range(2)]
+    kwargs = dict(settings=rows, seed=[i % 2 for i in range(len(rows))], max_new_tokens=120)
+    compact = generate(model, params, tok, [""] * len(rows), trace=True, **kwargs)
+    full = generate(model, params, tok, [""] * len(rows), trace="full", **kwargs)
+    assert compact.new_token_ids == full.new_token_ids
+    return compact.trace, full.trace
+
+
+def reference_mirostat(entering: np.ndarray, tokens: np.ndarray, tau: float, eta: float) -> tuple[list, list]:
+    """μ before each step and the sampled tokens' surprise, from the documented algorithm in NumPy:
+    keep surprise <= μ (and the top token), surprise of the draw, μ -= η (surprise - τ)."""
+    mu, mus, surprises = 2 * tau, [], []
+    for logits, token in zip(entering.astype(np.float64), tokens):
+        bits = -(logits - np.logaddexp.reduce(logits)) / np.log(2)  # -inf logits: +inf surprise
+        keep = (bits <= mu) | (np.arange(logits.size) == np.argmax(logits))
+        assert keep[token], "the sampled token lies outside Mirostat's truncated set"
+        kept = np.where(keep, logits, -np.inf)
+        surprise = -(kept[token] - np.logaddexp.reduce(kept)) / np.log(2)
+        mus.append(mu)
+        surprises.append(surprise)
+        mu -= eta * (surprise - tau)
+    return mus, surprises
+
+
+def test_replayed_mu_is_the_one_the_loop_used(mirostat_traces):
+    _, trace = mirostat_traces
+    for row, s in enumerate(trace.settings):
+        n = int(trace.lengths[row])
+        replay = trace.mirostat(row)
+        entering = np.asarray(trace.row_stages(row, dataclasses.replace(s, mirostat_tau=0.0)).final)  # [L, V]
+        mus, surprises = reference_mirostat(entering, trace.token_ids[row, :n], s.mirostat_tau, s.mirostat_eta)
+        np.testing.assert_allclose(replay.mu, mus, atol=2e-3)
+        np.testing.assert_allclose(replay.surprise, surprises, atol=2e-3)
+        assert replay.mu[0] == 2 * s.mirostat_tau and np.ptp(replay.mu) > 1.0  # μ moved: the replay is not its start
+        # the loop's own draw, redone with the row's key from the replayed distribution, picks the same token
+        final = np.asarray(trace.row_stages(row).final)
+        key = _row_key(jnp.asarray(seed_words(trace.seeds[row])))
+        redrawn = jax.vmap(lambda i, logits: jax.random.categorical(jax.random.fold_in(key, i), logits))(
+            jnp.arange(n), final)
+        assert np.asarray(redrawn).tolist() == trace.token_ids[row, :n].tolist()
+        step = n // 2  # one step at a time gives the same stages as the whole row at once
+        np.testing.assert_allclose(np.asarray(trace.stages(row, step).final), final[step], atol=1e-5)
+
+
+def test_mean_surprise_settles_near_tau(mirostat_traces):
+    compact, full = mirostat_traces
+    means = {}
+    for tau in (3.0, 4.0):
+        rows = [r for r, s in enumerate(compact.settings) if s.mirostat_tau == tau and s.xtc_probability == 0]
+        means[tau] = np.concatenate([compact.mirostat(r).surprise[20:] for r in rows]).mean()  # after μ settles
+        assert means[tau] == pytest.approx(tau, abs=0.5)
+        for r in rows:  # the compact trace recomputes the same logits, so the same replay
+            np.testing.assert_allclose(compact.mirostat(r).mu, full.mirostat(r).mu, atol=2e-3)
+    assert means[4.0] > means[3.0]
+
+
+def test_mirostat_replay_needs_mirostat_settings(mirostat_traces):
+    with pytest.raises(ValueError, match="row 0 does not use Mirostat"):
+        mirostat_traces[0].mirostat(0, SamplingSettings(2.0, 0))

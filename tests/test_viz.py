@@ -166,3 +166,28 @@ def test_change_summary_counts_or_explains():
     assert viz.change_summary([1, 2, 3], [1, 2]) == "1 of 3 tokens changed."
     assert "same seed" in viz.change_summary([1, 2], [1, 2], "temperature 0.8 → 0.9")
     np.testing.assert_array_equal(viz.changed_tokens([1, 2], [1, 3, 4]), [False, True, True])
+
+
+def test_timeline_plots_mirostat_mu_surprise_and_tau(tiny_model, tiny_tok):
+    model, params, _ = tiny_model
+    rows = [SamplingSettings(1.0, 0), SamplingSettings(1.5, 0, mirostat_tau=3.0, mirostat_eta=0.5)]
+    trace = generate(model, params, tiny_tok, "Once upon", settings=rows, seed=[0, 0], max_new_tokens=20,
+                     trace=True).trace
+    assert len(viz.timeline_view(trace, rows=[0]).axes) == 3  # no Mirostat row: no panel
+    fig = viz.timeline_view(trace)
+    assert len(fig.axes) == 4 and render(fig)
+    replay, n = trace.mirostat(1), int(trace.lengths[1])
+    mu, surprise, mean, tau = fig.axes[3].get_lines()
+    np.testing.assert_allclose(mu.get_ydata(), replay.mu)
+    np.testing.assert_allclose(surprise.get_ydata(), replay.surprise)
+    assert mean.get_ydata()[-1] == pytest.approx(replay.surprise.mean(), abs=1e-5)
+    assert list(tau.get_ydata()) == [3.0, 3.0] and tau.get_linestyle() == "--"
+    legend = [t.get_text() for t in fig.axes[3].get_legend().get_texts()]
+    assert [text[0] for text in legend] == ["μ", "s", "m", "τ"]
+    assert fig.axes[3].get_ylabel() and fig.axes[3].get_xlabel() == "generation step"
+    # the other panels filter the Mirostat row with the replayed μ, not with its start 2τ
+    data = viz.timeline_data(trace)
+    kept = np.isfinite(np.asarray(trace.row_stages(1).final)).sum(-1)
+    assert data.num_kept[1, :n].tolist() == kept.tolist()
+    at_start = np.isfinite(np.asarray(sampling.filter_logits(trace.logits[1, :n], rows[1]))).sum(-1)
+    assert (kept != at_start).any()

@@ -1,5 +1,6 @@
 """Choose generation steps by code: the most uncertain step, the first step where two settings keep
-different tokens, the first step where a filter stage removes something.
+different tokens, the first step where a filter stage removes something, the step where any stage of
+the chain moves the most probability.
 
 Pure functions over a generation :class:`~txtgen_nb.generation.Trace` (data only, no model call):
 every set of kept tokens comes from ``SamplingSettings.stages``, the same rules the sampler used.
@@ -10,6 +11,7 @@ Usage::
     step = most_informative_step(result.trace)                     # where an explorer should open
     first_step_where_differ(result.trace, SamplingSettings(1.0, 0, 0.9), SamplingSettings(1.0, 5))
     first_step_where_removes(result.trace, SamplingSettings(1.2, 0, 1.0, min_p=0.1))   # min-p at work
+    step_where_stage_acts_most(result.trace, "typical", row=2)    # where a sampler moves the most probability
 """
 
 from __future__ import annotations
@@ -124,3 +126,33 @@ def first_step_where_tokens_differ(trace: Trace, row_a: int, row_b: int) -> int 
     if hit is not None:
         return hit
     return None if la == lb else common
+
+
+def stage_shift(trace: Trace, stage: str, row: int = 0, settings: SamplingSettings | None = None) -> np.ndarray:
+    """How much probability ``stage`` moves at each generated step ``[L]``: the total variation
+    distance between the distributions entering and leaving it (0: it did nothing; removing tokens
+    that held 30% moves 0.3). Each step is filtered as the loop filtered it (context, XTC's coin,
+    Mirostat's μ).
+
+    Usage: ``stage_shift(trace, "penalties", row=1).max()``
+    """
+    s = settings or trace.settings[row]
+    chain = sampling.stage_names(s.order)
+    if stage not in chain[1:]:
+        raise ValueError(f"stage must be one of {', '.join(chain[1:])}, got {stage!r}")
+    _logits(trace, row)  # checks the row
+    stages = trace.row_stages(row, s)
+    before = np.asarray(sampling.probabilities(getattr(stages, chain[chain.index(stage) - 1])))  # [L, V]
+    after = np.asarray(sampling.probabilities(getattr(stages, stage)))
+    return 0.5 * np.abs(after - before).sum(-1)
+
+
+def step_where_stage_acts_most(trace: Trace, stage: str, row: int = 0,
+                               settings: SamplingSettings | None = None) -> int | None:
+    """The step where ``stage`` moves the most probability (:func:`stage_shift`; ties: the earliest),
+    or ``None`` if it never changes anything: where a step view shows that sampler at work.
+
+    Usage: ``viz.pipeline_view(trace, tok, step_where_stage_acts_most(trace, "xtc", row=3), row=3)``
+    """
+    shift = stage_shift(trace, stage, row, settings)
+    return int(np.argmax(shift)) if shift.size and shift.max() > 1e-6 else None

@@ -13,6 +13,8 @@ Usage::
     trace.window_is_exact(0, 3, SamplingSettings(0.8, 50))   # kept set inside the window?
     ids, probs = trace.kept_distribution(0, 3)        # exact final distribution (window or recompute)
     trace.step_logits(0, 3)                           # exact raw logits [V]
+    trace.row_stages(0).final                         # every step's filtered logits [L, V], as the loop had them
+    trace.mirostat(0).mu                              # Mirostat's μ before each step, replayed [L]
 """
 
 from __future__ import annotations
@@ -78,6 +80,30 @@ def _context_logits(graphdef, params, tokens, pad):
     mask = (slots[None, None, :] <= slots[None, :, None]) & (slots[None, None, :] >= pad[:, None, None])
     positions = jnp.maximum(slots[None] - pad[:, None], 0)
     return model(tokens, positions=positions, mask=mask)
+
+
+@jax.jit
+def _mirostat_replay(pre: jax.Array, tokens: jax.Array, tau: jax.Array, eta: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """μ before each step and the observed surprise ``[L]`` (bits), from the logits entering Mirostat
+    ``pre [L, V]`` and the sampled ``tokens [L]``: the decode loop's update, one step after another."""
+    def step(mu, xs):
+        logits, token = xs
+        final = sampling.apply_mirostat(logits, tau, mu)
+        new_mu, surprise = sampling.mirostat_update(mu, final, token, tau, eta)
+        return new_mu, (mu, surprise)
+
+    _, (mu, surprise) = jax.lax.scan(step, sampling.mirostat_initial_mu(tau), (pre, tokens))
+    return mu, surprise
+
+
+@dataclasses.dataclass(frozen=True)
+class MirostatReplay:
+    """Mirostat v2 at every step of one row, replayed from the trace with the sampler's own functions."""
+
+    mu: np.ndarray  # [L] μ before each step: the largest surprise (bits) the truncation kept
+    surprise: np.ndarray  # [L] -log2 p of the sampled token in the distribution Mirostat sampled from
+    tau: float  # target surprise (bits): μ moves by eta * (tau - surprise) after each token
+    eta: float
 
 
 def _pow2(n: int, minimum: int = 1) -> int:
@@ -240,13 +266,86 @@ class Trace:
         return out
 
     def stages(self, row: int, step: int, settings: SamplingSettings | None = None) -> sampling.Stages:
-        """The sampling stages at one step over the exact full logits, with the row's settings or others."""
-        return (settings or self.settings[row]).stages(self.step_logits(row, step), self._context(row, step),
-                                                      num_generated=step)
+        """The sampling stages at one step over the exact full logits, with the row's settings or others,
+        as the decode loop ran them: with the context, XTC's coin and (Mirostat) the replayed μ."""
+        s = settings or self.settings[row]
+        return s.stages(self.step_logits(row, step), self._context(row, step), num_generated=step,
+                        **self._step_state(row, [step], s, scalar=True))
 
-    def _context(self, row: int, step: int) -> np.ndarray:
-        """The ids seen before step ``step`` of ``row`` (for the penalties)."""
-        return np.asarray(self.context_ids(row, step), np.int32)
+    def row_stages(self, row: int, settings: SamplingSettings | None = None) -> sampling.Stages:
+        """The sampling stages ``[L, V]`` of every step of ``row`` in one call, each step with its
+        context, XTC's coin and (Mirostat) the replayed μ: what :meth:`stages` gives step by step.
+
+        Usage: ``np.isfinite(trace.row_stages(0).final).sum(-1)  # tokens kept per step``
+        """
+        s = settings or self.settings[row]
+        n = int(self.lengths[row])
+        steps = np.arange(_pow2(n))  # padded to a power of two: few shapes, few compiles; dropped below
+        contexts = np.stack([self._context(row, min(i, n), size=self._context_size(row)) for i in steps])  # [L', T]
+        logits = np.zeros((steps.size, self.vocab_size), np.float32)
+        logits[:n] = self.row_logits(row)[:n]
+        padded = s.stages(logits, contexts, num_generated=steps, xtc_coin=self._xtc_coins(row, steps))
+        stages = sampling.Stages(*(stage[:n] for stage in padded))
+        if s.mirostat_tau <= 0 or not n:
+            return stages
+        mu = self._mirostat(row, s, stages).mu
+        pre = _mirostat_input(stages, s)
+        return stages._replace(mirostat=sampling.apply_mirostat(pre, s.mirostat_tau, mu))
+
+    def mirostat(self, row: int, settings: SamplingSettings | None = None) -> MirostatReplay:
+        """Mirostat v2 replayed over ``row``: μ before each step and the sampled token's surprise, as
+        the decode loop computed them (the loop keeps no μ; the chain and its update are rerun here).
+
+        Usage: ``m = trace.mirostat(0); m.surprise.mean()  # near m.tau over a long run``
+        """
+        s = settings or self.settings[row]
+        if s.mirostat_tau <= 0:
+            raise ValueError(f"row {row} does not use Mirostat (mirostat_tau is {s.mirostat_tau:g})")
+        key = ("mirostat", row, s)
+        if key not in self._cache:
+            self._cache[key] = self._mirostat(row, s, self.row_stages(row, dataclasses.replace(s, mirostat_tau=0.0)))
+        return self._cache[key]
+
+    def _mirostat(self, row: int, s: SamplingSettings, stages: sampling.Stages | None) -> MirostatReplay:
+        """The replay from the stages of every step (Mirostat's input is the same whatever its μ)."""
+        n = int(self.lengths[row])
+        mu = surprise = np.zeros(0, np.float32)
+        if n:
+            size = _pow2(n)  # few lengths, few compiles; the padded steps are dropped
+            pre = np.full((size, self.vocab_size), 0.0, np.float32)
+            pre[:n] = np.asarray(_mirostat_input(stages, s))
+            tokens = np.zeros(size, np.int32)
+            tokens[:n] = self.token_ids[row, :n]
+            mu, surprise = (np.asarray(a)[:n] for a in _mirostat_replay(pre, tokens, jnp.float32(s.mirostat_tau),
+                                                                        jnp.float32(s.mirostat_eta)))
+        return MirostatReplay(mu=mu, surprise=surprise, tau=float(s.mirostat_tau), eta=float(s.mirostat_eta))
+
+    def _step_state(self, row: int, steps: list[int], s: SamplingSettings, scalar: bool = False) -> dict[str, Any]:
+        """The random and carried inputs of ``steps``: XTC's coin and, with Mirostat, μ."""
+        state = dict(xtc_coin=self._xtc_coins(row, np.asarray(steps)))
+        if s.mirostat_tau > 0:
+            state["mu"] = self.mirostat(row, s).mu[steps]
+        return {k: v[0] if scalar else v for k, v in state.items()}
+
+    def _xtc_coins(self, row: int, steps: np.ndarray) -> np.ndarray:
+        """XTC's uniform draw at each of ``steps`` ``[n]``: the decode loop's, from the row's seed."""
+        from txtgen_nb.generation import _row_key, seed_words  # generation imports this module
+
+        key = _row_key(jnp.asarray(seed_words(self.seeds[row])))
+        draw = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, i), 1)))
+        return np.asarray(draw(jnp.asarray(steps, jnp.int32))).reshape(-1)
+
+    def _context_size(self, row: int) -> int:
+        """Slots of every padded context of ``row``: a power of two, so that few shapes compile."""
+        return _pow2(len(self.prompt_ids[row]) + max(int(self.lengths[row]) - 1, 0), minimum=16)
+
+    def _context(self, row: int, step: int, size: int | None = None) -> np.ndarray:
+        """The ids seen before step ``step`` of ``row``, right-aligned in ``size`` slots after ``-1``
+        padding (the loop's layout; the penalties ignore negative ids)."""
+        ids = self.context_ids(row, step)
+        out = np.full(size or self._context_size(row), -1, np.int32)
+        out[out.size - len(ids):] = ids
+        return out
 
     def window_is_exact(self, row: int, step: int, settings: SamplingSettings | None = None) -> bool:
         """Whether ``settings`` (default: the row's) keep only tokens inside the stored window, in a
@@ -282,17 +381,23 @@ class Trace:
         if self.window_size >= self.vocab_size:  # the window is the whole row, reordered
             logits = np.empty(self.vocab_size, np.float32)
             logits[self.top_ids[row, step]] = self.top_logits[row, step]
-            return _kept(logits, s, self._context(row, step), step)
+            return _kept(s.stages(logits, self._context(row, step), num_generated=step,
+                                  **self._step_state(row, [step], s, scalar=True)).final)
         keep = self._window_mask(row, step, s)
         if keep is None:
-            return _kept(self.step_logits(row, step), s, self._context(row, step), step)
+            return _kept(self.stages(row, step, s).final)
         scaled = self.top_logits[row, step][keep] / s.temperature if s.temperature > 0 else np.zeros(1, np.float32)
         return self.top_ids[row, step][keep].astype(np.int32), _softmax(scaled)
 
 
-def _kept(logits: np.ndarray, s: SamplingSettings, context: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(ids, probs)`` of the tokens ``s`` keeps from a whole row ``logits [V]`` after ``context``."""
-    final = np.asarray(s.stages(logits, context, num_generated=step).final)
+def _mirostat_input(stages: sampling.Stages, s: SamplingSettings) -> jax.Array:
+    """The logits entering Mirostat (the stage before it: it is last in every chain)."""
+    return getattr(stages, sampling.CHAINS[s.order][-2])
+
+
+def _kept(final: jax.Array) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, probs)`` of the tokens kept in filtered logits ``final [V]``, by descending probability."""
+    final = np.asarray(final)
     order = np.flatnonzero(np.isfinite(final))
     order = order[np.argsort(-final[order], kind="stable")]
     return order.astype(np.int32), _softmax(final[order])

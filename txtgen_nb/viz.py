@@ -12,7 +12,7 @@ Usage::
     result = generate(model, params, tok, "Once upon a time", trace=True)
     step_view(result.trace, tok, step=0)                  # one step, before vs after filtering
     pipeline_view(result.trace, tok, step=0)              # raw → temperature → top-k → top-p → min-p
-    timeline_view(result.trace)                           # every step: chosen p, entropy, tokens kept
+    timeline_view(result.trace)                           # every step: chosen p, entropy, tokens kept (Mirostat: μ)
     heatmap_view(result.trace, tok)                       # steps × top candidates
     colored_text(result.trace, tok).save("story.html")    # tokens coloured by probability
     temperature_view(result.trace.step_logits(0, 0), tok)      # one distribution at several temperatures
@@ -31,6 +31,7 @@ import jax
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 from tokenizers import Tokenizer
@@ -286,19 +287,23 @@ def _stage_on(s: SamplingSettings, name: str) -> bool:
             "mirostat": s.mirostat_tau > 0}.get(name, False)
 
 
-def _stage_title(s: SamplingSettings, name: str, before: np.ndarray, after: np.ndarray) -> str:
-    """A panel title: the stage, its setting and its key number (computed from its input)."""
+def _stage_title(s: SamplingSettings, name: str, before: np.ndarray, after: np.ndarray, mu: float | None = None) -> str:
+    """A panel title: the stage, its setting and its key number (computed from its input; Mirostat's
+    μ is the replayed one)."""
     finite = before[np.isfinite(before)]
     removed = int(np.isfinite(before).sum() - np.isfinite(after).sum())
     titles = {
         "temperature": f"temperature {s.temperature:g}", "top_k": f"top-k {s.top_k}", "top_p": f"top-p {s.top_p:g}",
         "min_p": f"min-p {s.min_p:g}", "no_repeat_ngram": f"no-repeat {s.no_repeat_ngram_size}-gram",
-        "penalties": f"penalties (rep {s.repetition_penalty:g})", "dry": f"DRY ×{s.dry_multiplier:g}",
+        "penalties": "penalties (" + ", ".join(f"{name} {value:g}" for name, value, off in (
+            ("rep", s.repetition_penalty, 1), ("presence", s.presence_penalty, 0),
+            ("frequency", s.frequency_penalty, 0)) if value != off) + ")",
+        "dry": f"DRY ×{s.dry_multiplier:g}",
         "top_n_sigma": f"top-nσ {s.top_n_sigma:g}: logit ≥ {finite.max() - s.top_n_sigma * finite.std():.2f}",
         "typical": f"typical {s.typical_p:g}: H={float(sampling.entropy(before)):.2f}",
         "epsilon": f"ε {s.epsilon_cutoff:g}", "eta": f"η {s.eta_cutoff:g}",
         "xtc": f"XTC {s.xtc_threshold:g}: {'fired' if removed else 'not fired'}",
-        "mirostat": f"Mirostat τ={s.mirostat_tau:g}",
+        "mirostat": f"Mirostat τ={s.mirostat_tau:g}" + ("" if mu is None else f": μ={mu:.2f} bits"),
     }
     return titles[name] + (f" (−{removed})" if removed and name != "xtc" else "")
 
@@ -306,7 +311,8 @@ def _stage_title(s: SamplingSettings, name: str, before: np.ndarray, after: np.n
 def pipeline_view(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
                   settings: SamplingSettings | None = None, top_n: int = 12, width: float = WIDTH) -> Figure:
     """The same step through each active stage of the sampling chain, in its order (raw (T=1) →
-    temperature → top-k → top-p → min-p, and whichever other samplers are on).
+    temperature → top-k → top-p → min-p, and whichever other samplers are on; no temperature panel
+    at temperature 1, which changes nothing).
 
     Each panel shows the probabilities after that stage, its setting and key number in the title;
     tokens removed so far stay as grey bars at their last probability, so what a stage takes away
@@ -317,12 +323,13 @@ def pipeline_view(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
     data = step_data(trace, tokenizer, step, row, settings, top_n)
     s = data.settings
     stages = trace.stages(row, step, s)
+    mu = float(trace.mirostat(row, s).mu[step]) if s.mirostat_tau > 0 else None
     panels = [("raw (T=1)", stages.raw)]
     previous = np.asarray(stages.raw)
     for name in sampling.stage_names(s.order)[1:]:
         logits = np.asarray(getattr(stages, name))
-        if name == "temperature" or _stage_on(s, name):
-            panels.append((_stage_title(s, name, previous, logits), logits))
+        if (name == "temperature" and s.temperature != 1) or _stage_on(s, name):
+            panels.append((_stage_title(s, name, previous, logits, mu), logits))
         previous = logits
     fig = _new_figure(0.27 * len(data.ids) + 1.9, width)
     axes = fig.subplots(1, len(panels), sharey=True)
@@ -348,14 +355,14 @@ def pipeline_view(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
 
 
 def _row_stages(trace: Trace, row: int, s: SamplingSettings, steps: list[int]) -> sampling.Stages:
-    """The stages of ``steps`` of ``row`` ``[n, V]``: in one call, or step by step with each step's
-    context when a sampler that reads the context (penalties, DRY, ...) is on."""
+    """The stages of ``steps`` of ``row`` ``[n, V]``: in one call without context when only the
+    classic rules are on, else as the loop ran them (each step's context, XTC's coin, Mirostat's μ)."""
     if not steps:
         return s.stages(np.zeros((0, trace.vocab_size), np.float32))
     if not bool(sampling.uses_extras(s)):
         return s.stages(trace.row_logits(row)[steps])
-    per_step = [trace.stages(row, i, s) for i in steps]
-    return sampling.Stages(*[np.stack([np.asarray(getattr(st, f)) for st in per_step]) for f in sampling.Stages._fields])
+    stages = trace.row_stages(row, s)
+    return sampling.Stages(*[np.asarray(stage)[steps] for stage in stages])
 
 
 def _row_settings(trace: Trace, settings: SamplingSettings | None) -> SamplingSettings:
@@ -365,30 +372,41 @@ def _row_settings(trace: Trace, settings: SamplingSettings | None) -> SamplingSe
 
 def timeline_data(trace: Trace, settings: SamplingSettings | None = None) -> TimelineData:
     """Per-step summaries for every row, computed with ``filter_stages`` (settings: the rows' own
-    or one override for all rows).
+    or one override for all rows); rows with rules beyond the classic four are filtered as the loop
+    filtered them (context, XTC's coin, Mirostat's replayed μ).
 
     Usage: ``timeline_data(trace).num_kept[0]``
     """
     stages = sampling.filter_stages(trace.logits, _row_settings(trace, settings))
-    final = np.asarray(stages.final)
+    before, final = np.array(stages.temperature), np.array(stages.final)  # [B, N, V], writable
+    for row in range(trace.num_rows):
+        s, n = settings or trace.settings[row], int(trace.lengths[row])
+        if n and bool(sampling.uses_extras(s)):
+            exact = trace.row_stages(row, s)
+            before[row, :n], final[row, :n] = np.asarray(exact.temperature), np.asarray(exact.final)
     probs = _probs(final)
     chosen = np.take_along_axis(probs, trace.token_ids[..., None].astype(np.int64), axis=-1)[..., 0]
     valid = np.arange(trace.num_steps)[None] < trace.lengths[:, None]
     nan = lambda a: np.where(valid, a, np.nan)  # noqa: E731
-    return TimelineData(chosen_prob=nan(chosen), entropy_before=nan(np.asarray(sampling.entropy(stages.temperature))),
+    return TimelineData(chosen_prob=nan(chosen), entropy_before=nan(np.asarray(sampling.entropy(before))),
                         entropy_after=nan(np.asarray(sampling.entropy(final))),
                         num_kept=nan(np.isfinite(final).sum(-1).astype(float)), lengths=np.asarray(trace.lengths))
 
 
 def _timeline_title(settings: Sequence[SamplingSettings]) -> str:
     """A title that names only the filters these rows use."""
-    used = {name for s in settings for name, on in (("top-k", s.top_k > 0), ("top-p", s.top_p < 1),
-                                                     ("min-p", s.min_p > 0)) if on and s.temperature > 0}
+    rules = (("top-k", lambda s: s.top_k > 0), ("top-p", lambda s: s.top_p < 1), ("min-p", lambda s: s.min_p > 0),
+             ("Mirostat", lambda s: s.mirostat_tau > 0))
+    used = {name for s in settings for name, on in rules if on(s) and s.temperature > 0}
     if not used:
+        if any(bool(sampling.uses_extras(s)) for s in settings):
+            return "Sampling timeline: confidence and uncertainty at every step, with the rules each label names"
         return "Sampling timeline: confidence and uncertainty at every step (no filter: every token stays)"
     notes = {"top-k": "top-k keeps a fixed number", "top-p": "the top-p nucleus grows and shrinks with the "
-             "model's confidence", "min-p": "min-p keeps tokens near the top one"}
-    return "Sampling timeline: " + "; ".join(notes[name] for name in ("top-p", "top-k", "min-p") if name in used)
+             "model's confidence", "min-p": "min-p keeps tokens near the top one",
+             "Mirostat": "Mirostat keeps the tokens less surprising than μ"}
+    return "Sampling timeline: " + "; ".join(notes[name] for name in ("top-p", "top-k", "min-p", "Mirostat")
+                                             if name in used)
 
 
 def timeline_view(trace: Trace, settings: SamplingSettings | None = None, rows: Sequence[int] | None = None,
@@ -396,6 +414,8 @@ def timeline_view(trace: Trace, settings: SamplingSettings | None = None, rows: 
     """Across all steps: the chosen token's probability, entropy before/after filtering and the
     number of tokens kept (log scale); several rows (seeds or settings) overlaid, each with its own
     colour, line style and marker so that no line hides another. The legend sits above the plots.
+    When a shown row uses Mirostat, a fourth panel follows its μ, the surprise of each sampled token,
+    their mean so far and the target τ (:meth:`Trace.mirostat`).
 
     Usage: ``timeline_view(trace, labels=["T=0.5", "T=1.0"])``
     """
@@ -403,8 +423,10 @@ def timeline_view(trace: Trace, settings: SamplingSettings | None = None, rows: 
     rows = list(range(trace.num_rows)) if rows is None else list(rows)
     if labels is None:
         labels = [f"seed {trace.seeds[r]}: {(settings or trace.settings[r]).label()}" for r in rows]
-    fig = _new_figure(6.2, width)
-    ax_p, ax_h, ax_k = fig.subplots(3, 1, sharex=True)
+    mirostat = [i for i, r in enumerate(rows) if (settings or trace.settings[r]).mirostat_tau > 0]
+    fig = _new_figure(6.2 + 2.2 * bool(mirostat), width)
+    axes = fig.subplots(3 + bool(mirostat), 1, sharex=True)
+    ax_p, ax_h, ax_k = axes[:3]
     steps = np.arange(trace.num_steps)
     styles, markers = ("-", "--", "-.", ":"), ("o", "s", "^", "D", "v", "P")
     for i, (row, label) in enumerate(zip(rows, labels)):
@@ -418,15 +440,39 @@ def timeline_view(trace: Trace, settings: SamplingSettings | None = None, rows: 
     ax_h.set_ylabel("entropy (nats)\nafter filtering", fontsize=SMALL)
     ax_k.set_ylabel("tokens kept", fontsize=SMALL)
     ax_k.set_yscale("log")
-    ax_k.set_xlabel("generation step", fontsize=SMALL)
-    ax_k.xaxis.set_major_locator(MaxNLocator(nbins=20, integer=True))
+    if mirostat:
+        colors = [ROW_COLORS[i % len(ROW_COLORS)] for i in mirostat]
+        _mirostat_panel(axes[3], trace, [rows[i] for i in mirostat], colors, settings)
+    axes[-1].set_xlabel("generation step", fontsize=SMALL)
+    axes[-1].xaxis.set_major_locator(MaxNLocator(nbins=20, integer=True))
     fig.legend(*ax_p.get_legend_handles_labels(), loc="outside upper center", ncol=min(2, len(rows)),
                fontsize=SMALL - 1, frameon=False)
-    for ax in (ax_p, ax_h, ax_k):
+    for ax in axes:
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=SMALL)
     ax_p.set_title(_timeline_title([settings or trace.settings[r] for r in rows]), fontsize=SMALL, loc="left")
     return fig
+
+
+def _mirostat_panel(ax, trace: Trace, rows: list[int], colors: list[str], settings: SamplingSettings | None) -> None:
+    """Mirostat's μ (line), each sampled token's surprise (dots), their mean so far (dotted) and τ
+    (dashed) for ``rows``, in bits."""
+    for row, color in zip(rows, colors):
+        replay = trace.mirostat(row, settings)
+        steps = np.arange(replay.mu.size)
+        ax.plot(steps, replay.mu, color=color, linewidth=1.8)
+        ax.plot(steps, replay.surprise, color=color, linestyle="none", marker="o", markersize=3.5, alpha=0.75)
+        ax.plot(steps, np.cumsum(replay.surprise) / (steps + 1), color=color, linestyle=":", linewidth=2.2)
+        ax.axhline(replay.tau, color=color, linestyle="--", linewidth=1.2)
+    ax.set_ylabel("Mirostat (bits)", fontsize=SMALL)
+    ax.set_ylim(bottom=0)
+    key = [Line2D([], [], color="0.3", linewidth=1.8, label="μ: largest surprise kept"),
+           Line2D([], [], color="0.3", linestyle="none", marker="o", markersize=4,
+                  label="surprise of each sampled token (−log₂ p)"),
+           Line2D([], [], color="0.3", linestyle=":", linewidth=2.2, label="mean surprise so far"),
+           Line2D([], [], color="0.3", linestyle="--", linewidth=1.2, label="τ: target surprise")]
+    ax.legend(handles=key, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=4, fontsize=SMALL - 1, frameon=False,
+              borderaxespad=0.2)
 
 
 def heatmap_view(trace: Trace, tokenizer: Tokenizer, row: int = 0, top_n: int = 8, max_steps: int = 12,
