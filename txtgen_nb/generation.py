@@ -280,6 +280,22 @@ def _prepare(model, params, tokenizer, prompts, *, max_new_tokens=100, temperatu
              min_p=0.0, seed=42, num_samples=1, trace=False, trace_k=None, settings=None, stop=None):
     """Check the arguments of :func:`generate` and lay out the batch; returns ``(model, params, request)``."""
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    _check_arguments(prompts, max_new_tokens, num_samples, trace, trace_k)
+    if not isinstance(model, Transformer):  # any NNX module: its forward pass recomputed at each step
+        context = max(len(encode_prompt(tokenizer, p)) for p in prompts) + max_new_tokens
+        model, params = as_decoder(model, params, context)
+    rows_prompts, seeds, settings = _rows(prompts, num_samples, seed, settings, temperature, top_k, top_p, min_p)
+    stops = _stop_strings(stop)
+    prompt_ids = [_fit_prompt(encode_prompt(tokenizer, text), model.config.max_len) for text in rows_prompts]
+    arrays = _batch_arrays(prompt_ids, seeds, settings, max_new_tokens, model.config.max_len, special_ids(tokenizer).eos)
+    longest = int(arrays["limit"].max())
+    layout = _trace_layout(trace, trace_k, longest, model.config) if trace else None
+    request = _Request(rows_prompts, prompt_ids, seeds, settings, stops, max_new_tokens, arrays,
+                       decode_steps(longest, model.config.max_len), layout)
+    return model, params, request
+
+
+def _check_arguments(prompts: list[str], max_new_tokens, num_samples, trace, trace_k) -> None:
     if not prompts:
         raise ValueError("no prompts given")
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
@@ -290,12 +306,15 @@ def _prepare(model, params, tokenizer, prompts, *, max_new_tokens=100, temperatu
         raise ValueError(f"trace must be True, False or 'full', got {trace!r}")
     if trace_k is not None and (isinstance(trace_k, bool) or not isinstance(trace_k, (int, np.integer)) or trace_k < 1):
         raise ValueError(f"trace_k must be an integer >= 1, got {trace_k!r}")
-    if not isinstance(model, Transformer):  # any NNX module: its forward pass recomputed at each step
-        context = max(len(encode_prompt(tokenizer, p)) for p in prompts) + max_new_tokens
-        model, params = as_decoder(model, params, context)
+
+
+def _rows(prompts: list[str], num_samples: int, seed, settings, temperature, top_k, top_p,
+          min_p) -> tuple[list[str], list[int], list[SamplingSettings]]:
+    """One prompt, seed and :class:`SamplingSettings` per row: ``num_samples`` rows per prompt (seeds
+    ``seed, seed+1, ...``), or one row per given setting or seed when one prompt is given."""
     per_row = [len(v) for v in (temperature, top_k, top_p, min_p, seed, settings) if _is_per_row(v)]
     if len(prompts) == 1 and num_samples == 1 and per_row:
-        prompts = prompts * max(per_row)  # one prompt, one row per given setting or seed
+        prompts = prompts * max(per_row)
     rows_prompts = [p for p in prompts for _ in range(num_samples)]
     batch = len(rows_prompts)
     if _is_per_row(seed):
@@ -310,14 +329,7 @@ def _prepare(model, params, tokenizer, prompts, *, max_new_tokens=100, temperatu
         settings = [SamplingSettings(t, k, p, m) for t, k, p, m in zip(
             _as_rows(temperature, batch, "temperature"), _as_rows(top_k, batch, "top_k"),
             _as_rows(top_p, batch, "top_p"), _as_rows(min_p, batch, "min_p"))]
-    stops = _stop_strings(stop)
-    prompt_ids = [_fit_prompt(encode_prompt(tokenizer, text), model.config.max_len) for text in rows_prompts]
-    arrays = _batch_arrays(prompt_ids, seeds, settings, max_new_tokens, model.config.max_len, special_ids(tokenizer).eos)
-    longest = int(arrays["limit"].max())
-    layout = _trace_layout(trace, trace_k, longest, model.config) if trace else None
-    request = _Request(rows_prompts, prompt_ids, seeds, settings, stops, max_new_tokens, arrays,
-                       decode_steps(longest, model.config.max_len), layout)
-    return model, params, request
+    return rows_prompts, seeds, settings
 
 
 def _fit_prompt(ids: list[int], max_len: int) -> list[int]:
