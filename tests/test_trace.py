@@ -14,7 +14,7 @@ from txtgen_nb import SamplingSettings, generate, load_model_and_tokenizer, samp
 from txtgen_nb.generation import (
     _decode, _prefill, _row_key, _trace_layout, compiled_programs, default_trace_k, seed_words,
 )
-from txtgen_nb.trace import Trace
+from txtgen_nb.trace import Trace, TraceLayout, record_step, trace_buffers
 
 PROMPTS = ["", "Once upon a time", "The little dog ran to the park and saw a big red ball. Then"]
 ROW_SETTINGS = [SamplingSettings(0.0, 0), SamplingSettings(0.8, 50, 0.9), SamplingSettings(1.0, 0, 0.9),
@@ -62,6 +62,30 @@ def test_window_holds_the_largest_logits_log_sum_exp_and_entropy(traces):
             lse = np.logaddexp.reduce(logits.astype(np.float64))
             assert compact.logsumexp[row, step] == pytest.approx(lse, abs=1e-4)
             assert compact.entropy[row, step] == pytest.approx(float(sampling.entropy(logits)), abs=1e-4)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8, 1.3])
+def test_one_top_k_for_the_window_and_the_sampler_stays_exact(temperature):
+    """The decode step takes one ``lax.top_k`` of the raw row for the trace's window and the classic
+    sampler (``top_ids``); both stay exact, ties by lower id, greedy included."""
+    logits = np.round(np.random.default_rng(0).normal(size=(3, 500)), 1).astype(np.float32)  # many ties
+
+    def step(x, k, shared=True):
+        top = jax.lax.top_k(x, max(k, sampling.TOP_K_CAP)) if shared else None
+        filtered = sampling.filter_logits_fast(x, temperature=temperature, top_k=50, top_p=0.9,
+                                               top_ids=None if top is None else top[1])
+        return filtered, record_step(trace_buffers(TraceLayout(steps=2, top_k=k, full=False), 3, 500), 1, x, top)
+
+    for k in (sampling.TOP_K_CAP, 200):
+        top_ks = [jax.jit(step, static_argnums=(1, 2)).lower(logits, k, shared).as_text().count("chlo.top_k")
+                  for shared in (True, False)]
+        assert top_ks[0] == top_ks[1] - 1  # one top_k fewer in the step (the other is the sorting fallback's)
+        filtered, buffers = jax.jit(step, static_argnums=1)(logits, k)
+        order = np.argsort(-logits, axis=-1, kind="stable")[:, :k]  # [3, k]
+        np.testing.assert_array_equal(np.asarray(buffers["top_ids"][:, 1]), order)
+        np.testing.assert_array_equal(np.asarray(buffers["top_logits"][:, 1]), np.take_along_axis(logits, order, -1))
+        np.testing.assert_array_equal(np.asarray(filtered), np.asarray(sampling.filter_logits(
+            logits, temperature=temperature, top_k=50, top_p=0.9)))
 
 
 def test_recomputed_logits_equal_the_ones_drawn_from(traces):

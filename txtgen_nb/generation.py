@@ -152,18 +152,19 @@ def _categorical(inputs: LoopInputs, step: jax.Array, filtered: jax.Array) -> ja
         inputs.keys, filtered).astype(jnp.int32)
 
 
-def _draw_classic(inputs: LoopInputs, s: LoopState) -> tuple[jax.Array, jax.Array]:
+def _draw_classic(inputs: LoopInputs, s: LoopState, top: jax.Array | None) -> tuple[jax.Array, jax.Array]:
     """Temperature, top-k, top-p and min-p only: the whole batch filtered at once (no vmap, so
-    ``filter_logits_fast`` skips the vocabulary sort with one ``lax.cond``), then one draw per row."""
+    ``filter_logits_fast`` skips the vocabulary sort with one ``lax.cond``), then one draw per row.
+    ``top``: the ids of the largest raw logits ``[B, >= 64]`` when the trace computed them."""
     t = inputs.settings
     filtered = sampling.filter_logits_fast(s.logits, temperature=t.temperature, top_k=t.top_k, top_p=t.top_p,
-                                           min_p=t.min_p)
+                                           min_p=t.min_p, top_ids=top)
     return _categorical(inputs, s.step, filtered), s.mu
 
 
-def _draw_full(inputs: LoopInputs, s: LoopState) -> tuple[jax.Array, jax.Array]:
+def _draw_full(inputs: LoopInputs, s: LoopState, top: jax.Array | None) -> tuple[jax.Array, jax.Array]:
     """Every rule, with the context right-aligned (``[-1 ..., prompt, generated so far]``) for the
-    penalties and Mirostat's μ updated per row."""
+    penalties and Mirostat's μ updated per row (``top`` is unused: this chain sorts the row)."""
     max_steps = s.tokens.shape[1]
     generated = jnp.where(jnp.arange(max_steps)[None] < s.step, s.tokens, -1)  # [B, S]
     context = jnp.roll(jnp.concatenate([inputs.prompt, generated], axis=1), max_steps - s.step, axis=1)
@@ -178,11 +179,15 @@ def _draw_full(inputs: LoopInputs, s: LoopState) -> tuple[jax.Array, jax.Array]:
 
 def _step(model: Transformer, inputs: LoopInputs, s: LoopState, draw) -> LoopState:
     """Draw each unfinished row's next token, record the trace, and run the tokens through the model."""
-    token, mu = draw(inputs, s)
+    top = None
+    if s.trace is not None:  # one top_k of the raw row for the trace's window and the classic sampler
+        k = max(s.trace["top_ids"].shape[-1], min(sampling.TOP_K_CAP, s.logits.shape[-1]))
+        top = jax.lax.top_k(s.logits, k)  # ([B, k], [B, k])
+    token, mu = draw(inputs, s, None if top is None else top[1])
     token = jnp.where(s.done, 0, token)
     lengths = s.lengths + (~s.done).astype(jnp.int32)
     done = s.done | (token == inputs.eos_id) | (lengths >= inputs.limit)
-    trace = None if s.trace is None else record_step(s.trace, s.step, s.logits)
+    trace = None if s.trace is None else record_step(s.trace, s.step, s.logits, top)
     prompt_len = inputs.prompt.shape[1]
     slots = jnp.arange(prompt_len + s.tokens.shape[1])
     slot = prompt_len + s.step

@@ -719,8 +719,13 @@ def filter_logits_fast(
     top_p: ArrayLike = 1.0,
     min_p: ArrayLike = 0.0,
     cap: int = TOP_K_CAP,
+    top_ids: Array | None = None,
 ) -> Array:
     """The four classic rules of :func:`filter_logits` (same result) without sorting the vocabulary each call.
+
+    ``top_ids``: the ids of the ``cap`` (or more) largest raw logits ``[..., >= cap]``, in descending
+    order, when the caller already has them (the decode loop shares one ``lax.top_k`` with the
+    generation trace's window).
 
     Top-k and top-p only need the ``cap`` largest logits (``lax.top_k``) when every row has
     ``1 <= top_k <= cap``, or top-k off and either ``top_p >= 1`` or a nucleus inside those ``cap``
@@ -737,7 +742,10 @@ def filter_logits_fast(
     p = _setting(top_p, raw)
     k_on = (k > 0) & (k < vocab)  # k >= vocab keeps every token, like k == 0
     small_k = k_on & (k <= cap)
-    top_vals = jax.lax.top_k(after_t, cap)[0]  # [..., cap], descending
+    # the cap largest of the scaled row are those of the raw row (temperature keeps the order); gathered
+    # from after_t, so that they compare equal to after_t's own values
+    ids = jax.lax.top_k(raw, cap)[1] if top_ids is None else top_ids[..., :cap]
+    top_vals = jnp.take_along_axis(after_t, ids, axis=-1)  # [..., cap], descending
     kth = jnp.where(small_k, jnp.take_along_axis(top_vals, jnp.clip(k, 1, cap) - 1, axis=-1), NEG_INF)
     after_k = jnp.where(after_t >= kth, after_t, NEG_INF)
     # the top-p rule of apply_top_p on the window of the cap largest logits left after top-k
