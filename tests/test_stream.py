@@ -8,10 +8,17 @@ import pytest
 
 from txtgen_nb import generate, generate_stream, generate_text, load_model_and_tokenizer, stream_text
 from txtgen_nb.cli import main
+from txtgen_nb import generation
 from txtgen_nb.generation import Stream, _held_back, compiled_programs
 
 PROMPTS = ["Once upon", "The quick brown fox jumps"]
 STEP_BY_STEP = 1e-9  # chunk_seconds so small that every chunk after the first is one step
+
+
+@pytest.fixture(autouse=True)
+def _no_measured_speeds(monkeypatch):
+    """Every test starts as the very first stream: a first chunk of ``FIRST_CHUNK`` steps."""
+    monkeypatch.setattr(generation, "_STEP_SECONDS", {})
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +42,15 @@ def test_pieces_join_to_the_result_and_equal_one_call(tiny_model, tiny_tok):
     assert result.stop_reasons == whole.stop_reasons
     np.testing.assert_array_equal(result.trace.top_ids, whole.trace.top_ids)
     np.testing.assert_allclose(result.trace.logsumexp, whole.trace.logsumexp, rtol=1e-6)
+
+
+def test_chunks_follow_the_last_measured_speed(tiny_model, tiny_tok):
+    model, params, _ = tiny_model
+    first = generate_stream(model, params, tiny_tok, "Once upon", max_new_tokens=40, chunk_seconds=10.0)
+    assert next(iter(first)) is not None and first.steps_done == Stream.FIRST_CHUNK  # nothing measured yet
+    generate(model, params, tiny_tok, "Once upon", max_new_tokens=40)  # compiled by now: measures the speed
+    again = generate_stream(model, params, tiny_tok, "Once upon", max_new_tokens=40, chunk_seconds=10.0)
+    assert len(list(again)) == 1  # 10 s at the measured speed: every step in one chunk
 
 
 def test_chunk_sizes_never_recompile(tiny_model, tiny_tok):
@@ -73,10 +89,11 @@ def test_stop_request_interrupts_after_the_current_chunk(tiny_model, tiny_tok):
     for count, _pieces in enumerate(stream):
         if count == 1:
             stream.stop()
+            stopped_at = stream.steps_done
     result = stream.result
     assert result.stop_reasons == ["interrupted"]
-    assert len(result.new_token_ids[0]) == Stream.FIRST_CHUNK + 1
-    assert full.new_token_ids[0][: Stream.FIRST_CHUNK + 1] == result.new_token_ids[0]
+    assert len(result.new_token_ids[0]) == stopped_at < len(full.new_token_ids[0])
+    assert full.new_token_ids[0][:stopped_at] == result.new_token_ids[0]
 
 
 def test_result_before_the_end_is_an_error(tiny_model, tiny_tok):

@@ -374,12 +374,16 @@ def _held_back(text: str, stops: list[str]) -> int:
     return max([keep, *partial])
 
 
+_STEP_SECONDS: dict[tuple, float] = {}  # the last measured seconds per decode step, per model and shape
+
+
 class Stream:
     """Generation as it happens: iterate for each row's new text after every chunk of steps.
 
     The chunks run the same compiled decode loop, carrying its cache from one chunk to the next
-    (a chunk's length is a traced number: nothing recompiles). The first chunk is short, so text
-    shows at once; later ones last about ``chunk_seconds``. ``stop()`` (from another thread, a Stop
+    (a chunk's length is a traced number: nothing recompiles). Chunks last about ``chunk_seconds`` at
+    the last measured speed of this model and shape; the very first is ``FIRST_CHUNK`` steps, so text
+    shows at once. ``stop()`` (from another thread, a Stop
     button) ends generation after the current chunk; rows cut short get the stop reason
     ``"interrupted"``. ``result`` is the :class:`GenerationResult` once the stream is exhausted.
 
@@ -444,25 +448,37 @@ class Stream:
         state, inputs = _prefill(self._graphdef, self._params, a["prompt"], a["pad"], a["limit"], a["seeds"],
                                  a["settings"], a["eos_id"], max_steps=self.request.max_steps,
                                  trace_layout=self.request.layout)
-        size = self.request.max_steps if self.chunk_seconds is None else self.FIRST_CHUNK
+        speed_key = (self._graphdef, a["prompt"].shape, self.request.max_steps, self.request.layout)
         while True:
-            start = time.perf_counter()
-            until = min(self.steps_done + size, self.request.max_steps)
-            state = _decode(self._graphdef, self._params, state, inputs, np.int32(until))
-            tokens, lengths, done = (np.asarray(x) for x in jax.device_get((state.tokens, state.lengths, state.done)))
-            taken, self.steps_done = self.steps_done, int(state.step)
+            state, tokens, lengths, done = self._decode_chunk(state, inputs, speed_key)
             pieces, stopped_now = self._pieces(tokens, lengths, done)
-            if stopped_now.any():
+            if stopped_now.any():  # a stop string: the row ends in the loop too
                 state = dataclasses.replace(state, done=state.done | np.pad(stopped_now, (0, len(done) - self.batch)))
             finished = done[: self.batch] | self._ended_by_stop
             yield pieces
             if finished.all() or self.steps_done >= self.request.max_steps or self._stopped:
                 break
-            if self.chunk_seconds is not None:
-                per_step = (time.perf_counter() - start) / max(self.steps_done - taken, 1)
-                size = max(1, int(self.chunk_seconds / per_step))
         self._result = _finish(self.tokenizer, self.request, tokens, lengths, state.trace, self._vocab_size,
                                self._graphdef, self._params, interrupted=~finished)
+
+    def _decode_chunk(self, state: LoopState, inputs: LoopInputs, speed_key: tuple):
+        """Decode one chunk of steps, sized by this model's last measured speed, and measure it;
+        returns the new state and its tokens, lengths and done flags on the host."""
+        start, taken = time.perf_counter(), self.steps_done
+        until = min(taken + self._chunk_size(_STEP_SECONDS.get(speed_key)), self.request.max_steps)
+        state = _decode(self._graphdef, self._params, state, inputs, np.int32(until))
+        tokens, lengths, done = (np.asarray(x) for x in jax.device_get((state.tokens, state.lengths, state.done)))
+        self.steps_done = int(state.step)
+        if self.steps_done > taken:
+            _STEP_SECONDS[speed_key] = (time.perf_counter() - start) / (self.steps_done - taken)
+        return state, tokens, lengths, done
+
+    def _chunk_size(self, step_seconds: float | None) -> int:
+        """Steps in the next chunk: about ``chunk_seconds`` at the last measured speed of this model and
+        shape, ``FIRST_CHUNK`` before any, the whole loop with ``chunk_seconds=None``."""
+        if self.chunk_seconds is None:
+            return self.request.max_steps
+        return self.FIRST_CHUNK if step_seconds is None else max(1, int(self.chunk_seconds / step_seconds))
 
     def _pieces(self, tokens: np.ndarray, lengths: np.ndarray, done: np.ndarray) -> tuple[list[str], np.ndarray]:
         """Each row's text added since the last chunk, and which rows a stop string ended just now."""
