@@ -76,16 +76,16 @@ def test_one_top_k_for_the_window_and_the_sampler_stays_exact(temperature):
                                                top_ids=top[1] if shared else None)
         return filtered, record_step(trace_buffers(TraceLayout(steps=2, top_k=k, full=False), 3, 500), 1, x, top)
 
-    for k in (sampling.TOP_K_CAP,):  # the demo's window: the sampler's own top_k
-        top_ks = [jax.jit(step, static_argnums=(1, 2)).lower(logits, k, shared).as_text().count("chlo.top_k")
-                  for shared in (True, False)]
-        assert top_ks[0] == top_ks[1] - 1  # one top_k fewer in the step (the other is the sorting fallback's)
-        filtered, buffers = jax.jit(step, static_argnums=1)(logits, k)
-        order = np.argsort(-logits, axis=-1, kind="stable")[:, :k]  # [3, k]
-        np.testing.assert_array_equal(np.asarray(buffers["top_ids"][:, 1]), order)
-        np.testing.assert_array_equal(np.asarray(buffers["top_logits"][:, 1]), np.take_along_axis(logits, order, -1))
-        np.testing.assert_array_equal(np.asarray(filtered), np.asarray(sampling.filter_logits(
-            logits, temperature=temperature, top_k=50, top_p=0.9)))
+    k = sampling.TOP_K_CAP  # the demo's window: the sampler's own top_k
+    top_ks = [jax.jit(step, static_argnums=(1, 2)).lower(logits, k, shared).as_text().count("chlo.top_k")
+              for shared in (True, False)]
+    assert top_ks[0] == top_ks[1] - 1  # one top_k fewer in the step (the other is the sorting fallback's)
+    filtered, buffers = jax.jit(step, static_argnums=1)(logits, k)
+    order = np.argsort(-logits, axis=-1, kind="stable")[:, :k]  # [3, k]
+    np.testing.assert_array_equal(np.asarray(buffers["top_ids"][:, 1]), order)
+    np.testing.assert_array_equal(np.asarray(buffers["top_logits"][:, 1]), np.take_along_axis(logits, order, -1))
+    np.testing.assert_array_equal(np.asarray(filtered), np.asarray(sampling.filter_logits(
+        logits, temperature=temperature, top_k=50, top_p=0.9)))
 
 
 def test_recomputed_logits_equal_the_ones_drawn_from(traces):
