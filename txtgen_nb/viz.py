@@ -777,6 +777,9 @@ EXPLORER_CSS = ("<style>.tg-is-busy .tg-plot{opacity:.55;transition:opacity .15s
                 ".tg-live-prompt{color:#555}.tg-cursor{color:#0072B2;animation:tg-blink 1s steps(1) infinite}"
                 "@keyframes tg-blink{50%{opacity:0}}"
                 ".tg-busy{color:#0072B2;font-weight:bold;font-size:14px}"
+                ".tg-spinner{display:inline-block;width:.75em;height:.75em;border:2px solid #0072B2;"
+                "border-right-color:transparent;border-radius:50%;animation:tg-spin .8s linear infinite;"
+                "vertical-align:-1px}@keyframes tg-spin{to{transform:rotate(360deg)}}"
                 ".tg-error{color:#b00020;font-weight:bold;font-size:14px}</style>")
 """Explorer styling: the plot dims while the kernel works (``tg-is-busy``), text as it is generated,
 busy and error lines."""
@@ -784,7 +787,7 @@ busy and error lines."""
 
 def busy_html(message: str) -> str:
     """The busy line of an explorer. Usage: ``status.value = busy_html("Generating…")``"""
-    return f'<span class="tg-busy">⏳ {html.escape(message)}</span>'
+    return f'<span class="tg-busy"><span class="tg-spinner"></span> {html.escape(message)}</span>'
 
 
 def live_html(prompt: str, text: str) -> str:
