@@ -366,6 +366,11 @@ def _batch_arrays(prompt_ids: list[list[int]], seeds: list[int], settings: list[
                 eos_id=np.int32(-1 if eos_id is None else eos_id))
 
 
+def _ends_with_eos(ids: list[int], eos_id: int | None) -> bool:
+    """Whether a row's ids end with end-of-sequence (never, for ``eos_id`` None or -1)."""
+    return bool(ids) and eos_id is not None and ids[-1] == eos_id
+
+
 def _held_back(text: str, stops: list[str]) -> int:
     """How many trailing characters of ``text`` may still change: an unfinished UTF-8 character
     (decoded as U+FFFD) or the start of a stop string."""
@@ -413,6 +418,11 @@ class Stream:
     def batch(self) -> int:
         """Number of rows."""
         return len(self.request.rows_prompts)
+
+    @property
+    def texts(self) -> list[str]:
+        """Each row's new text shown so far (the pieces yielded, joined)."""
+        return list(self._emitted)
 
     @property
     def total_steps(self) -> int:
@@ -489,7 +499,7 @@ class Stream:
             if self._ended_by_stop[b]:
                 pieces.append("")
                 continue
-            text = decode(self.tokenizer, ids[:-1] if ids and ids[-1] == eos else ids)
+            text = decode(self.tokenizer, ids[:-1] if _ends_with_eos(ids, eos) else ids)
             cut = _first_stop(text, self.request.stops)
             if cut is not None:
                 text, stopped_now[b] = text[:cut], True
@@ -511,7 +521,7 @@ def _finish(tokenizer: Tokenizer, request: _Request, tokens: np.ndarray, lengths
     new_ids, continuations, reasons = [], [], []
     for b in range(batch):
         ids = tokens[b, : lengths[b]].tolist()
-        ended = bool(ids) and eos_id is not None and ids[-1] == eos_id
+        ended = _ends_with_eos(ids, eos_id)
         reason = ("eos" if ended else "max_new_tokens" if lengths[b] >= request.max_new_tokens
                   else "interrupted" if interrupted[b] else "context")
         text = decode(tokenizer, ids[:-1] if ended else ids)

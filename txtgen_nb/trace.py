@@ -60,9 +60,8 @@ def trace_buffers(layout: TraceLayout, batch: int, vocab: int) -> dict[str, jax.
 def record_step(buffers: dict[str, jax.Array], step: jax.Array, logits: jax.Array,
                 top: tuple[jax.Array, jax.Array] | None = None) -> dict[str, jax.Array]:
     """Write step ``step`` of the raw logits ``[B, V]`` into the trace buffers; ``top``: the step's
-    ``lax.top_k`` (values, ids) ``[B, >= K]`` when the caller has it (shared with the sampler)."""
-    k = buffers["top_ids"].shape[-1]
-    top_logits, top_ids = jax.lax.top_k(logits, k) if top is None else (top[0][:, :k], top[1][:, :k])  # [B, K]
+    ``lax.top_k(logits, K)`` (values, ids) ``[B, K]`` when the caller has it (shared with the sampler)."""
+    top_logits, top_ids = jax.lax.top_k(logits, buffers["top_ids"].shape[-1]) if top is None else top  # [B, K]
     peak = jnp.max(logits, axis=-1, keepdims=True)  # [B, 1]; not top_logits: keeps XLA's fusions apart
     weights = jnp.exp(logits - peak)  # [B, V], one exp pass for both sums
     total = jnp.sum(weights, axis=-1)  # [B]

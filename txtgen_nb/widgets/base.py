@@ -180,8 +180,7 @@ class Explorer:
             self.widget.remove_class("tg-is-busy")
             for target in self.busy_targets:
                 target.disabled = not self.ready
-            if 'class="tg-busy"' in self.status.value:  # a busy line (the message may have changed since)
-                self.status.value = ""
+            self.status.value = ""
 
     def generate(self, prompts: str | Sequence[str], then: Callable[[GenerationResult], None], **kwargs: Any) -> None:
         """One counted model call (``generate_stream`` with ``trace=True``) behind the busy indicator,
@@ -219,13 +218,11 @@ class Explorer:
         with self.errors_shown(clear=False), self.busy(), MODEL_TURN:  # the callback cleared old errors
             self._stream = stream = generation.generate_stream(self.model, self.params, self.tokenizer, prompts,
                                                                trace=True, **kwargs)
-            texts = [""] * stream.batch
             self.stop_button.layout.display = ""
             try:
                 for pieces in stream:
-                    texts = [text + piece for text, piece in zip(texts, pieces)]
                     if any(pieces):
-                        self.show_live(stream.request.rows_prompts, texts)
+                        self.show_live(stream.request.rows_prompts, stream.texts)
                     self.status.value = viz.busy_html(f"Generating… {stream.steps_done} of {stream.total_steps} "
                                                       "tokens")
             finally:
