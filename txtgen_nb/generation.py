@@ -34,12 +34,13 @@ from txtgen_nb import sampling
 from txtgen_nb.config import ModelConfig
 from txtgen_nb.model import Transformer, as_decoder, init_cache
 from txtgen_nb.sampling import SamplingSettings
-from txtgen_nb.tokenizer import decode, encode_prompt, special_ids
+from txtgen_nb.tokenizer import decode, encode_prompt, special_tokens
 from txtgen_nb.trace import TRACE_TOP_K, Trace, TraceLayout, record_step, trace_buffers
 
 PROMPT_BUCKET_MIN = 16
 DECODE_BUCKET_MIN = 128  # the decode loop (and the cache after the prompt) is at least this long, if the context allows
 STOP_CHUNK_SECONDS = 0.25  # with stop strings, generate() checks the text this often and ends the loop early
+STOP_SLOTS = 8  # stop ids the loop compares each token with (the model's EOS and end-of-turn tokens; -1 unused)
 
 
 def validate_settings(temperature: float, top_k: int, top_p: float, min_p: float = 0.0) -> None:
@@ -102,7 +103,7 @@ class LoopInputs:
     limit: jax.Array  # [B] int32: new tokens allowed per row
     keys: jax.Array  # [B] PRNG keys, one per row (from its seed)
     settings: SamplingSettings  # of [B] arrays: traced, so a slider never recompiles
-    eos_id: jax.Array  # [] int32, -1 when the tokenizer has none
+    stop_ids: jax.Array  # [STOP_SLOTS] int32: ids that end a row (EOS, end of turn), -1 unused
 
 
 @jax.tree_util.register_dataclass
@@ -127,7 +128,7 @@ def _mask(slots: jax.Array, query_slots: jax.Array, pad: jax.Array) -> jax.Array
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_steps", "trace_layout"))
-def _prefill(graphdef, params, prompt, pad, limit, seeds, settings, eos_id, *, max_steps: int,
+def _prefill(graphdef, params, prompt, pad, limit, seeds, settings, stop_ids, *, max_steps: int,
              trace_layout: TraceLayout | None = None) -> tuple[LoopState, LoopInputs]:
     """Run the left-padded ``prompt`` [B, P] through the model into a cache with ``max_steps`` free
     slots. ``pad`` [B] padding per row, ``limit`` [B] new tokens per row, ``seeds`` [B, 2] uint32."""
@@ -138,7 +139,7 @@ def _prefill(graphdef, params, prompt, pad, limit, seeds, settings, eos_id, *, m
     logits, cache = model(prompt, positions=positions, mask=_mask(slots, jnp.arange(prompt_len)[None, :, None], pad),
                           cache=init_cache(model.config, batch, len(slots)), cache_index=0)
     inputs = LoopInputs(prompt=jnp.where(jnp.arange(prompt_len)[None] >= pad[:, None], prompt, -1), pad=pad,
-                        limit=limit, keys=jax.vmap(_row_key)(seeds), settings=settings, eos_id=eos_id)
+                        limit=limit, keys=jax.vmap(_row_key)(seeds), settings=settings, stop_ids=stop_ids)
     trace = None if trace_layout is None else trace_buffers(trace_layout, batch, logits.shape[-1])
     state = LoopState(step=jnp.int32(0), cache=cache, logits=logits[:, -1],
                       tokens=jnp.zeros((batch, max_steps), jnp.int32), lengths=jnp.zeros((batch,), jnp.int32),
@@ -186,7 +187,7 @@ def _step(model: Transformer, inputs: LoopInputs, s: LoopState, draw) -> LoopSta
     token, mu = draw(inputs, s, top[1] if shared else None)
     token = jnp.where(s.done, 0, token)
     lengths = s.lengths + (~s.done).astype(jnp.int32)
-    done = s.done | (token == inputs.eos_id) | (lengths >= inputs.limit)
+    done = s.done | jnp.any(token[:, None] == inputs.stop_ids[None], axis=-1) | (lengths >= inputs.limit)
     trace = None if s.trace is None else record_step(s.trace, s.step, s.logits, top)
     prompt_len = inputs.prompt.shape[1]
     slots = jnp.arange(prompt_len + s.tokens.shape[1])
@@ -276,23 +277,25 @@ class _Request:
     settings: list[SamplingSettings]
     stops: list[str]
     max_new_tokens: int
-    arrays: dict  # prompt [Bp, P], pad [Bp], limit [Bp], seeds [Bp, 2], settings [Bp], eos_id []: Bp a power of two
+    arrays: dict  # prompt [Bp, P], pad [Bp], limit [Bp], seeds [Bp, 2], settings [Bp], stop_ids [STOP_SLOTS]: Bp a power of two
     max_steps: int  # decode loop length (cache slots after the prompt)
     layout: TraceLayout | None
 
 
 def _prepare(model, params, tokenizer, prompts, *, max_new_tokens=100, temperature=0.8, top_k=50, top_p=1.0,
-             min_p=0.0, seed=42, num_samples=1, trace=False, trace_k=None, settings=None, stop=None):
+             min_p=0.0, seed=42, num_samples=1, trace=False, trace_k=None, settings=None, stop=None, chat=False):
     """Check the arguments of :func:`generate` and lay out the batch; returns ``(model, params, request)``."""
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     _check_arguments(prompts, max_new_tokens, num_samples, trace, trace_k)
     if not isinstance(model, Transformer):  # any NNX module: its forward pass recomputed at each step
-        context = max(len(encode_prompt(tokenizer, p)) for p in prompts) + max_new_tokens
+        context = max(len(encode_prompt(tokenizer, p, chat)) for p in prompts) + max_new_tokens
         model, params = as_decoder(model, params, context)
     rows_prompts, seeds, settings = _rows(prompts, num_samples, seed, settings, temperature, top_k, top_p, min_p)
     stops = _stop_strings(stop)
-    prompt_ids = [_fit_prompt(encode_prompt(tokenizer, text), model.config.max_len) for text in rows_prompts]
-    arrays = _batch_arrays(prompt_ids, seeds, settings, max_new_tokens, model.config.max_len, special_ids(tokenizer).eos)
+    encoded = {text: encode_prompt(tokenizer, text, chat) for text in dict.fromkeys(rows_prompts)}
+    prompt_ids = [_fit_prompt(encoded[text], model.config.max_len) for text in rows_prompts]
+    arrays = _batch_arrays(prompt_ids, seeds, settings, max_new_tokens, model.config.max_len,
+                           special_tokens(tokenizer).stop)
     longest = int(arrays["limit"].max())
     layout = _trace_layout(trace, trace_k, longest, model.config) if trace else None
     request = _Request(rows_prompts, prompt_ids, seeds, settings, stops, max_new_tokens, arrays,
@@ -346,7 +349,7 @@ def _fit_prompt(ids: list[int], max_len: int) -> list[int]:
 
 
 def _batch_arrays(prompt_ids: list[list[int]], seeds: list[int], settings: list[SamplingSettings], max_new_tokens: int,
-                  max_len: int, eos_id: int | None) -> dict:
+                  max_len: int, stop_ids: Sequence[int]) -> dict:
     """Left-padded prompts in a few length buckets, the batch padded to a power of two (padding rows
     copy row 0's settings and generate nothing)."""
     batch = len(prompt_ids)
@@ -362,13 +365,16 @@ def _batch_arrays(prompt_ids: list[list[int]], seeds: list[int], settings: list[
     words = np.zeros((padded_batch, 2), np.uint32)
     words[:batch] = [seed_words(s) for s in seeds]
     stacked = SamplingSettings.stack(settings + settings[:1] * (padded_batch - batch))  # [padded_batch] per field
-    return dict(prompt=prompt, pad=pad, limit=limit, seeds=words, settings=stacked,
-                eos_id=np.int32(-1 if eos_id is None else eos_id))
+    if len(stop_ids) > STOP_SLOTS:
+        raise ValueError(f"the model has {len(stop_ids)} stop tokens; at most {STOP_SLOTS} are supported")
+    stops = np.full((STOP_SLOTS,), -1, np.int32)
+    stops[: len(stop_ids)] = list(stop_ids)
+    return dict(prompt=prompt, pad=pad, limit=limit, seeds=words, settings=stacked, stop_ids=stops)
 
 
-def _ends_with_eos(ids: list[int], eos_id: int | None) -> bool:
-    """Whether a row's ids end with end-of-sequence (never, for ``eos_id`` None or -1)."""
-    return bool(ids) and eos_id is not None and ids[-1] == eos_id
+def _ends_with_stop(ids: list[int], stop_ids: Sequence[int]) -> bool:
+    """Whether a row's ids end with one of the model's stop tokens (EOS, end of turn)."""
+    return bool(ids) and ids[-1] in stop_ids
 
 
 def _held_back(text: str, stops: list[str]) -> int:
@@ -456,7 +462,7 @@ class Stream:
     def __iter__(self) -> Iterator[list[str]]:
         a = self.request.arrays
         state, inputs = _prefill(self._graphdef, self._params, a["prompt"], a["pad"], a["limit"], a["seeds"],
-                                 a["settings"], a["eos_id"], max_steps=self.request.max_steps,
+                                 a["settings"], a["stop_ids"], max_steps=self.request.max_steps,
                                  trace_layout=self.request.layout)
         speed_key = (self._graphdef, a["prompt"].shape, self.request.max_steps, self.request.layout)
         while True:
@@ -493,13 +499,13 @@ class Stream:
     def _pieces(self, tokens: np.ndarray, lengths: np.ndarray, done: np.ndarray) -> tuple[list[str], np.ndarray]:
         """Each row's text added since the last chunk, and which rows a stop string ended just now."""
         pieces, stopped_now = [], np.zeros(self.batch, bool)
-        eos = int(self.request.arrays["eos_id"])
+        stops = special_tokens(self.tokenizer).stop
         for b in range(self.batch):
             ids = tokens[b, : lengths[b]].tolist()
             if self._ended_by_stop[b]:
                 pieces.append("")
                 continue
-            text = decode(self.tokenizer, ids[:-1] if _ends_with_eos(ids, eos) else ids)
+            text = decode(self.tokenizer, ids[:-1] if _ends_with_stop(ids, stops) else ids)
             cut = _first_stop(text, self.request.stops)
             if cut is not None:
                 text, stopped_now[b] = text[:cut], True
@@ -517,11 +523,11 @@ def _finish(tokenizer: Tokenizer, request: _Request, tokens: np.ndarray, lengths
     """Texts, stop reasons and the trace from the decode loop's final tokens [Bp, max_steps]."""
     batch = len(request.rows_prompts)
     tokens, lengths = tokens[:batch], lengths[:batch].copy()
-    eos_id = special_ids(tokenizer).eos
+    stop_ids = special_tokens(tokenizer).stop
     new_ids, continuations, reasons = [], [], []
     for b in range(batch):
         ids = tokens[b, : lengths[b]].tolist()
-        ended = _ends_with_eos(ids, eos_id)
+        ended = _ends_with_stop(ids, stop_ids)
         reason = ("eos" if ended else "max_new_tokens" if lengths[b] >= request.max_new_tokens
                   else "interrupted" if interrupted[b] else "context")
         text = decode(tokenizer, ids[:-1] if ended else ids)
@@ -533,7 +539,7 @@ def _finish(tokenizer: Tokenizer, request: _Request, tokens: np.ndarray, lengths
         continuations.append(text)
         reasons.append(reason)
     trace = None if buffers is None else _trace(request, tokens, lengths, buffers, vocab_size, graphdef, params,
-                                                eos_id)
+                                                stop_ids)
     return GenerationResult(texts=[p + c for p, c in zip(request.rows_prompts, continuations)],
                             continuations=continuations, new_token_ids=new_ids,
                             prompt_token_counts=[len(ids) for ids in request.prompt_ids], stop_reasons=reasons,
@@ -541,13 +547,14 @@ def _finish(tokenizer: Tokenizer, request: _Request, tokens: np.ndarray, lengths
 
 
 def _trace(request: _Request, tokens: np.ndarray, lengths: np.ndarray, buffers: dict, vocab_size: int, graphdef,
-           params, eos_id: int | None) -> Trace:
+           params, stop_ids: tuple[int, ...]) -> Trace:
     batch, steps = len(request.rows_prompts), int(lengths.max(initial=0))
     kept = {name: np.array(buffer[:batch, :steps]) for name, buffer in buffers.items()}
     for values in kept.values():
         values[np.arange(steps)[None] >= lengths[:, None]] = 0  # padding steps read as zeros
     return Trace(prompt_ids=request.prompt_ids, token_ids=tokens[:, :steps], lengths=lengths,
-                 settings=request.settings, seeds=request.seeds, eos_id=eos_id, vocab_size=vocab_size,
+                 settings=request.settings, seeds=request.seeds, eos_id=stop_ids[0] if stop_ids else None,
+                 stop_ids=tuple(stop_ids), vocab_size=vocab_size,
                  top_ids=kept["top_ids"], top_logits=kept["top_logits"], logsumexp=kept["logsumexp"],
                  entropy=kept["entropy"], full_logits=kept.get("logits"), graphdef=graphdef, params=params)
 
@@ -580,6 +587,7 @@ def generate(
     trace_k: int | None = None,
     settings: SamplingSettings | Sequence[SamplingSettings] | None = None,
     stop: str | Sequence[str] | None = None,
+    chat: bool = False,
 ) -> GenerationResult:
     """Generate continuations for one or more prompts in one compiled call.
 
@@ -588,7 +596,8 @@ def generate(
     ``settings`` (one :class:`SamplingSettings` or one per row) in place of the four separate
     arguments. Row ``b`` depends only on its own prompt, settings and seed, so a batch of one equals
     a single call. ``stop``: strings that end a row's text (cut before the first one to appear;
-    stop reason ``"stop"``).
+    stop reason ``"stop"``). ``chat``: each prompt is the user's message in the model's chat template
+    (the text is the prompt followed by the assistant's reply, which ends at the end of its turn).
 
     ``trace=True`` keeps a compact :class:`Trace` per step (the ``trace_k`` largest raw logits, by
     default :func:`default_trace_k`, with their ids, the whole row's log-sum-exp and entropy; full
@@ -600,7 +609,7 @@ def generate(
     model, params, request = _prepare(model, params, tokenizer, prompts, max_new_tokens=max_new_tokens,
                                       temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed,
                                       num_samples=num_samples, trace=trace, trace_k=trace_k, settings=settings,
-                                      stop=stop)
+                                      stop=stop, chat=chat)
     return Stream(model, params, tokenizer, request, chunk_seconds=STOP_CHUNK_SECONDS if request.stops else None).run()
 
 

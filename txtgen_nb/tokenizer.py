@@ -1,18 +1,23 @@
 """Tokenizer helpers over Hugging Face ``tokenizers``: loading, special tokens, prompt encoding
 and readable token pieces for display.
 
-Conventions (the trainer follows them, and other runs usually do): documents are encoded as
-``<bos> text <eos>``; the special tokens are found by name among common spellings.
+Conventions: a model's own special tokens (:class:`SpecialTokens`: the BOS it adds or none, the ids
+that end a turn, its chat template) are attached to its tokenizer by the loader, read from the GGUF
+metadata or the Hugging Face folder. Our own run folders (the trainer's) keep ``<bos> text <eos>``,
+the special tokens found by name among common spellings.
 
 Usage::
 
     tok = load_tokenizer("output/tokenizer.json")
     ids = encode_prompt(tok, "Once upon a time")      # [bos, Once, upon, a, time]
     show_token(tok, ids[1])                            # 'Once'
+    special_tokens(tok).stop                           # (eos,): the ids that end generation
+    encode_prompt(smol_tok, "Hi!", chat=True)          # the model's chat template around the user's message
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import unicodedata
 from pathlib import Path
@@ -24,6 +29,54 @@ BOS_NAMES = ("<bos>", "<s>", "<|startoftext|>", "<|begin_of_text|>", "[CLS]", "<
 EOS_NAMES = ("<eos>", "</s>", "<|endoftext|>", "<|end_of_text|>", "[SEP]", "<EOS>")
 PAD_NAMES = ("<pad>", "[PAD]", "<|pad|>", "<PAD>")
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<bos>", "<eos>"]
+END_OF_TURN_NAMES = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>",
+                     "<|end_of_text|>", "</s>", "<eos>")
+"""Tokens that end a turn in common chat formats (llama.cpp treats these as end-of-generation too)."""
+_ATTRIBUTE = "_txtgen_special_tokens"
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecialTokens:
+    """A model's conventions around its text.
+
+    Usage: ``SpecialTokens(bos=None, stop=(2, 0), chat_template="{% for m in messages %}...", source="model.gguf")``
+    """
+
+    bos: int | None  # prepended to every prompt; None where the model adds none (GPT-2, SmolLM2)
+    stop: tuple[int, ...]  # ids that end generation: EOS and the end-of-turn tokens
+    chat_template: str | None = None  # Jinja template over ``messages`` (GGUF / tokenizer_config.json)
+    start: int | None = None  # what an empty prompt starts from when there is no BOS
+    source: str = "the tokenizer's token names"  # where these were read, for the loading line
+
+    @property
+    def eos(self) -> int | None:
+        """The first stop id (the model's EOS), or ``None``."""
+        return self.stop[0] if self.stop else None
+
+
+def attach_special_tokens(tokenizer: Tokenizer, special: SpecialTokens) -> Tokenizer:
+    """Give ``tokenizer`` the model's own special tokens (the loaders do this); returns it.
+
+    Usage: ``attach_special_tokens(tok, SpecialTokens(bos=None, stop=(2,)))``
+    """
+    setattr(tokenizer, _ATTRIBUTE, special)
+    return tokenizer
+
+
+def special_tokens(tokenizer: Tokenizer) -> SpecialTokens:
+    """The model's special tokens: those the loader attached, else our run folders' convention
+    (BOS, or EOS GPT-2 style, first; EOS ends). Usage: ``special_tokens(tok).stop``"""
+    attached = getattr(tokenizer, _ATTRIBUTE, None)
+    if attached is not None:
+        return attached
+    bos, eos = _first_id(tokenizer, BOS_NAMES), _first_id(tokenizer, EOS_NAMES)
+    return SpecialTokens(bos=bos if bos is not None else eos, stop=() if eos is None else (eos,))
+
+
+def end_of_turn_ids(tokenizer: Tokenizer, *ids: int | None) -> tuple[int, ...]:
+    """``ids`` (the model's EOS) followed by the end-of-turn tokens the vocabulary has, without repeats."""
+    found = [*ids, *(tokenizer.token_to_id(name) for name in END_OF_TURN_NAMES)]
+    return tuple(dict.fromkeys(int(i) for i in found if i is not None))
 
 
 class SpecialIds(NamedTuple):
@@ -64,21 +117,56 @@ def _first_id(tokenizer: Tokenizer, names: Sequence[str]) -> int | None:
 
 
 def special_ids(tokenizer: Tokenizer) -> SpecialIds:
-    """Find BOS, EOS and PAD ids by their usual names. Usage: ``special_ids(tok).eos``"""
+    """BOS, EOS and PAD ids: the attached :class:`SpecialTokens`, else by their usual names.
+
+    Usage: ``special_ids(tok).eos``"""
+    attached = getattr(tokenizer, _ATTRIBUTE, None)
+    if attached is not None:
+        return SpecialIds(attached.bos, attached.eos, _first_id(tokenizer, PAD_NAMES))
     return SpecialIds(_first_id(tokenizer, BOS_NAMES), _first_id(tokenizer, EOS_NAMES),
                       _first_id(tokenizer, PAD_NAMES))
 
 
-def encode_prompt(tokenizer: Tokenizer, text: str) -> list[int]:
-    """Token ids of a prompt, starting with BOS (or EOS, GPT-2 style, when there is no BOS).
+def chat_text(tokenizer: Tokenizer, message: str) -> str:
+    """``message`` as the user's turn in the model's chat template, ready for the assistant's reply.
+
+    Usage: ``chat_text(tok, "What is the capital of France?")  # '<|im_start|>system\n...<|im_start|>assistant\n'``
+    """
+    special = special_tokens(tokenizer)
+    if special.chat_template is None:
+        raise ValueError(f"this model has no chat template ({special.source}): use it without chat")
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(text: str) -> None:
+        raise ValueError(f"the model's chat template refused the message: {text}")
+
+    name = lambda i: None if i is None else tokenizer.id_to_token(i)  # noqa: E731
+    try:
+        template = ImmutableSandboxedEnvironment(
+            trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]).from_string(special.chat_template)
+        return template.render(messages=[{"role": "user", "content": message}], add_generation_prompt=True,
+                               bos_token=name(special.bos if special.bos is not None else special.start) or "",
+                               eos_token=name(special.eos) or "", raise_exception=raise_exception)
+    except jinja2.TemplateError as err:
+        raise ValueError(f"the model's chat template does not render ({special.source}): {err}") from None
+
+
+def encode_prompt(tokenizer: Tokenizer, text: str, chat: bool = False) -> list[int]:
+    """Token ids of a prompt as the model expects them: its BOS first where it adds one (our run
+    folders: BOS, or EOS GPT-2 style); with ``chat``, the prompt as the user's message in the model's
+    chat template (which writes its own special tokens).
 
     Usage: ``encode_prompt(tok, "Once upon a time")``
     """
+    special = special_tokens(tokenizer)
+    if chat:
+        return tokenizer.encode(chat_text(tokenizer, text), add_special_tokens=False).ids
     ids = tokenizer.encode(text, add_special_tokens=False).ids
-    special = special_ids(tokenizer)
-    start = special.bos if special.bos is not None else special.eos
-    if start is not None:
-        ids = [start, *ids]
+    if special.bos is not None:
+        ids = [special.bos, *ids]
+    if not ids and special.start is not None:
+        ids = [special.start]
     if not ids:
         raise ValueError("the prompt is empty and the tokenizer has no BOS or EOS token to start from")
     return ids

@@ -170,6 +170,7 @@ class Trace:
     logsumexp: np.ndarray  # [B, N] float32, log-sum-exp of the whole raw row
     entropy: np.ndarray  # [B, N] float32, entropy (nats) of the raw row: temperature 1, no filter
     full_logits: np.ndarray | None = None  # [B, N, V] float32, only for trace="full"
+    stop_ids: tuple[int, ...] = ()  # every id that ends a row (EOS and end-of-turn tokens); () means (eos_id,)
     graphdef: nnx.GraphDef | None = None  # with params: the model that recomputes full logits
     params: nnx.State | None = None
     _cache: dict[Any, np.ndarray] = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
@@ -190,6 +191,10 @@ class Trace:
                    settings=list(settings), seeds=list(seeds), eos_id=eos_id, vocab_size=logits.shape[-1],
                    top_ids=order.astype(np.int32), top_logits=np.take_along_axis(logits, order, axis=-1),
                    logsumexp=lse, entropy=entropy, full_logits=logits)
+
+    def is_stop(self, token_id: int) -> bool:
+        """Whether ``token_id`` ends a row (the model's EOS or an end-of-turn token)."""
+        return int(token_id) in (self.stop_ids or (self.eos_id,))
 
     @property
     def num_rows(self) -> int:

@@ -613,7 +613,7 @@ def text_data(trace: Trace, tokenizer: Tokenizer, row: int = 0, color_by: str = 
     pieces, tips = [], []
     for i, token in enumerate(tokens):
         text = tokenizer.decode([int(token)], skip_special_tokens=False)
-        pieces.append(show_token(tokenizer, token) if "\ufffd" in text or token == trace.eos_id else text)
+        pieces.append(show_token(tokenizer, token) if "\ufffd" in text or trace.is_stop(token) else text)
         order = np.argsort(-logits[i], kind="stable")[:top_alternatives]
         lines = [f"{'▶' if a == token else ' '}{show_token(tokenizer, a, 11):<12}"
                  + (f"{before[i, a]:.2f} → {probs[i, a]:.2f}" if probs[i, a] > 0 else f"{before[i, a]:.2f} ✗ removed")

@@ -8,7 +8,7 @@ Usage::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -19,6 +19,25 @@ from txtgen_nb.model import Transformer, compute_dtype
 
 FlatParams = dict[tuple[str, ...], Any]
 """Parameter arrays keyed by their path in the model, e.g. ``("blocks", "0", "attn", "qkv", "kernel")``."""
+
+
+class LazyTensor:
+    """A tensor read (dequantized, cast) only when :func:`build_model` needs it, so a large file
+    never needs every tensor as float32 at once; ``.T`` stays lazy.
+
+    Usage: ``LazyTensor((2, 3), lambda: np.zeros((2, 3))).T.shape  # (3, 2)``
+    """
+
+    def __init__(self, shape: tuple[int, ...], load: Callable[[], np.ndarray]) -> None:
+        self.shape, self._load = tuple(shape), load
+
+    @property
+    def T(self) -> "LazyTensor":  # noqa: N802 (NumPy's name)
+        return LazyTensor(self.shape[::-1], lambda: self._load().T)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        array = self._load()
+        return array if dtype is None else array.astype(dtype)
 
 
 def key_name(key: Any) -> str:

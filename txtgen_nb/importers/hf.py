@@ -17,13 +17,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 from safetensors import safe_open
+from tokenizers import Tokenizer
 
 from txtgen_nb.config import ModelConfig
 from txtgen_nb.importers import hf_gpt2, hf_llama
 from txtgen_nb.importers.base import FlatParams
+from txtgen_nb.tokenizer import SpecialTokens, end_of_turn_ids
 
 LAYOUT = "Hugging Face"
 IMPORTERS: dict[str, ModuleType] = {
@@ -99,3 +102,57 @@ def read_params(folder: Path, config: ModelConfig, arch: str) -> FlatParams:
     """Our parameters from the folder's safetensors. Usage: ``hf.read_params(folder, config, arch)``"""
     tensors = read_tensors(weight_files(folder))
     return IMPORTERS[arch].convert(tensors, config, source=folder)
+
+
+def _json(path: Path) -> dict[str, Any]:
+    """A JSON object file, ``{}`` when absent; a one-line error when unreadable."""
+    if not path.is_file():
+        return {}
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: cannot read ({err})") from None
+    return raw if isinstance(raw, dict) else {}
+
+
+def _token_id(tokenizer: Tokenizer, token: Any) -> int | None:
+    """The id of a ``tokenizer_config.json`` token entry (a string or ``{"content": ...}``)."""
+    content = token.get("content") if isinstance(token, dict) else token
+    return tokenizer.token_to_id(content) if isinstance(content, str) else None
+
+
+def _ids(value: Any) -> list[int]:
+    return [int(v) for v in (value if isinstance(value, list) else [value]) if isinstance(v, int)]
+
+
+def _chat_template(raw: Any) -> str | None:
+    """A chat template: a string, or the ``default`` of a list of named templates."""
+    if isinstance(raw, list):
+        named = {t.get("name"): t.get("template") for t in raw if isinstance(t, dict)}
+        raw = named.get("default", next(iter(named.values()), None))
+    return raw if isinstance(raw, str) else None
+
+
+def special_tokens(folder: Path, tokenizer: Tokenizer) -> SpecialTokens:
+    """The model's own special tokens: BOS where the tokenizer adds one (its post-processor or
+    ``add_bos_token``), the stop set (``generation_config.json`` ``eos_token_id``, maybe a list, else
+    ``config.json``'s, plus end-of-turn tokens) and the chat template (``tokenizer_config.json``, or
+    ``chat_template.jinja``). Usage: ``hf.special_tokens(Path("gpt2"), tok)``"""
+    tok_config = _json(folder / "tokenizer_config.json")
+    model_config, generation = _json(folder / "config.json"), _json(folder / "generation_config.json")
+    with_special = tokenizer.encode("a", add_special_tokens=True).ids
+    plain = tokenizer.encode("a", add_special_tokens=False).ids
+    bos = _token_id(tokenizer, tok_config.get("bos_token"))
+    if len(with_special) > len(plain) and with_special[-len(plain):] == plain:
+        bos = with_special[0]  # the post-processor prepends it
+    elif not tok_config.get("add_bos_token", False):
+        bos = None
+    eos = _ids(generation.get("eos_token_id", model_config.get("eos_token_id")))
+    if not eos and _token_id(tokenizer, tok_config.get("eos_token")) is not None:
+        eos = [_token_id(tokenizer, tok_config.get("eos_token"))]
+    template_file = folder / "chat_template.jinja"
+    template = template_file.read_text(encoding="utf-8") if template_file.is_file() else None
+    start = _ids(model_config.get("bos_token_id")) or eos
+    return SpecialTokens(bos=bos, stop=end_of_turn_ids(tokenizer, *eos),
+                         chat_template=_chat_template(tok_config.get("chat_template")) or template,
+                         start=start[0] if start else None, source=str(folder))

@@ -156,7 +156,7 @@ class BranchExplorer(Explorer):
             raise ValueError("choose an alternative token first")
         original = self.trace.token_ids[0, : int(self.trace.lengths[0])].tolist()
         piece, sampled = show_token(self.tokenizer, token_id), show_token(self.tokenizer, original[step])
-        if token_id == self.trace.eos_id:
+        if self.trace.is_stop(token_id):
             self.branch_result = None
             self.branch_html.value = viz.branch_html(step, piece, sampled)
             return
