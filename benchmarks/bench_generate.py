@@ -209,7 +209,7 @@ def compiled_inputs(subject: Subject, batch: int, new_tokens: int, *, temperatur
     ids = encode_prompt(subject.tokenizer, prompt)
     row = SamplingSettings(temperature, top_k, top_p, min_p, **extra_settings)
     arrays = generation._batch_arrays([ids] * batch, [seed + b for b in range(batch)], [row] * batch, new_tokens,
-                                      subject.config.max_len, eos_id=None)
+                                      subject.config.max_len, stop_ids=())
     longest = int(arrays["limit"].max())
     layout = generation._trace_layout(True, None, longest, subject.config) if trace else None
     return dict(graphdef=nnx.graphdef(subject.model), params=subject.params, arrays=arrays,
@@ -221,7 +221,7 @@ def run_compiled(inputs: dict, chunk: int | None = None) -> tuple[np.ndarray, np
     (as ``generate_stream`` does, minus its text); returns tokens and lengths."""
     a, graphdef, params, max_steps = inputs["arrays"], inputs["graphdef"], inputs["params"], inputs["max_steps"]
     state, loop = generation._prefill(graphdef, params, a["prompt"], a["pad"], a["limit"], a["seeds"],
-                                      a["settings"], a["eos_id"], max_steps=max_steps,
+                                      a["settings"], a["stop_ids"], max_steps=max_steps,
                                       trace_layout=inputs["trace_layout"])
     step, done = 0, False
     while step < max_steps and not done:
@@ -257,7 +257,7 @@ def bench_compiled(subject: Subject, batch: int, new_tokens: int, repeats: int) 
     short_in = compiled_inputs(subject, batch, 1)
     tokens, lengths = run_compiled(long_in)  # compile + warm up
     n = int(lengths[0])
-    assert n > 0 and (lengths[:batch] == n).all(), "eos_id=-1 must give every row the same length"
+    assert n > 0 and (lengths[:batch] == n).all(), "no stop ids must give every row the same length"
     run_compiled(short_in)
     t_long = median_time(lambda: run_compiled(long_in), repeats)
     t_short = median_time(lambda: run_compiled(short_in), repeats)
@@ -292,7 +292,7 @@ def trace_buffer_bytes(subject: Subject, batch: int = TRACE_BATCH, new_tokens: i
     a = inputs["arrays"]
     state, _ = jax.eval_shape(
         lambda params: generation._prefill(inputs["graphdef"], params, a["prompt"], a["pad"], a["limit"], a["seeds"],
-                                           a["settings"], a["eos_id"], max_steps=inputs["max_steps"],
+                                           a["settings"], a["stop_ids"], max_steps=inputs["max_steps"],
                                            trace_layout=inputs["trace_layout"]), inputs["params"])
     return sum(int(np.prod(b.shape)) * b.dtype.itemsize for b in jax.tree_util.tree_leaves(state.trace))
 

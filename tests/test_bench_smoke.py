@@ -85,7 +85,7 @@ def test_fixed_token_count_and_settings_do_not_recompile(bench):
     counter = bench.CompileCounter()
     try:
         tokens, lengths = bench.run_compiled(bench.compiled_inputs(subject, 2, 6))
-        assert (lengths[:2] == 6).all()  # eos_id=-1: every row decodes exactly the asked count
+        assert (lengths[:2] == 6).all()  # no stop ids: every row decodes exactly the asked count
         before_cache = bench.generation.compiled_programs()
         before_events = counter.count_programs()
         for change in [dict(temperature=0.0), dict(top_k=0, top_p=0.5), dict(min_p=0.2, seed=99), dict(top_k=3)]:

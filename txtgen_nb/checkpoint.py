@@ -289,6 +289,7 @@ def _load_gguf(path: Path, tokenizer_path: str | Path | None, log: Log, dtype: s
         tokenizer = gguf_vocab.read_tokenizer(reader, path)
     log(f"Loading config from: {path} ({gguf_file.LAYOUT} {arch}, {config.num_layers} layers, d {config.d_model})")
     _check_vocab(tokenizer, config, path, Path(tokenizer_path or path))
+    gguf_file.drop_metadata(reader)
     log("Creating model...")
     log(f"Loading checkpoint from: {path} (dequantized to {config.dtype})")
     model, params = build_model(config, gguf_file.read_params(reader, config, arch, path), path)

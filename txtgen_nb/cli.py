@@ -50,7 +50,8 @@ def _number(kind: type, low: float | None = None, high: float | None = None):
 def build_parser() -> argparse.ArgumentParser:
     """The seed's arguments plus ``--num-samples``, ``--min-p``, ``--stop`` and ``--interactive``."""
     parser = _Parser(prog="generate_text.py", description="Generate text from a trained transformer checkpoint.")
-    parser.add_argument("--checkpoint", help="checkpoint directory (default: the bundled demo model)")
+    parser.add_argument("--checkpoint", help="checkpoint directory, Hugging Face folder or .gguf file "
+                        "(default: the bundled demo model)")
     parser.add_argument("--prompt", help="input text prompt; \\n means a newline (required unless --interactive, "
                         "or a terminal on stdin)")
     parser.add_argument("--tokenizer-path", help="path to tokenizer.json (default: auto-detected)")
@@ -68,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="number of continuations, generated in one batched call (default 1)")
     parser.add_argument("--stop", action="append", default=None, metavar="TEXT",
                         help="end the text where TEXT appears (repeatable; \\n means a newline)")
+    parser.add_argument("--chat", action="store_true",
+                        help="send the prompt as the user's message in the model's chat template; the reply ends "
+                        "at the end of its turn")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
+                        help="compute dtype of the weights (default: the checkpoint's; bfloat16 halves memory)")
     parser.add_argument("--interactive", action="store_true",
                         help="prompt for text in a loop ('quit' or end of input to exit); the default without "
                         "--prompt when stdin is a terminal")
@@ -98,13 +104,29 @@ def _load(args: argparse.Namespace):
     print(f"Backend: {_backend()}")
     if args.checkpoint is None:
         print("No --checkpoint given: using the bundled demo model")
-    model, params, tokenizer, config = load_model_and_tokenizer(args.checkpoint, args.tokenizer_path, log=print)
+    model, params, tokenizer, config = load_model_and_tokenizer(args.checkpoint, args.tokenizer_path, log=print,
+                                                                dtype=args.dtype)
     print("✓ Model loaded successfully!")
     print(f"  Vocab size: {config.vocab_size}")
     print(f"  Max length: {config.max_len}")
     print(f"  Model size: {config.d_model}")
     print(f"  Layers: {config.num_layers}")
+    if _is_demo(args.checkpoint):
+        print("  Note: the demo model knows only children's stories from a small grammar; for facts, Q&A or code "
+              "try --checkpoint with a real model (e.g. SmolLM2: see the README)")
     return model, params, tokenizer, config
+
+
+def _is_demo(checkpoint: str | None) -> bool:
+    """Whether ``checkpoint`` is the bundled demo model (or the copy ``make output`` made of it)."""
+    from txtgen_nb.api import DEMO_DIR
+
+    if checkpoint is None:
+        return True
+    path = Path(checkpoint).resolve()
+    folder = path.parent if path.name == "best_checkpoint" else path
+    demo = DEMO_DIR / "model_config.json"
+    return (folder / "model_config.json").is_file() and (folder / "model_config.json").read_bytes() == demo.read_bytes()
 
 
 def _max_new_tokens_line(requested: int, prompt_tokens: int, context: int) -> str:
@@ -123,8 +145,8 @@ def _generate_and_print(model, params, tokenizer, config, prompt: str, args: arg
     print(RULE)
     print("GENERATING TEXT")
     print(RULE)
-    print(f"Prompt: {prompt}")
-    prompt_tokens = len(encode_prompt(tokenizer, prompt))
+    print(f"Prompt: {prompt}" + (" (as the user's chat message)" if args.chat else ""))
+    prompt_tokens = len(encode_prompt(tokenizer, prompt, chat=args.chat))
     print(f"Prompt tokens: {prompt_tokens}")
     print(_max_new_tokens_line(args.max_length, prompt_tokens, config.max_len))
     print(f"Temperature: {args.temperature}" + (" (greedy)" if args.temperature == 0 else ""))
@@ -140,15 +162,16 @@ def _generate_and_print(model, params, tokenizer, config, prompt: str, args: arg
     start = time.perf_counter()
     stream = generate_stream(model, params, tokenizer, prompt, max_new_tokens=args.max_length,
                              temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-                             seed=args.seed, num_samples=args.num_samples, stop=stop)
+                             seed=args.seed, num_samples=args.num_samples, stop=stop, chat=args.chat)
     _sample_header(args, 0)
-    print(prompt, end="", flush=True)
+    if not args.chat:
+        print(prompt, end="", flush=True)
     for pieces in stream:  # the first sample's text as it is generated
         print(pieces[0], end="", flush=True)
     print()
     seconds = time.perf_counter() - start
     result = stream.result
-    for i, text in enumerate(result.texts):
+    for i, text in enumerate(result.continuations if args.chat else result.texts):
         if i:
             _sample_header(args, i)
             print(text)
@@ -166,7 +189,7 @@ def _sample_header(args: argparse.Namespace, i: int) -> None:
 
 
 def _stop_reason(reason: str, config) -> str:
-    return {"eos": "end-of-sequence", "max_new_tokens": "max length", "context": f"model context ({config.max_len})",
+    return {"eos": "end-of-sequence (or end of turn)", "max_new_tokens": "max length", "context": f"model context ({config.max_len})",
             "stop": "a stop string", "interrupted": "interrupted"}[reason]
 
 

@@ -37,6 +37,7 @@ _LLAMA_TOP = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "
 _GPT2_BLOCK = {"attn_norm": "ln_1", "ffn_norm": "ln_2", "attn_qkv": "attn.c_attn", "attn_output": "attn.c_proj",
                "ffn_up": "mlp.c_fc", "ffn_down": "mlp.c_proj"}
 _GPT2_TOP = {"token_embd": "wte", "position_embd": "wpe", "output_norm": "ln_f", "output": "lm_head"}
+_ROWS_PER_CHUNK = 2048  # rows dequantized at once
 _GPT2_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
@@ -103,6 +104,12 @@ def read_config(reader: Any, path: Path) -> tuple[ModelConfig, str]:
     return hf_gpt2.config_from_hf(raw, source=path), arch
 
 
+def drop_metadata(reader: Any) -> None:
+    """Free the parsed metadata (the vocabulary as ~150 MB of small objects) once the config and the
+    tokenizer are read, so it does not sit beside the weights while they are built."""
+    reader.fields.clear()
+
+
 def _rows(reader: Any, name: str) -> int:
     tensor = next((t for t in reader.tensors if t.name == name), None)
     return 0 if tensor is None else int(tensor.shape[-1])
@@ -125,8 +132,13 @@ def _lazy(tensor: Any, path: Path, heads: int | None) -> LazyTensor:
     shape = tuple(int(n) for n in reversed(tensor.shape.tolist()))
 
     def load() -> np.ndarray:
-        array = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(shape)
-        return array if heads is None else _unpermute(array, heads)
+        data = tensor.data.reshape(shape[0], -1) if len(shape) > 1 else tensor.data
+        out = np.empty(shape, np.float32)
+        for start in range(0, len(data), _ROWS_PER_CHUNK):  # a few MB at a time: no large temporaries
+            rows = data[start: start + _ROWS_PER_CHUNK]
+            out[start: start + len(rows)] = gguf.quants.dequantize(rows, tensor.tensor_type).reshape(
+                out[start: start + len(rows)].shape)
+        return out if heads is None else _unpermute(out, heads)
 
     return LazyTensor(shape, load)
 
