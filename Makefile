@@ -64,6 +64,7 @@ demo-model: setup
 ## bench: generation speed against a naive loop and the hardware floor
 bench: setup
 	$(PY) benchmarks/bench_generate.py
+	$(PY) benchmarks/bench_smollm2.py
 
 ## strip: remove outputs from the notebooks before committing
 strip: setup

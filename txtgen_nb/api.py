@@ -58,6 +58,17 @@ MODELS: dict[str, Callable[[], Path]] = {
 """The models the tutorials offer, by the name a model picker shows."""
 
 
+USE_CASES: dict[str, dict] = {
+    "fact": dict(prompt="The capital of France is", max_length=20, temperature=0.3),
+    "story": dict(prompt="Once upon a time in a magical forest", max_length=60, temperature=0.9, top_k=50),
+    "dialogue": dict(prompt="Person A: How are you?\nPerson B:", max_length=30, temperature=0.7, top_p=0.9),
+    "Q&A": dict(prompt="Question: What is the meaning of life?\nAnswer:", max_length=40, temperature=0.5, top_k=40),
+    "code": dict(prompt="def calculate_fibonacci(n):", max_length=60, temperature=0.3, top_k=30),
+    "creative": dict(prompt="In a world where magic is real", max_length=60, temperature=1.2, top_p=0.95),
+}
+"""The user guide's use cases (its prompts and settings, shorter texts): ``generate_text(..., **USE_CASES["fact"])``."""
+
+
 def load_model_and_tokenizer(
     checkpoint_dir: str | Path | None = None, tokenizer_path: str | Path | None = None, *,
     log: Callable[[str], None] | None = None, dtype: str | None = None,

