@@ -187,3 +187,49 @@ def test_gguf_bfloat16_dtype(tmp_path):
     assert nbytes(params) * 2 == nbytes(params32)
     logits = next_token_logits(model, params, tok, "Once upon a time")
     assert np.isfinite(logits).all()
+
+
+def spm_gguf(folder: Path) -> Path:
+    """A tiny Llama GGUF with a SentencePiece-style vocabulary (scores, byte fallback, ``▁`` spaces)."""
+    words = ["▁", "e", "t", "a", "o", "n", "h", "s", "r", "l", "d", "u", "c", "m", "w", "y", ",", ".", "▁t", "he",
+             "▁the", "▁a", "an", "on", "in", "er", "▁w", "▁h", "ll", "▁s", "or", "en", "▁c", "▁he", "▁hello", "hel",
+             "lo", "ello", "▁wor", "ld", "▁world", "▁and", "nd", "▁an", "▁on", "▁o", "é", "▁é"]
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + words
+    writer = gguf.GGUFWriter(str(folder / "spm.gguf"), "llama")
+    for name, value in [("block_count", 1), ("context_length", 64), ("embedding_length", 32),
+                        ("feed_forward_length", 64), ("head_count", 4), ("head_count_kv", 4),
+                        ("layer_norm_rms_eps", 1e-5), ("vocab_size", len(tokens))]:
+        getattr(writer, f"add_{name}")(value)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores([0.0] * 259 + [-float(i) for i in range(len(words))])
+    writer.add_token_types([2, 3, 3] + [6] * 256 + [1] * len(words))
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_unk_token_id(0)
+    rng = np.random.default_rng(0)
+    shapes = {"token_embd.weight": (len(tokens), 32), "output_norm.weight": (32,), "output.weight": (len(tokens), 32),
+              "blk.0.attn_norm.weight": (32,), "blk.0.ffn_norm.weight": (32,), "blk.0.attn_q.weight": (32, 32),
+              "blk.0.attn_k.weight": (32, 32), "blk.0.attn_v.weight": (32, 32), "blk.0.attn_output.weight": (32, 32),
+              "blk.0.ffn_gate.weight": (64, 32), "blk.0.ffn_up.weight": (64, 32), "blk.0.ffn_down.weight": (32, 64)}
+    for name, shape in shapes.items():
+        writer.add_tensor(name, rng.standard_normal(shape).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return folder / "spm.gguf"
+
+
+def test_sentencepiece_vocabulary_matches_transformers(tmp_path):
+    path = spm_gguf(tmp_path)
+    _, _, tok, _ = load_model_and_tokenizer(path)
+    theirs = transformers.AutoTokenizer.from_pretrained(str(tmp_path), gguf_file=path.name)
+    for text in ["hello world", "the and on", "Hello  World!", "é café", "x\ty 12", "日本"]:
+        ours = tok.encode(text, add_special_tokens=False).ids
+        assert ours == theirs(text, add_special_tokens=False)["input_ids"], text
+        assert decode(tok, ours) == text  # byte fallback round-trips
+    assert encode_prompt(tok, "hello")[0] == 1  # SentencePiece vocabularies add BOS (llama.cpp's default)
+    # leading spaces: llama.cpp prepends one space and keeps every space (transformers drops one)
+    assert tok.encode("  leading", add_special_tokens=False).tokens[:3] == ["▁", "▁", "▁"]
+    assert decode(tok, tok.encode("  leading", add_special_tokens=False).ids) == "  leading"
