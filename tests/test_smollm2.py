@@ -12,9 +12,10 @@ import pytest
 import torch
 import transformers
 
-from txtgen_nb import generate, generate_text, load_model_and_tokenizer, smollm2_path
+from txtgen_nb import MODELS, SamplingSettings, generate, generate_text, load_model_and_tokenizer, smollm2_path, viz
 from txtgen_nb.generation import next_token_logits
 from txtgen_nb.tokenizer import chat_text, encode_prompt, special_tokens
+from txtgen_nb.widgets import BranchExplorer, SamplingExplorer
 
 from conftest import REPO
 
@@ -92,3 +93,50 @@ def test_seed_command_answers_paris():
     assert done.returncode == 0, done.stderr
     assert "GGUF llama, 30 layers" in done.stdout
     assert f"{FACT} Paris" in done.stdout
+
+
+def test_views_from_the_window_equal_views_from_full_logits_at_49k(smol):
+    """The compact trace (a 256-token window, full logits recomputed on demand) and the full trace give
+    the same hover text, step view and pipeline stages at SmolLM2's 49,152-token vocabulary."""
+    model, params, tok, _ = smol
+    settings = SamplingSettings(0.9, 40, top_p=0.9, min_p=0.02, typical_p=0.8, repetition_penalty=1.2)
+    runs = [generate(model, params, tok, FACT, max_new_tokens=12, settings=[settings], seed=3, trace=kind)
+            for kind in (True, "full")]
+    window, full = (run.trace for run in runs)
+    assert window.full_logits is None and full.full_logits is not None and window.top_ids.shape[-1] == 256
+    assert runs[0].new_token_ids == runs[1].new_token_ids
+    for kind in ("probability", "rank", "entropy"):
+        a, b = (viz.text_data(t, tok, color_by=kind, settings=settings) for t in (window, full))
+        assert a.tips == b.tips and a.pieces == b.pieces
+        np.testing.assert_allclose(a.values, b.values, rtol=1e-4)  # recomputed logits: float rounding only
+    for step in (0, 5, 11):
+        a, b = (viz.step_data(t, tok, step, settings=settings) for t in (window, full))
+        assert a.ids.tolist() == b.ids.tolist() and a.num_kept == b.num_kept
+        np.testing.assert_allclose(a.prob_after, b.prob_after, atol=2e-5)
+        for x, y in zip(window.stages(0, step, settings), full.stages(0, step, settings)):
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-4)
+
+
+def test_explorer_picks_smollm2_and_chats(smol):
+    """The Model menu loads SmolLM2; Chat shows the template greyed and the reply ends at its turn;
+    a branch continues inside the same turn."""
+    explorer = SamplingExplorer(prompt="What is the capital of France?", max_new_tokens=16, temperature=0.0, top_k=0)
+    assert not explorer.has_chat_template and explorer.chat.layout.display == "none"
+    explorer.pick_model(list(MODELS)[1])
+    assert explorer.error.value == "" and explorer.model.config.num_layers == 30
+    assert explorer.chat.layout.display == "" and explorer.max_new_tokens.max == 500
+    assert not explorer.trace.templated and "tg-prompt tg-template" not in explorer.text.html
+    explorer.chat.value = True
+    assert explorer.trace.templated and explorer.result.stop_reasons == ["eos"]
+    assert "Paris" in explorer.result.continuations[0]
+    assert '<span class="tg-prompt tg-template">&lt;|im_start|&gt;system' in explorer.text.html
+    assert "of N" not in explorer._summary and "changed" not in explorer._summary  # a new prompt: nothing to compare
+    branch = BranchExplorer(*smol[:3], prompt="What is the capital of France?", chat=True, max_new_tokens=8,
+                            temperature=0.0, top_k=0)
+    branch.branch(step=0, token_id=tok_id(smol[2], "Paris"))
+    assert branch.branch_result.trace.prompt_ids[0][:37] == branch.trace.prompt_ids[0]
+    assert branch.branch_result.prompt_token_counts == [38]
+
+
+def tok_id(tok, piece: str) -> int:
+    return tok.token_to_id(piece)

@@ -280,6 +280,7 @@ class _Request:
     arrays: dict  # prompt [Bp, P], pad [Bp], limit [Bp], seeds [Bp, 2], settings [Bp], stop_ids [STOP_SLOTS]: Bp a power of two
     max_steps: int  # decode loop length (cache slots after the prompt)
     layout: TraceLayout | None
+    chat: bool  # each prompt is the user's message in the model's chat template
 
 
 def _prepare(model, params, tokenizer, prompts, *, max_new_tokens=100, temperature=0.8, top_k=50, top_p=1.0,
@@ -299,7 +300,7 @@ def _prepare(model, params, tokenizer, prompts, *, max_new_tokens=100, temperatu
     longest = int(arrays["limit"].max())
     layout = _trace_layout(trace, trace_k, longest, model.config) if trace else None
     request = _Request(rows_prompts, prompt_ids, seeds, settings, stops, max_new_tokens, arrays,
-                       decode_steps(longest, model.config.max_len), layout)
+                       decode_steps(longest, model.config.max_len), layout, chat)
     return model, params, request
 
 
@@ -480,12 +481,12 @@ class Stream:
     def _decode_chunk(self, state: LoopState, inputs: LoopInputs, speed_key: tuple):
         """Decode one chunk of steps, sized by this model's last measured speed, and measure it;
         returns the new state and its tokens, lengths and done flags on the host."""
-        start, taken = time.perf_counter(), self.steps_done
+        start, taken, programs = time.perf_counter(), self.steps_done, compiled_programs()
         until = min(taken + self._chunk_size(_STEP_SECONDS.get(speed_key)), self.request.max_steps)
         state = _decode(self._graphdef, self._params, state, inputs, np.int32(until))
         tokens, lengths, done = (np.asarray(x) for x in jax.device_get((state.tokens, state.lengths, state.done)))
         self.steps_done = int(state.step)
-        if self.steps_done > taken:
+        if self.steps_done > taken and compiled_programs() == programs:  # a chunk that compiled says nothing of speed
             _STEP_SECONDS[speed_key] = (time.perf_counter() - start) / (self.steps_done - taken)
         return state, tokens, lengths, done
 
@@ -554,7 +555,7 @@ def _trace(request: _Request, tokens: np.ndarray, lengths: np.ndarray, buffers: 
         values[np.arange(steps)[None] >= lengths[:, None]] = 0  # padding steps read as zeros
     return Trace(prompt_ids=request.prompt_ids, token_ids=tokens[:, :steps], lengths=lengths,
                  settings=request.settings, seeds=request.seeds, eos_id=stop_ids[0] if stop_ids else None,
-                 stop_ids=tuple(stop_ids), vocab_size=vocab_size,
+                 stop_ids=tuple(stop_ids), vocab_size=vocab_size, templated=request.chat,
                  top_ids=kept["top_ids"], top_logits=kept["top_logits"], logsumexp=kept["logsumexp"],
                  entropy=kept["entropy"], full_logits=kept.get("logits"), graphdef=graphdef, params=params)
 

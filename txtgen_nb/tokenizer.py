@@ -177,6 +177,15 @@ def decode(tokenizer: Tokenizer, ids: Sequence[int]) -> str:
     return tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
 
 
+def shown_prompt(tokenizer: Tokenizer, ids: Sequence[int], templated: bool = False) -> str:
+    """The text a view shows for a prompt's ids: without special tokens, except for a chat
+    template's own markers (``<|im_start|>user ...``), which the views show greyed.
+
+    Usage: ``shown_prompt(tok, trace.prompt_ids[0], trace.templated)``
+    """
+    return tokenizer.decode([int(i) for i in ids], skip_special_tokens=not templated)
+
+
 def show_token(tokenizer: Tokenizer, token_id: int, max_chars: int = 12) -> str:
     """A readable label for one token: leading space as '␣', newline as '↵', tab as '⇥',
     undecodable byte pieces and control characters as ``<0xNN>``, long pieces shortened with '…'.

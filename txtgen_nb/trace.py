@@ -171,6 +171,7 @@ class Trace:
     entropy: np.ndarray  # [B, N] float32, entropy (nats) of the raw row: temperature 1, no filter
     full_logits: np.ndarray | None = None  # [B, N, V] float32, only for trace="full"
     stop_ids: tuple[int, ...] = ()  # every id that ends a row (EOS and end-of-turn tokens); () means (eos_id,)
+    templated: bool = False  # the prompts are the model's chat template around the user's messages
     graphdef: nnx.GraphDef | None = None  # with params: the model that recomputes full logits
     params: nnx.State | None = None
     _cache: dict[Any, np.ndarray] = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
@@ -288,7 +289,8 @@ class Trace:
         s = settings or self.settings[row]
         n = int(self.lengths[row])
         steps = np.arange(_pow2(n))  # padded to a power of two: few shapes, few compiles; dropped below
-        contexts = np.stack([self._context(row, min(i, n), size=self._context_size(row)) for i in steps])  # [L', T]
+        last = max(n - 1, 0)  # padding steps reuse the last real step's context (it fits the slots)
+        contexts = np.stack([self._context(row, min(i, last), size=self._context_size(row)) for i in steps])  # [L', T]
         logits = np.zeros((steps.size, self.vocab_size), np.float32)
         logits[:n] = self.row_logits(row)[:n]
         padded = s.stages(logits, contexts, num_generated=steps, xtc_coin=self._xtc_coins(row, steps))

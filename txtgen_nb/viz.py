@@ -38,7 +38,7 @@ from tokenizers import Tokenizer
 
 from txtgen_nb import sampling
 from txtgen_nb.generation import SamplingSettings, Trace
-from txtgen_nb.tokenizer import decode, show_token
+from txtgen_nb.tokenizer import decode, show_token, shown_prompt
 
 if TYPE_CHECKING:
     from txtgen_nb.metrics import SweepRow
@@ -541,7 +541,7 @@ _CSS = """<style>
 .tg-view{position:relative;display:flex;gap:10px;min-height:176px;font-family:sans-serif}
 .tg-text{flex:1 1 auto;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:15px;line-height:2.0;
 white-space:pre-wrap;overflow-wrap:anywhere}
-.tg-prompt{color:#333;font-weight:bold}
+.tg-prompt{color:#333;font-weight:bold}.tg-template{color:#888;font-weight:normal}
 .tg-tok{border-radius:3px;padding:1px 0;cursor:pointer}
 .tg-tok:focus{outline:2px dashed #555;outline-offset:1px}
 .tg-tok.tg-current{outline:3px solid #000;outline-offset:1px;box-shadow:0 0 0 5px #fff}
@@ -581,6 +581,7 @@ class TextData:
     legend: tuple[str, str]  # labels of the dark and light ends of the colour bar
     color_by: str
     settings: SamplingSettings
+    templated: bool = False  # the prompt is the model's chat template (shown greyed, markers and all)
 
 
 def text_data(trace: Trace, tokenizer: Tokenizer, row: int = 0, color_by: str = "probability",
@@ -620,8 +621,9 @@ def text_data(trace: Trace, tokenizer: Tokenizer, row: int = 0, color_by: str = 
                  for a in order]
         tips.append(f"step {i}: p={chosen_p[i]:.3f}, rank {int(ranks[i])}\nentropy {entropies[i]:.2f} nats\n"
                     f"top {len(order)}: before → after\n" + "\n".join(lines))
-    return TextData(prompt=decode(tokenizer, trace.prompt_ids[row]), pieces=pieces, token_ids=tokens, values=values,
-                    shade=np.asarray(shade, float), tips=tips, legend=legend, color_by=color_by, settings=s)
+    return TextData(prompt=shown_prompt(tokenizer, trace.prompt_ids[row], trace.templated), pieces=pieces,
+                    token_ids=tokens, values=values, shade=np.asarray(shade, float), tips=tips, legend=legend,
+                    color_by=color_by, settings=s, templated=trace.templated)
 
 
 def changed_tokens(previous: Sequence[int], current: Sequence[int]) -> np.ndarray:
@@ -675,7 +677,8 @@ def token_html(data: TextData, *, selected: int | None = None, changed: Sequence
     hint = ('<div class="tg-side"><div class="tg-hint">Hover over a token, or tap it, to see the step’s numbers and '
             'the alternatives the model considered.</div></div>')
     view = "tg-view tg-below" if panel == "below" else "tg-view"
-    return (f'{_CSS}{legend_html}{summary}<div class="{view}"><div class="tg-text"><span class="tg-prompt">'
+    prompt_class = "tg-prompt tg-template" if data.templated else "tg-prompt"
+    return (f'{_CSS}{legend_html}{summary}<div class="{view}"><div class="tg-text"><span class="{prompt_class}">'
             f'{html.escape(data.prompt)}</span>{"".join(spans)}</div>{hint}</div>')
 
 

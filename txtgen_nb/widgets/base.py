@@ -31,11 +31,12 @@ from flax import nnx
 from tokenizers import Tokenizer
 
 from txtgen_nb import generation, viz
-from txtgen_nb.api import load_model_and_tokenizer
+from txtgen_nb.api import MODELS, load_model_and_tokenizer
 from txtgen_nb.generation import GenerationResult, SamplingSettings, Stream, Trace
 from txtgen_nb.model import context_length
-from txtgen_nb.widgets.controls import SamplingControls
-from txtgen_nb.widgets.layout import prompt_box
+from txtgen_nb.tokenizer import shown_prompt, special_tokens
+from txtgen_nb.widgets.controls import SamplingControls, new_tokens_limit
+from txtgen_nb.widgets.layout import chat_box, model_picker, prompt_box
 
 DEFAULT_PROMPT = "Once upon a time"
 MODEL_TURN = threading.Lock()  # one explorer generates at a time: the first compiles, the others reuse it
@@ -65,9 +66,12 @@ def one_line(err: BaseException | str, escape: bool = True) -> str:
 class Explorer:
     """Model loading, busy state, one-line errors and counted model calls for every explorer.
 
-    ``model, params, tokenizer`` are given together, or none of them (then ``checkpoint`` or the
-    bundled demo model is loaded). Errors in loading or in a callback are shown in ``.error``
-    as one line; ``.status`` shows what is running; ``.generate_calls`` counts model calls.
+    ``model, params, tokenizer`` are given together, or none of them: then ``checkpoint`` (a path,
+    or a name of :data:`txtgen_nb.api.MODELS`) or the bundled demo model is loaded, and a **Model**
+    menu switches between the tutorials' models. Where the model has a chat template, **Chat**
+    (``chat=True``) wraps the prompt as the user's message and the view shows the template greyed.
+    Errors in loading or in a callback are shown in ``.error`` as one line; ``.status`` shows what
+    is running; ``.generate_calls`` counts model calls.
     """
 
     def __init__(
@@ -77,6 +81,7 @@ class Explorer:
         tokenizer: Tokenizer | None = None,
         *,
         checkpoint: str | Path | None = None,
+        chat: bool = False,
     ) -> None:
         self.generate_calls = 0
         self.result: GenerationResult | None = None
@@ -102,8 +107,12 @@ class Explorer:
         self.controls: SamplingControls | None = None
         self.widget: widgets.Widget = widgets.VBox()
         self._muted = False
+        self._compiled = False  # whether this explorer's model has generated once (compiled its programs)
+        picked = model is None and (checkpoint is None or str(checkpoint) in MODELS)
+        self.model_picker = model_picker(str(checkpoint) if picked and checkpoint is not None else None, shown=picked)
+        self.chat = chat_box(chat)
         with self.errors_shown():
-            self._load(model, params, tokenizer, checkpoint)
+            self._load(model, params, tokenizer, MODELS[checkpoint]() if picked and checkpoint else checkpoint)
 
     def _load(self, model, params, tokenizer, checkpoint) -> None:
         given = [x is not None for x in (model, params, tokenizer)]
@@ -112,6 +121,41 @@ class Explorer:
         if not any(given):
             model, params, tokenizer, _config = load_model_and_tokenizer(checkpoint)
         self.model, self.params, self.tokenizer = model, params, tokenizer
+        self._compiled = False
+        self.chat.layout.display = "" if self.has_chat_template else "none"
+
+    @property
+    def has_chat_template(self) -> bool:
+        """Whether the loaded model has a chat template (then **Chat** is shown)."""
+        return self.tokenizer is not None and special_tokens(self.tokenizer).chat_template is not None
+
+    @property
+    def chat_on(self) -> bool:
+        """Whether prompts go through the model's chat template (**Chat** ticked, and a template)."""
+        return bool(self.chat.value) and self.has_chat_template
+
+    def pick_model(self, name: str | None = None) -> None:
+        """Load the model named in **Model** (or ``name``, a key of :data:`txtgen_nb.api.MODELS`),
+        forget the last result and generate again.
+
+        Usage: ``explorer.pick_model("SmolLM2-135M-Instruct (a real small LLM)")``
+        """
+        if name is not None and name != self.model_picker.value:
+            self.model_picker.value = name  # its observer loads the model
+            return
+        self.stop()
+        self.wait()
+        with self.busy(f"Loading {self.model_picker.value.split(' (')[0]}…"):
+            self._load(None, None, None, MODELS[self.model_picker.value]())
+        self.result = self.trace = None
+        self.reset()
+        if self.max_new_tokens is not None:
+            self.max_new_tokens.max = new_tokens_limit(self.context_size)
+        self.generate_button.disabled = False
+        self.run()
+
+    def reset(self) -> None:
+        """Forget what the views compare against (a new model was loaded; explorers override this)."""
 
     @property
     def ready(self) -> bool:
@@ -189,6 +233,7 @@ class Explorer:
         In the background, a call made while another runs stops that one (its result is dropped)
         and runs when it has ended; only the newest waiting call is kept.
         """
+        kwargs.setdefault("chat", self.chat_on)
         job = (prompts, then, kwargs)
         if not self.background:
             self._run_job(*job)
@@ -215,14 +260,17 @@ class Explorer:
                     self._worker = None
 
     def _run_job(self, prompts: str | Sequence[str], then: Callable[[GenerationResult], None], kwargs: dict) -> None:
-        with self.errors_shown(clear=False), self.busy(), MODEL_TURN:  # the callback cleared old errors
+        message = "Generating…" if self._compiled else "Preparing the model (first run only: about 5-20 s)…"
+        with self.errors_shown(clear=False), self.busy(message), MODEL_TURN:  # the callback cleared old errors
             self._stream = stream = generation.generate_stream(self.model, self.params, self.tokenizer, prompts,
                                                                trace=True, **kwargs)
+            shown = [shown_prompt(self.tokenizer, ids, stream.request.chat) for ids in stream.request.prompt_ids]
             self.stop_button.layout.display = ""
             try:
                 for pieces in stream:
+                    self._compiled = True
                     if any(pieces):
-                        self.show_live(stream.request.rows_prompts, stream.texts)
+                        self.show_live(shown, stream.texts)
                     self.status.value = viz.busy_html(f"Generating… {stream.steps_done} of {stream.total_steps} "
                                                       "tokens")
             finally:
@@ -275,8 +323,13 @@ class Explorer:
     def adopt(self, controls: SamplingControls, prompt: str) -> SamplingControls:
         """Take the shared control panel and a prompt box: their widgets become attributes
         (``.prompt``, ``.seed``, ``.temperature``, ...), the buttons are disabled while busy or
-        without a model, and a bad starting setting shows in the error box."""
+        without a model, and a bad starting setting shows in the error box. ``.prompt_area`` holds
+        the model menu, the prompt and **Chat**; choosing a model or ticking Chat generates again."""
         self.controls, self.prompt = controls, prompt_box(prompt)
+        self.prompt_area = widgets.VBox([self.model_picker, self.prompt, self.chat],
+                                        layout=widgets.Layout(width="100%"))
+        self.observe(self.model_picker, self.pick_model)
+        self.observe(self.chat, self.run)
         self.seed, self.max_new_tokens = controls.seed, controls.max_new_tokens
         self.temperature, self.top_k, self.top_p, self.min_p = controls.filters
         self.generate_button, self.new_sample = controls.button, controls.new_sample

@@ -11,7 +11,7 @@ from tokenizers import Tokenizer
 from txtgen_nb import viz
 from txtgen_nb.generation import GenerationResult
 from txtgen_nb.steps import most_informative_step
-from txtgen_nb.tokenizer import decode, show_token
+from txtgen_nb.tokenizer import decode, show_token, shown_prompt, special_tokens
 from txtgen_nb.widgets.base import DEFAULT_PROMPT, Explorer
 from txtgen_nb.widgets.controls import SamplingControls
 from txtgen_nb.widgets.layout import explorer_row, plot_image, step_row
@@ -39,6 +39,7 @@ class BranchExplorer(Explorer):
         tokenizer: Tokenizer | None = None,
         *,
         checkpoint: str | Path | None = None,
+        chat: bool = False,
         prompt: str = DEFAULT_PROMPT,
         max_new_tokens: int = 30,
         temperature: float = 0.8,
@@ -48,7 +49,7 @@ class BranchExplorer(Explorer):
         seed: int = 0,
         alternatives: int = 10,
     ) -> None:
-        super().__init__(model, params, tokenizer, checkpoint=checkpoint)
+        super().__init__(model, params, tokenizer, checkpoint=checkpoint, chat=chat)
         self.top_n = alternatives
         self.branch_result: GenerationResult | None = None
         self._branching: tuple[int, str, str] | None = None  # (step, piece, sampled) while a branch generates
@@ -67,7 +68,7 @@ class BranchExplorer(Explorer):
         self.branch_html = widgets.HTML(value="")
         self.busy_targets.append(self.branch_button)
         self.widget = explorer_row(
-            [self.prompt, c.panel, self.status_bar],
+            [self.prompt_area, c.panel, self.status_bar],
             [self.text, step_row(self.step), self.plot, step_row(self.alternative, self.branch_button)],
             self.branch_html, self.error)
         self._wire()
@@ -141,9 +142,17 @@ class BranchExplorer(Explorer):
         self.alternative.options = self.alternatives()
         self.alternative.value = self.default_alternative()
 
+    def reset(self) -> None:
+        self.branch_result, self.branch_html.value = None, ""
+
     def branch_prompt(self, step: int, token_id: int) -> str:
-        """The text of the context before ``step`` plus ``token_id`` (BOS dropped)."""
-        return decode(self.tokenizer, [*self.trace.context_ids(0, step), int(token_id)])
+        """The text of the context before ``step`` plus ``token_id``: BOS dropped (generation adds
+        it again), a chat template's markers kept (the branch continues the same turn)."""
+        ids = [*self.trace.context_ids(0, step), int(token_id)]
+        bos = special_tokens(self.tokenizer).bos
+        if self.trace.templated:
+            return shown_prompt(self.tokenizer, ids[1:] if bos is not None and ids[0] == bos else ids, templated=True)
+        return decode(self.tokenizer, ids)
 
     def branch(self, token_id: int | None = None, step: int | None = None) -> None:
         """Continue from the context up to ``step`` plus ``token_id`` for **New tokens** tokens
@@ -164,7 +173,7 @@ class BranchExplorer(Explorer):
         self.generate(self.branch_prompt(step, token_id),
                       then=lambda result: self._show_branch(result, step, original, piece, sampled),
                       max_new_tokens=int(self.max_new_tokens.value), settings=self.settings(),
-                      seed=int(self.seed.value))
+                      seed=int(self.seed.value), chat=False)  # the prompt is already templated
 
     def _show_branch(self, result: GenerationResult, step: int, original: list[int], piece: str, sampled: str) -> None:
         self._branching = None

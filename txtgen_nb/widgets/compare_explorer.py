@@ -36,19 +36,20 @@ class CompareExplorer(Explorer):
         tokenizer: Tokenizer | None = None,
         *,
         checkpoint: str | Path | None = None,
+        chat: bool = False,
         prompt: str = DEFAULT_PROMPT,
         settings: Sequence[SamplingSettings] = DEFAULT_COMPARE,
         max_new_tokens: int = 40,
         seed: int = 0,
     ) -> None:
-        super().__init__(model, params, tokenizer, checkpoint=checkpoint)
+        super().__init__(model, params, tokenizer, checkpoint=checkpoint, chat=chat)
         self.compared = list(settings)
         self._previous: list[int] | None = None  # the last token ids of every row, padded with -1
         c = self.adopt(SamplingControls(seed=seed, max_new_tokens=max_new_tokens, context=self.context_size,
                                         sliders=False), prompt)
         self.text_html = widgets.HTML(value="")
         self.plot = plot_image()
-        self.widget = explorer_row([self.prompt, c.panel, self.status_bar], [self.text_html, self.plot], self.error)
+        self.widget = explorer_row([self.prompt_area, c.panel, self.status_bar], [self.text_html, self.plot], self.error)
         self.generate_button.on_click(lambda _button: self.safely(self.run)())
         for control in (self.seed, self.max_new_tokens, self.prompt):
             self.observe(control, self.run)
@@ -56,6 +57,9 @@ class CompareExplorer(Explorer):
             self.start()
         else:
             self.show_error(f"settings must be 2 to 4 SamplingSettings, got {len(self.compared)} values")
+
+    def reset(self) -> None:
+        self._previous = None
 
     @property
     def labels(self) -> list[str]:

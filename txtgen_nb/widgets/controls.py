@@ -21,6 +21,7 @@ COLUMN = "330px"  # the controls column: beside the plot on a 1280 px projector
 _SLIDER = dict(continuous_update=False, style={"description_width": "7.5em"},
                layout=widgets.Layout(width="100%"))
 FALLBACK = SamplingSettings(0.8, 50, 1.0, 0.0)
+NEW_TOKENS_MAX = 500  # the length slider's end: a long context (SmolLM2: 8,192) would make it too coarse
 
 # The "Advanced samplers" section: (field, label, min, max, step); every default is "off".
 ADVANCED = (
@@ -57,6 +58,14 @@ def advanced_sliders(start: SamplingSettings = FALLBACK) -> dict[str, widgets.Wi
     return sliders
 
 
+def new_tokens_limit(context: int) -> int:
+    """The length slider's maximum for a model with ``context`` tokens (the prompt needs at least one).
+
+    Usage: ``new_tokens_limit(8192)  # 500``
+    """
+    return max(1, min(context - 1, NEW_TOKENS_MAX))
+
+
 def fresh_seed() -> int:
     """A random seed for "New sample" (below one million, easy to read and retype)."""
     return secrets.randbelow(1_000_000)
@@ -91,7 +100,7 @@ class SamplingControls:
                                          description="Min-p (0 off)", readout_format=".2f", **_SLIDER)
         self.max_new_tokens = None
         if max_new_tokens is not None:
-            limit = max(1, context - 1)  # the prompt holds at least the BOS token
+            limit = new_tokens_limit(context)
             self.max_new_tokens = widgets.IntSlider(value=min(max(1, max_new_tokens), limit), min=1, max=limit,
                                                     description="New tokens", **_SLIDER)
         self.seed = widgets.IntText(value=seed, description="Seed", style={"description_width": "7.5em"},

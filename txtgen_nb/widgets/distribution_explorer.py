@@ -31,6 +31,7 @@ class DistributionExplorer(Explorer):
         tokenizer: Tokenizer | None = None,
         *,
         checkpoint: str | Path | None = None,
+        chat: bool = False,
         prompt: str = DEFAULT_PROMPT,
         temperature: float = 0.8,
         top_k: int = 50,
@@ -38,14 +39,14 @@ class DistributionExplorer(Explorer):
         min_p: float = 0.0,
         top_n: int = 20,
     ) -> None:
-        super().__init__(model, params, tokenizer, checkpoint=checkpoint)
+        super().__init__(model, params, tokenizer, checkpoint=checkpoint, chat=chat)
         self.top_n = top_n
         c = self.adopt(SamplingControls(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                         button="Predict next token"), prompt)
         c.seed.layout.display = c.new_sample.layout.display = "none"  # one step: the seed plays no part
         self.plot = plot_image()
         self.step_plot = viz.StepPlot(top_n, height=4.2)
-        self.widget = explorer_row([self.prompt, c.panel, self.status_bar], [self.plot], self.error)
+        self.widget = explorer_row([self.prompt_area, c.panel, self.status_bar], [self.plot], self.error)
         self.generate_button.on_click(lambda _button: self.safely(self.run)())
         for slider in c.sampler_controls:
             self.observe(slider, self.show)

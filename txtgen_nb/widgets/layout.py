@@ -6,8 +6,24 @@ from __future__ import annotations
 import ipywidgets as widgets
 
 from txtgen_nb import viz
+from txtgen_nb.api import MODELS
 from txtgen_nb.widgets.controls import COLUMN
 
+
+def model_picker(value: str | None = None, shown: bool = True) -> widgets.Dropdown:
+    """The **Model** menu: the tutorials' models by name (:data:`txtgen_nb.api.MODELS`), the demo
+    first; hidden with ``shown=False`` (an explorer given its own model)."""
+    picker = widgets.Dropdown(options=list(MODELS), value=value or next(iter(MODELS)), description="Model",
+                              style={"description_width": "3.5em"}, layout=widgets.Layout(width="100%"))
+    picker.layout.display = "" if shown else "none"
+    return picker
+
+
+def chat_box(value: bool = False) -> widgets.Checkbox:
+    """**Chat**: wrap the prompt as the user's message in the model's chat template (shown only for
+    a model that has one)."""
+    return widgets.Checkbox(value=value, description="Chat: the prompt is a message to the assistant", indent=False,
+                            layout=widgets.Layout(width="100%"))
 
 
 def prompt_box(prompt: str) -> widgets.Textarea:

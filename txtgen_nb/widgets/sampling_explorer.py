@@ -37,6 +37,7 @@ class SamplingExplorer(Explorer):
         tokenizer: Tokenizer | None = None,
         *,
         checkpoint: str | Path | None = None,
+        chat: bool = False,
         prompt: str = DEFAULT_PROMPT,
         max_new_tokens: int = 40,
         temperature: float = 0.8,
@@ -45,7 +46,7 @@ class SamplingExplorer(Explorer):
         min_p: float = 0.0,
         seed: int = 0,
     ) -> None:
-        super().__init__(model, params, tokenizer, checkpoint=checkpoint)
+        super().__init__(model, params, tokenizer, checkpoint=checkpoint, chat=chat)
         c = self.adopt(SamplingControls(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed,
                                         max_new_tokens=max_new_tokens, context=self.context_size), prompt)
         self.auto_regenerate = widgets.Checkbox(value=True, description="Regenerate when a slider moves",
@@ -60,11 +61,11 @@ class SamplingExplorer(Explorer):
                                          layout=widgets.Layout(width="100%"))
         self.plot = plot_image()
         self.step_plot = viz.StepPlot(self.top_n, height=3.4)
-        self._previous: tuple[list[int], SamplingSettings, int, str, int] | None = None
+        self._previous: tuple[list[int], SamplingSettings, int, str, int, bool] | None = None
         self._summary = ""
         self.changed = None  # [N] bool: tokens that differ from the previous generation
         self.widget = explorer_row(
-            [self.prompt, c.panel, self.auto_regenerate, self.color_by, self.status_bar],
+            [self.prompt_area, c.panel, self.auto_regenerate, self.color_by, self.status_bar],
             [self.text, step_row(self.step, self.view), self.plot], self.error)
         self._wire()
         self.start()
@@ -98,7 +99,7 @@ class SamplingExplorer(Explorer):
         ids = result.new_token_ids[0]
         self.changed = None if self._previous is None else viz.changed_tokens(self._previous[0], ids)
         self._summary = self._change_summary(ids, settings, seed, length)
-        self._previous = (ids, settings, seed, self.prompt.value, length)
+        self._previous = (ids, settings, seed, self.prompt.value, length, self.chat_on)
         with self.quietly():
             self.step.max = max(0, int(self.trace.lengths[0]) - 1)
             if first:
@@ -110,13 +111,17 @@ class SamplingExplorer(Explorer):
     def show_live(self, prompts: list[str], texts: list[str]) -> None:
         self.text.html = viz.live_html(prompts[0], texts[0])
 
+    def reset(self) -> None:
+        self._previous, self.changed, self._summary = None, None, ""
+
     def _change_summary(self, ids: list[int], settings: SamplingSettings, seed: int, length: int) -> str:
-        if self._previous is None:
+        old = self._previous
+        if old is None or (old[3], old[5]) != (self.prompt.value, self.chat_on):  # nothing comparable before
+            self.changed = None
             return viz.change_summary(None, ids) + " Hover or tap a token for its alternatives; click it to show its step."
-        old_ids, old_settings, old_seed, old_prompt, old_length = self._previous
+        old_ids, old_settings, old_seed, _prompt, old_length, _chat = old
         causes = [settings_change(old_settings, settings)]
         causes.append(f"seed {old_seed} → {seed}" if seed != old_seed else "")
-        causes.append("a new prompt" if self.prompt.value != old_prompt else "")
         causes.append(f"length {old_length} → {length}" if length != old_length else "")
         summary = viz.change_summary(old_ids, ids, ", ".join(c for c in causes if c))
         return summary + (" They are underlined in vermillion." if self.changed.any() else "")
