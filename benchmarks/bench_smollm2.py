@@ -5,6 +5,7 @@ Each engine runs in its own process (so its peak RSS is its own), one after the 
 batch size: load, one warm-up generation (compile), then the median of ``--repeats`` timed
 generations of ``--tokens`` new tokens (greedy, end-of-sequence ignored) from "The capital of France
 is". The floor is the weights' bytes over the measured memory bandwidth (one read per step).
+A second table times the explorers at this 49,152-token vocabulary (what a class waits for).
 
 Usage: ``python benchmarks/bench_smollm2.py [--tokens 64] [--repeats 3] [--batches 1 8]``
 """
@@ -87,14 +88,43 @@ def run_torch(batch: int, tokens: int, repeats: int) -> dict:
                 peak_mb=_peak_mb(), text=tok.decode(out[0])[:60])
 
 
-def bandwidth_gbs() -> float:
-    """Memory bandwidth of a 256 MB copy (read + write), best of 5."""
-    import numpy as np
+def run_explorer(repeats: int) -> dict:
+    """Seconds a class waits in the SamplingExplorer on SmolLM2: its first run (compile), a 40-token
+    regeneration (a new seed), a step redraw, a slider re-filtering the text and plot without
+    regenerating, and the pipeline view; medians of ``repeats``."""
+    import statistics
 
-    a = np.ones(256 * 2**20 // 4, np.float32)
-    b = np.empty_like(a)
-    best = min(_timed(lambda: np.copyto(b, a)) for _ in range(5))
-    return 2 * a.nbytes / best / 1e9
+    from txtgen_nb import load_model_and_tokenizer, smollm2_path
+    from txtgen_nb.widgets import SamplingExplorer
+
+    model, params, tok, _ = load_model_and_tokenizer(smollm2_path())
+    start = time.perf_counter()
+    explorer = SamplingExplorer(model, params, tok, prompt=PROMPT, max_new_tokens=40, temperature=1.0, top_k=0)
+    first = time.perf_counter() - start
+
+    def median(action) -> float:
+        return statistics.median(_timed(lambda i=i: action(i)) for i in range(repeats))
+
+    result = dict(first_s=first, regenerate_s=median(lambda i: setattr(explorer.seed, "value", 100 + i)))
+    explorer.auto_regenerate.value = False
+    steps = int(explorer.step.max)
+    result["step_s"] = median(lambda i: setattr(explorer.step, "value", (explorer.step.value + 7) % steps))
+    result["slider_s"] = median(lambda i: setattr(explorer.temperature, "value", 0.7 + 0.1 * i))
+    explorer.view.value = "pipeline"
+    result["pipeline_s"] = median(lambda i: setattr(explorer.step, "value", (explorer.step.value + 7) % steps))
+    result["tokens"] = len(explorer.result.new_token_ids[0])
+    return result
+
+
+def bandwidth_gbs() -> float:
+    """Memory bandwidth (NumPy copy, read + write) as ``bench_generate`` measures it."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_generate", Path(__file__).with_name("bench_generate.py"))
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.memory_bandwidth(256, 5)[1] / 1e9
 
 
 def _timed(fn) -> float:
@@ -104,8 +134,12 @@ def _timed(fn) -> float:
 
 
 def child(args: argparse.Namespace) -> int:
-    result = (run_torch(args.batch, args.tokens, args.repeats) if args.engine == "torch"
-              else run_ours(args.batch, args.tokens, args.repeats, args.engine.split("-", 1)[1]))
+    if args.engine == "explorer":
+        result = run_explorer(args.repeats)
+    elif args.engine == "torch":
+        result = run_torch(args.batch, args.tokens, args.repeats)
+    else:
+        result = run_ours(args.batch, args.tokens, args.repeats, args.engine.split("-", 1)[1])
     print("RESULT " + json.dumps(result))
     return 0
 
@@ -124,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--child", choices=("ours-float32", "ours-bfloat16", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("ours-float32", "ours-bfloat16", "torch", "explorer"), help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -149,6 +183,14 @@ def main(argv: list[str] | None = None) -> int:
                     "torch": "transformers generate float32"}[engine]
             print(f"| {name} | {batch} | {r['tokens_per_s']:.1f} | {ratio} | {floor} | {r['first_call_s']:.1f} s "
                   f"| {r['peak_mb']:.0f} MB |", flush=True)
+    e = measure("explorer", 1, args.tokens, args.repeats)
+    print(f"\nSamplingExplorer on SmolLM2 (49,152-token vocabulary), median of {args.repeats}\n")
+    print("| action | seconds |\n|---|---|")
+    for key, name in (("first_s", "first run (compiles the programs)"),
+                      ("regenerate_s", f"regenerate {e['tokens']} tokens (new seed)"),
+                      ("step_s", "step redraw"), ("slider_s", "slider moved: text and plot re-filtered, no regeneration"),
+                      ("pipeline_s", "pipeline view of a step")):
+        print(f"| {name} | {e[key]:.2f} |", flush=True)
     return 0
 
 

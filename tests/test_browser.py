@@ -426,7 +426,7 @@ def test_explorers_teach_at_projector_size(lab_root, lab_server, page):
             assert bad not in texts, f"{bad!r} in the notebook's outputs (widget not rendered):\n{texts[:3000]}"
 
         explorers = page.locator(".jp-Notebook .tg-explorer")
-        assert explorers.count() == 4, f"{explorers.count()} explorers rendered"
+        assert explorers.count() == 6, f"{explorers.count()} explorers rendered"
         for i in range(explorers.count()):
             wait_generated(explorers.nth(i), RUN_ALL_S)  # the first generations compile
         explorer = explorers.first  # SamplingExplorer
@@ -491,4 +491,14 @@ def test_explorers_teach_at_projector_size(lab_root, lab_server, page):
         screenshot(page, "explorer-1400x1000")
         scroll_to_top(explorers.nth(3))
         screenshot(page, "branch-1400x1000")
+
+        chat = explorers.nth(4)  # SmolLM2 with Chat ticked: the template greyed before the reply
+        page.set_viewport_size({"width": 1280, "height": 720})
+        scroll_to_top(chat)
+        template = chat.locator(".tg-token-text .tg-template").first
+        assert_visible(template, "the greyed chat template")
+        assert "<|im_start|>user" in template.inner_text(), template.inner_text()[:300]
+        reply = "".join(chat.locator(".tg-token-text .tg-tok").all_inner_texts())
+        assert "Paris" in reply, reply[:300]
+        screenshot(page, "smollm2-chat-1280x720")
     assert notebook.read_bytes() == saved, "JupyterLab saved the notebook (autosave should be off)"

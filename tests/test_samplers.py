@@ -361,8 +361,9 @@ def test_mirostat_mean_surprise_tracks_tau():
 
 def test_generation_never_recompiles_and_filters_with_its_context(tiny_model, tiny_tok):
     model, params, _ = tiny_model
-    generate(model, params, tiny_tok, "Once upon", settings=[SamplingSettings()] * 3, max_new_tokens=20, trace=True)
-    compiled = compiled_programs()  # the same shapes, every extra rule off
+    for first in (SamplingSettings(), SamplingSettings(1.0, 0, repetition_penalty=1.1)):  # each chain compiles once
+        generate(model, params, tiny_tok, "Once upon", settings=[first] * 3, max_new_tokens=20, trace=True)
+    compiled = compiled_programs()  # the same shapes: other rules and values never compile again
     rows = [SamplingSettings(1.0, 0, repetition_penalty=1.5, no_repeat_ngram_size=2, presence_penalty=0.5),
             SamplingSettings(1.5, 0, dry_multiplier=2.0, dry_allowed_length=1, typical_p=0.9, top_n_sigma=2.0),
             SamplingSettings(1.2, 20, xtc_probability=0.5, mirostat_tau=3.0, eta_cutoff=0.01)]

@@ -35,7 +35,6 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import nnx
 from tokenizers import Tokenizer
 
@@ -131,6 +130,8 @@ def resolve_checkpoint_dir(path: str | Path) -> Path:
 
 def _restore_tree(path: Path) -> Any:
     """Restore an Orbax PyTree checkpoint as NumPy arrays on the host."""
+    import orbax.checkpoint as ocp  # imported when used: Orbax and TensorStore add ~30 MB to every process
+
     checkpointer = ocp.PyTreeCheckpointer()
     path = path.absolute()
     try:
@@ -380,6 +381,8 @@ def save_checkpoint(params: nnx.State | Transformer | dict, path: str | Path) ->
         params = nnx.to_pure_dict(params)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".saving", dir=path.parent))
+    import orbax.checkpoint as ocp  # imported when used (see _restore_tree)
+
     try:
         with ocp.StandardCheckpointer() as checkpointer:
             checkpointer.save(staging / "ckpt", jax.tree_util.tree_map(np.asarray, params))

@@ -199,18 +199,18 @@ def _step(model: Transformer, inputs: LoopInputs, s: LoopState, draw) -> LoopSta
                      lengths=lengths, done=done, mu=mu, trace=trace)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("state",))
-def _decode(graphdef, params, state: LoopState, inputs: LoopInputs, until) -> LoopState:
+@functools.partial(jax.jit, static_argnames=("graphdef", "full"), donate_argnames=("state",))
+def _decode(graphdef, params, state: LoopState, inputs: LoopInputs, until, *, full: bool = False) -> LoopState:
     """Decode from ``state`` until ``until`` steps (a traced int: any chunk size, one compile) or every
-    row is done. The cache and buffers of ``state`` are donated: the next chunk reuses them in place."""
+    row is done. The cache and buffers of ``state`` are donated: the next chunk reuses them in place.
+
+    ``full``: the chain with every rule (:func:`_draw_full`), else the classic one. Two programs, not
+    one with both loops: a run with classic settings never compiles or holds the full chain (on
+    SmolLM2 that is about 170 MB of peak memory and 5 s of its first call)."""
     model: Transformer = nnx.merge(graphdef, params)
-
-    def loop(draw):
-        keep_going = lambda s: (s.step < until) & ~jnp.all(s.done)  # noqa: E731
-        return jax.lax.while_loop(keep_going, lambda s: _step(model, inputs, s, draw), state)
-
-    # two loops, one chosen once per chunk: with every extra rule off, the classic one (no per-step cost)
-    return jax.lax.cond(sampling.uses_extras(inputs.settings), lambda: loop(_draw_full), lambda: loop(_draw_classic))
+    draw = _draw_full if full else _draw_classic
+    keep_going = lambda s: (s.step < until) & ~jnp.all(s.done)  # noqa: E731
+    return jax.lax.while_loop(keep_going, lambda s: _step(model, inputs, s, draw), state)
 
 
 def compiled_programs() -> int:
@@ -281,6 +281,7 @@ class _Request:
     max_steps: int  # decode loop length (cache slots after the prompt)
     layout: TraceLayout | None
     chat: bool  # each prompt is the user's message in the model's chat template
+    full: bool  # a row uses a rule beyond temperature, top-k, top-p and min-p: the full chain's program
 
 
 def _prepare(model, params, tokenizer, prompts, *, max_new_tokens=100, temperature=0.8, top_k=50, top_p=1.0,
@@ -300,7 +301,8 @@ def _prepare(model, params, tokenizer, prompts, *, max_new_tokens=100, temperatu
     longest = int(arrays["limit"].max())
     layout = _trace_layout(trace, trace_k, longest, model.config) if trace else None
     request = _Request(rows_prompts, prompt_ids, seeds, settings, stops, max_new_tokens, arrays,
-                       decode_steps(longest, model.config.max_len), layout, chat)
+                       decode_steps(longest, model.config.max_len), layout, chat,
+                       bool(sampling.uses_extras(arrays["settings"])))
     return model, params, request
 
 
@@ -483,7 +485,7 @@ class Stream:
         returns the new state and its tokens, lengths and done flags on the host."""
         start, taken, programs = time.perf_counter(), self.steps_done, compiled_programs()
         until = min(taken + self._chunk_size(_STEP_SECONDS.get(speed_key)), self.request.max_steps)
-        state = _decode(self._graphdef, self._params, state, inputs, np.int32(until))
+        state = _decode(self._graphdef, self._params, state, inputs, np.int32(until), full=self.request.full)
         tokens, lengths, done = (np.asarray(x) for x in jax.device_get((state.tokens, state.lengths, state.done)))
         self.steps_done = int(state.step)
         if self.steps_done > taken and compiled_programs() == programs:  # a chunk that compiled says nothing of speed

@@ -213,7 +213,7 @@ def uses_extras(s: SamplingSettings) -> Array:
     """Whether any row uses a rule beyond temperature, top-k, top-p and min-p, or the llama.cpp
     order (a traced bool).
 
-    Usage: ``jax.lax.cond(uses_extras(s), full_path, fast_path)``
+    Usage: ``_decode(..., full=bool(uses_extras(settings)))``
     """
     if s.order != "hf":
         return jnp.bool_(True)

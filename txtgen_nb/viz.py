@@ -101,6 +101,25 @@ def tail(text: str, chars: int = 40) -> str:
     return text if len(text) <= chars else "…" + text[-(chars - 1):]
 
 
+def top_order(logits: np.ndarray, n: int) -> np.ndarray:
+    """Ids of the ``n`` largest values along the last axis, largest first, ties lower id first:
+    ``np.argsort(-logits, kind="stable")[..., :n]`` without sorting a 49k vocabulary.
+
+    Usage: ``top_order(trace.step_logits(0, 3), 5)``
+    """
+    logits = np.asarray(logits)
+    n = min(n, logits.shape[-1])
+    if n >= logits.shape[-1] // 4:
+        return np.argsort(-logits, axis=-1, kind="stable")[..., :n]
+    flat = logits.reshape(-1, logits.shape[-1])
+    rows = []
+    for row in flat:
+        threshold = np.partition(row, row.size - n)[row.size - n]
+        candidates = np.flatnonzero(row >= threshold)  # ascending ids; ties at the threshold included
+        rows.append(candidates[np.argsort(-row[candidates], kind="stable")[:n]])
+    return np.stack(rows).reshape(*logits.shape[:-1], n)
+
+
 def distribution_data(
     logits: np.ndarray,
     tokenizer: Tokenizer,
@@ -119,8 +138,7 @@ def distribution_data(
     """
     logits = np.asarray(logits, np.float32)
     stages = settings.stages(logits) if stages is None else stages
-    order = np.argsort(-logits, kind="stable")
-    ids = order[: min(top_n, logits.size)]
+    ids = top_order(logits, top_n)
     if chosen is not None and chosen not in ids:
         ids = np.concatenate([ids[:-1], [chosen]])
     final = np.asarray(stages.final)
@@ -491,7 +509,7 @@ def heatmap_view(trace: Trace, tokenizer: Tokenizer, row: int = 0, top_n: int = 
     logits = trace.row_logits(row)[list(steps)]
     final = np.asarray(_row_stages(trace, row, s, list(steps)).final)
     probs = _probs(final)
-    order = np.argsort(-logits, axis=-1, kind="stable")[:, :top_n]
+    order = top_order(logits, top_n)
     values = np.take_along_axis(probs, order, axis=-1)
     kept = np.isfinite(np.take_along_axis(final, order, axis=-1))
     fig = _new_figure(0.42 * len(steps) + 1.6)
@@ -615,7 +633,7 @@ def text_data(trace: Trace, tokenizer: Tokenizer, row: int = 0, color_by: str = 
     for i, token in enumerate(tokens):
         text = tokenizer.decode([int(token)], skip_special_tokens=False)
         pieces.append(show_token(tokenizer, token) if "\ufffd" in text or trace.is_stop(token) else text)
-        order = np.argsort(-logits[i], kind="stable")[:top_alternatives]
+        order = top_order(logits[i], top_alternatives)
         lines = [f"{'▶' if a == token else ' '}{show_token(tokenizer, a, 11):<12}"
                  + (f"{before[i, a]:.2f} → {probs[i, a]:.2f}" if probs[i, a] > 0 else f"{before[i, a]:.2f} ✗ removed")
                  for a in order]
@@ -701,7 +719,7 @@ def temperature_view(logits: np.ndarray, tokenizer: Tokenizer, temperatures: Seq
     Usage: ``temperature_view(trace.logits[0, 0], tok, temperatures=[0.5, 1.0, 2.0])``
     """
     logits = np.asarray(logits, np.float32)
-    ids = np.argsort(-logits, kind="stable")[:top_n]
+    ids = top_order(logits, top_n)
     fig = _new_figure(4.2)
     ax_bars, ax_curve = fig.subplots(1, 2, width_ratios=[3, 2])
     x = np.arange(len(ids))

@@ -21,6 +21,7 @@ Usage (a new explorer)::
 from __future__ import annotations
 
 import contextlib
+import functools
 import html
 import threading
 from pathlib import Path
@@ -52,6 +53,14 @@ def in_kernel() -> bool:
         return False
     shell = get_ipython()
     return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+@functools.lru_cache(maxsize=2)
+def shared_model(name: str) -> tuple:
+    """``load_model_and_tokenizer`` of a :data:`txtgen_nb.api.MODELS` name, loaded once per kernel:
+    every explorer that picks it shares the weights (SmolLM2 holds 540 MB; a class server gives a
+    student 1-2 GB). Usage: ``model, params, tok, config = shared_model(next(iter(MODELS)))``"""
+    return load_model_and_tokenizer(MODELS[name]())
 
 
 def one_line(err: BaseException | str, escape: bool = True) -> str:
@@ -112,14 +121,15 @@ class Explorer:
         self.model_picker = model_picker(str(checkpoint) if picked and checkpoint is not None else None, shown=picked)
         self.chat = chat_box(chat)
         with self.errors_shown():
-            self._load(model, params, tokenizer, MODELS[checkpoint]() if picked and checkpoint else checkpoint)
+            self._load(model, params, tokenizer, None if picked else checkpoint)
 
     def _load(self, model, params, tokenizer, checkpoint) -> None:
         given = [x is not None for x in (model, params, tokenizer)]
         if any(given) and not all(given):
             raise ValueError("pass model, params and tokenizer together (or none of them for the demo model)")
         if not any(given):
-            model, params, tokenizer, _config = load_model_and_tokenizer(checkpoint)
+            loaded = shared_model(self.model_picker.value) if checkpoint is None else load_model_and_tokenizer(checkpoint)
+            model, params, tokenizer, _config = loaded
         self.model, self.params, self.tokenizer = model, params, tokenizer
         self._compiled = False
         self.chat.layout.display = "" if self.has_chat_template else "none"
@@ -146,7 +156,7 @@ class Explorer:
         self.stop()
         self.wait()
         with self.busy(f"Loading {self.model_picker.value.split(' (')[0]}…"):
-            self._load(None, None, None, MODELS[self.model_picker.value]())
+            self._load(None, None, None, None)
         self.result = self.trace = None
         self.reset()
         if self.max_new_tokens is not None:
