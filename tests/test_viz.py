@@ -165,6 +165,10 @@ def test_change_summary_counts_or_explains():
     assert viz.change_summary([1, 2, 3], [1, 5, 3], "seed 0 → 1") == "1 of 3 tokens changed after seed 0 → 1."
     assert viz.change_summary([1, 2, 3], [1, 2]) == "1 of 3 tokens changed."
     assert "same seed" in viz.change_summary([1, 2], [1, 2], "temperature 0.8 → 0.9")
+    greedy = viz.change_summary([1, 2], [1, 2], "seed 0 → 1", greedy=True)
+    assert "greedy" in greedy and "same seed" not in greedy
+    assert [SamplingSettings(t, k, p).is_greedy() for t, k, p in [(0, 50, 1), (1, 1, 1), (1, 0, 0), (1, 50, 0.9)]] == [
+        True, True, True, False]
     np.testing.assert_array_equal(viz.changed_tokens([1, 2], [1, 3, 4]), [False, True, True])
 
 

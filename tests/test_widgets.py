@@ -73,6 +73,11 @@ def test_every_change_says_what_changed_or_why_nothing_did(demo):
     ex.generate_button.click()  # same everything: same text, and the explorer says why
     assert ex.result.new_token_ids[0] == ids and "No token changed" in ex.text.html and "same seed" in ex.text.html
     assert "tg-tok tg-changed" not in ex.text.html
+    ex.temperature.value = 0.0  # greedy, then a new seed: nothing changes, and the seed is not blamed
+    ex.seed.value = 99
+    assert "greedy, the most likely token every time" in ex.text.html and "same seed" not in ex.text.html
+    ex.temperature.value, ex.seed.value = 0.8, 0
+    ids = ex.result.new_token_ids[0]
 
     ex.seed.value = 12345  # other random draws: tokens change, are counted and underlined
     new = ex.result.new_token_ids[0]
@@ -85,7 +90,7 @@ def test_every_change_says_what_changed_or_why_nothing_did(demo):
     for _ in range(3):
         ex.new_sample.click()  # a fresh seed each time, each a new generation
         seeds.add(ex.seed.value)
-    assert len(seeds) == 3 and ex.generate_calls == 6
+    assert len(seeds) == 3 and ex.generate_calls == 10
 
 
 def test_clicking_a_token_selects_its_step(demo):

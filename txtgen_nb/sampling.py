@@ -154,6 +154,11 @@ class SamplingSettings:
                   for f in NUMERIC_FIELDS]
         return _unflatten(aux, leaves)
 
+    def is_greedy(self) -> bool:
+        """Whether every draw ignores the seed: temperature 0, top-k 1 or top-p 0 leave one token
+        (Mirostat aside, which keeps its own choice). Usage: ``SamplingSettings(0.0).is_greedy()``"""
+        return self.mirostat_tau <= 0 and (self.temperature <= 0 or self.top_k == 1 or self.top_p <= 0)
+
     def label(self) -> str:
         """A short label naming the active rules, e.g. ``"T=0.8 · top-k 50 · top-p 0.9"``.
 

@@ -653,8 +653,10 @@ def changed_tokens(previous: Sequence[int], current: Sequence[int]) -> np.ndarra
     return np.array([i >= len(previous) or int(t) != int(previous[i]) for i, t in enumerate(current)], bool)
 
 
-def change_summary(previous: Sequence[int] | None, current: Sequence[int], cause: str = "") -> str:
-    """One sentence on what a new generation changed, and why nothing did when nothing did.
+def change_summary(previous: Sequence[int] | None, current: Sequence[int], cause: str = "",
+                   greedy: bool = False) -> str:
+    """One sentence on what a new generation changed, and why nothing did when nothing did
+    (``greedy``: both runs took the most likely token every time, so the seed played no part).
 
     Usage: ``change_summary(old_ids, new_ids, cause="temperature 0.8 → 1.1")``
     """
@@ -665,6 +667,8 @@ def change_summary(previous: Sequence[int] | None, current: Sequence[int], cause
     what = f" after {cause}" if cause else ""
     if changed:
         return f"{changed} of {total} tokens changed{what}."
+    if greedy:
+        return f"No token changed{what}: greedy, the most likely token every time (the seed plays no part)."
     return (f"No token changed{what}: the same seed reuses the same random draws, and at every step they still "
             f"picked the same token. Press “New sample” for fresh draws.")
 

@@ -123,7 +123,8 @@ class SamplingExplorer(Explorer):
         causes = [settings_change(old_settings, settings)]
         causes.append(f"seed {old_seed} → {seed}" if seed != old_seed else "")
         causes.append(f"length {old_length} → {length}" if length != old_length else "")
-        summary = viz.change_summary(old_ids, ids, ", ".join(c for c in causes if c))
+        summary = viz.change_summary(old_ids, ids, ", ".join(c for c in causes if c),
+                                     greedy=old_settings.is_greedy() and settings.is_greedy())
         return summary + (" They are underlined in vermillion." if self.changed.any() else "")
 
     def _on_filter_change(self) -> None:
