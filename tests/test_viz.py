@@ -7,6 +7,7 @@ import io
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from txtgen_nb import SamplingSettings, generate, sampling, viz
@@ -206,3 +207,33 @@ def test_top_order_is_the_stable_argsort_prefix():
         n = int(rng.integers(1, 60))
         np.testing.assert_array_equal(viz.top_order(logits, n), np.argsort(-logits, axis=-1, kind="stable")[:, :n])
     assert viz.top_order(np.array([1.0, 3.0, 2.0]), 5).tolist() == [1, 2, 0]
+
+
+@pytest.mark.parametrize("where", [0, 7, 16, 19])
+def test_sampled_marker_sits_on_the_sampled_bar(where):
+    """The "sampled" marker's arrow points at the sampled bar (above it: centred on the pair of bars;
+    beside a tall bar: its arrow next to the bar's edge), wherever the bar is."""
+    rng = np.random.default_rng(where)
+    logits = np.sort(rng.normal(size=64).astype(np.float32) * 2)[::-1].copy()
+    for settings in (SamplingSettings(1.0, 0), SamplingSettings(0.05, 0)):  # low bars, then one tall bar
+        data = viz.distribution_data(logits, _Vocab(), settings, chosen=where)
+        plot = viz.StepPlot(20)
+        figure = plot.update(data)
+        renderer = FigureCanvasAgg(figure).get_renderer()
+        box = plot.sampled.get_window_extent(renderer)
+        left, right = (plot.ax.transData.transform((x, 0))[0] for x in (where - 0.4, where + 0.4))
+        if plot.sampled.get_text().endswith("▼"):
+            assert left <= (box.x0 + box.x1) / 2 <= right, (where, box, left, right)
+        else:
+            arrow = box.x1 if plot.sampled.get_text().endswith("▶") else box.x0
+            assert left - 20 <= arrow <= right + 20, (where, plot.sampled.get_text(), box, left, right)
+
+
+class _Vocab:
+    """A stand-in tokenizer whose tokens are named by their ids."""
+
+    def id_to_token(self, token_id: int) -> str:
+        return f"t{token_id}"
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        return " ".join(f"t{i}" for i in ids)

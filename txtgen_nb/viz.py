@@ -245,10 +245,12 @@ class StepPlot:
             above = top < 0.72 * self.ax.get_ylim()[1]  # room above the bar: label it there, else beside it
             right = where > n - 5  # near the right edge the label goes to the left of the bar
             self.sampled.xy = (where + (0 if above else 0.2), top)
-            self.sampled.set_text("▼ sampled" if above else "sampled ▶" if right else "◀ sampled")
-            self.sampled.set_ha("right" if right else "center" if above else "left")
+            # above the bar the arrow sits under the word, both centred on the bar
+            self.sampled.set_text("sampled\n▼" if above else "sampled ▶" if right else "◀ sampled")
+            self.sampled.set_ha("center" if above else "right" if right else "left")
+            self.sampled.set_multialignment("center")
             self.sampled.set_va("bottom" if above else "top")
-            self.sampled.xyann = (0, 4) if above else (-16 if right else 6, -5)
+            self.sampled.xyann = (0, 1) if above else (-16 if right else 6, -5)
         self.top_k_line.set_xdata([s.top_k - 0.5] * 2 if 0 < s.top_k < n else [-10] * 2)
         self.top_k_line.set_label(f"top-k cut-off (k={s.top_k})" if s.top_k else "top-k off")
         self.top_p_line.set_ydata([s.top_p] * 2 if s.top_p < 1 else [2] * 2)
@@ -805,7 +807,8 @@ EXPLORER_CSS = ("<style>.tg-is-busy .tg-plot{opacity:.55;transition:opacity .15s
                 ".tg-spinner{display:inline-block;width:.75em;height:.75em;border:2px solid #0072B2;"
                 "border-right-color:transparent;border-radius:50%;animation:tg-spin .8s linear infinite;"
                 "vertical-align:-1px}@keyframes tg-spin{to{transform:rotate(360deg)}}"
-                ".tg-error{color:#b00020;font-weight:bold;font-size:14px}</style>")
+                ".tg-error{color:#b00020;font-weight:bold;font-size:14px}"
+                ".tg-model-note{color:#555;font-size:13px;margin:-2px 0 2px 4.2em;line-height:1.3}</style>")
 """Explorer styling: the plot dims while the kernel works (``tg-is-busy``), text as it is generated,
 busy and error lines."""
 

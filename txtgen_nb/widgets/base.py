@@ -37,7 +37,7 @@ from txtgen_nb.generation import GenerationResult, SamplingSettings, Stream, Tra
 from txtgen_nb.model import context_length
 from txtgen_nb.tokenizer import shown_prompt, special_tokens
 from txtgen_nb.widgets.controls import SamplingControls, new_tokens_limit
-from txtgen_nb.widgets.layout import chat_box, model_picker, prompt_box
+from txtgen_nb.widgets.layout import chat_box, model_note, model_picker, prompt_box
 
 DEFAULT_PROMPT = "Once upon a time"
 MODEL_TURN = threading.Lock()  # one explorer generates at a time: the first compiles, the others reuse it
@@ -119,6 +119,7 @@ class Explorer:
         self._compiled = False  # whether this explorer's model has generated once (compiled its programs)
         picked = model is None and (checkpoint is None or str(checkpoint) in MODELS)
         self.model_picker = model_picker(str(checkpoint) if picked and checkpoint is not None else None, shown=picked)
+        self.model_note = widgets.HTML(model_note(self.model_picker.value) if picked else "")
         self.chat = chat_box(chat)
         with self.errors_shown():
             self._load(model, params, tokenizer, None if picked else checkpoint)
@@ -155,6 +156,7 @@ class Explorer:
             return
         self.stop()
         self.wait()
+        self.model_note.value = model_note(self.model_picker.value)
         with self.busy(f"Loading {self.model_picker.value.split(' (')[0]}…"):
             self._load(None, None, None, None)
         self.result = self.trace = None
@@ -336,7 +338,7 @@ class Explorer:
         without a model, and a bad starting setting shows in the error box. ``.prompt_area`` holds
         the model menu, the prompt and **Chat**; choosing a model or ticking Chat generates again."""
         self.controls, self.prompt = controls, prompt_box(prompt)
-        self.prompt_area = widgets.VBox([self.model_picker, self.prompt, self.chat],
+        self.prompt_area = widgets.VBox([self.model_picker, self.model_note, self.prompt, self.chat],
                                         layout=widgets.Layout(width="100%"))
         self.observe(self.model_picker, self.pick_model)
         self.observe(self.chat, self.run)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import html
+
 import ipywidgets as widgets
 
 from txtgen_nb import viz
@@ -11,12 +13,20 @@ from txtgen_nb.widgets.controls import COLUMN
 
 
 def model_picker(value: str | None = None, shown: bool = True) -> widgets.Dropdown:
-    """The **Model** menu: the tutorials' models by name (:data:`txtgen_nb.api.MODELS`), the demo
-    first; hidden with ``shown=False`` (an explorer given its own model)."""
-    picker = widgets.Dropdown(options=list(MODELS), value=value or next(iter(MODELS)), description="Model",
+    """The **Model** menu: the tutorials' models (:data:`txtgen_nb.api.MODELS`), the demo first, each
+    listed by its short name (its description goes in :func:`model_note`, so nothing is cut off);
+    the value is the full name. Hidden with ``shown=False`` (an explorer given its own model)."""
+    options = [(name.split(" (")[0], name) for name in MODELS]
+    picker = widgets.Dropdown(options=options, value=value or next(iter(MODELS)), description="Model",
                               style={"description_width": "3.5em"}, layout=widgets.Layout(width="100%"))
     picker.layout.display = "" if shown else "none"
     return picker
+
+
+def model_note(name: str) -> str:
+    """The HTML line under the Model menu: what the chosen model knows (the part of its name in brackets)."""
+    what = name.partition(" (")[2].rstrip(")")
+    return f'<div class="tg-model-note">{html.escape(what)}</div>' if what else ""
 
 
 def chat_box(value: bool = False) -> widgets.Checkbox:
