@@ -13,6 +13,7 @@ Usage: ``python benchmarks/bench_smollm2.py [--tokens 64] [--repeats 3] [--batch
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import resource
 import subprocess
@@ -88,6 +89,44 @@ def run_torch(batch: int, tokens: int, repeats: int) -> dict:
                 peak_mb=_peak_mb(), text=tok.decode(out[0])[:60])
 
 
+def run_llamacpp(tokens: int, repeats: int) -> dict:
+    """Tokens/s of llama.cpp (``llama-cpp-python``, all cores) on the shipped Q4_1 file, greedy, batch 1:
+    the issue's reference point where it is installed (it compiles from source, so it is optional)."""
+    import os
+    import statistics
+
+    from llama_cpp import Llama
+
+    from txtgen_nb import smollm2_path
+
+    start = time.perf_counter()
+    # use_extra_bufts=False: the default extra (AMX) buffer type crashes on Q4_1 weights on this CPU
+    llm = Llama(model_path=str(smollm2_path()), n_ctx=512, n_threads=os.cpu_count(), verbose=False,
+                use_extra_bufts=False)
+    load_s = time.perf_counter() - start
+    ids = llm.tokenize(PROMPT.encode(), add_bos=False)
+
+    def call() -> list[int]:
+        out = []
+        for token in llm.generate(ids, top_k=1, temp=0.0, reset=True):
+            out.append(token)
+            if len(out) == tokens:
+                return out
+        return out
+
+    start = time.perf_counter()
+    first = call()
+    first_s = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return dict(tokens_per_s=tokens / statistics.median(times), first_call_s=first_s, load_s=load_s,
+                peak_mb=_peak_mb(), weight_bytes=smollm2_path().stat().st_size,
+                text=PROMPT + llm.detokenize(first).decode(errors="replace")[:60])
+
+
 def run_explorer(repeats: int) -> dict:
     """Seconds a class waits in the SamplingExplorer on SmolLM2: its first run (compile), a 40-token
     regeneration (a new seed), a step redraw, a slider re-filtering the text and plot without
@@ -118,7 +157,6 @@ def run_explorer(repeats: int) -> dict:
 
 def bandwidth_gbs() -> float:
     """Memory bandwidth (NumPy copy, read + write) as ``bench_generate`` measures it."""
-    import importlib.util
     from pathlib import Path
 
     spec = importlib.util.spec_from_file_location("bench_generate", Path(__file__).with_name("bench_generate.py"))
@@ -136,6 +174,8 @@ def _timed(fn) -> float:
 def child(args: argparse.Namespace) -> int:
     if args.engine == "explorer":
         result = run_explorer(args.repeats)
+    elif args.engine == "llamacpp":
+        result = run_llamacpp(args.tokens, args.repeats)
     elif args.engine == "torch":
         result = run_torch(args.batch, args.tokens, args.repeats)
     else:
@@ -158,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--child", choices=("ours-float32", "ours-bfloat16", "torch", "explorer"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("ours-float32", "ours-bfloat16", "torch", "explorer", "llamacpp"), help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -169,9 +209,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.repeats}; memory bandwidth {gbs:.1f} GB/s\n")
     print("| engine | batch | tokens/s | ours / transformers | ours / floor | first call | peak RSS |")
     print("|---|---|---|---|---|---|---|")
+    has_llamacpp = importlib.util.find_spec("llama_cpp") is not None
     for batch in args.batches:
-        results = {engine: measure(engine, batch, args.tokens, args.repeats)
-                   for engine in ("ours-float32", "torch", "ours-bfloat16")}
+        engines = ("ours-float32", "torch", "ours-bfloat16") + (("llamacpp",) if has_llamacpp and batch == 1 else ())
+        results = {engine: measure(engine, batch, args.tokens, args.repeats) for engine in engines}
         torch_speed = results["torch"]["tokens_per_s"]
         for engine, r in results.items():
             floor = ""
@@ -180,9 +221,15 @@ def main(argv: list[str] | None = None) -> int:
                 floor = f"{r['tokens_per_s'] / floor_tps:.2f}x of {floor_tps:,.0f} tok/s"
             ratio = f"{r['tokens_per_s'] / torch_speed:.2f}x" if engine != "torch" else ""
             name = {"ours-float32": "txtgen-nb float32", "ours-bfloat16": "txtgen-nb bfloat16",
-                    "torch": "transformers generate float32"}[engine]
+                    "torch": "transformers generate float32", "llamacpp": "llama.cpp, the shipped Q4_1"}[engine]
             print(f"| {name} | {batch} | {r['tokens_per_s']:.1f} | {ratio} | {floor} | {r['first_call_s']:.1f} s "
                   f"| {r['peak_mb']:.0f} MB |", flush=True)
+        if "llamacpp" in results:
+            print(f"\nours float32 / llama.cpp Q4_1 at batch 1: "
+                  f"{results['ours-float32']['tokens_per_s'] / results['llamacpp']['tokens_per_s']:.2f}x "
+                  "(llama.cpp at batch 8 and on float32 weights: not measured here)\n")
+    if not has_llamacpp:
+        print("\nllama.cpp rows skipped: llama-cpp-python is not installed (optional; it compiles from source)")
     e = measure("explorer", 1, args.tokens, args.repeats)
     print(f"\nSamplingExplorer on SmolLM2 (49,152-token vocabulary), median of {args.repeats}\n")
     print("| action | seconds |\n|---|---|")

@@ -17,6 +17,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+from bench_smollm2 import bandwidth_gbs  # noqa: I001 - this folder, beside this script
 from flax import nnx
 
 from txtgen_nb import load_model_and_tokenizer, sampling, smollm2_path
@@ -92,14 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     args = parser.parse_args(argv)
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("bench_generate", Path(__file__).with_name("bench_generate.py"))
-    bench = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    bandwidth = bench.memory_bandwidth(256, 5)[1]
+    bandwidth = bandwidth_gbs() * 1e9
     model, params, _tok, _config = load_model_and_tokenizer(smollm2_path())
     print(f"SmolLM2-135M decode step, float32; memory bandwidth {bandwidth / 1e9:.1f} GB/s\n")
     print("| part | " + " | ".join(f"batch {b}" for b in args.batches) + " | weights | floor |")

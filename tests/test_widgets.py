@@ -8,7 +8,7 @@ import pytest
 from txtgen_nb import generation, load_model_and_tokenizer, sampling, viz, widgets
 from txtgen_nb.generation import SamplingSettings
 from txtgen_nb.sampling import filter_logits
-from txtgen_nb.tokenizer import decode
+from txtgen_nb.tokenizer import decode, encode_prompt
 
 STEPS = 12
 
@@ -279,3 +279,13 @@ def test_explorers_display_as_one_widget(demo):
     bundle = ex._repr_mimebundle_()
     assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == ex.widget.model_id
     assert ex.error in ex.widget.children
+
+
+def test_a_prompt_longer_than_the_context_says_what_was_cut(demo):
+    model, params, tok = demo
+    ex = widgets.SamplingExplorer(*demo, max_new_tokens=8)
+    ex.prompt.value = "Once upon a time, there was a little girl. " * 40  # far past the demo's context
+    cut = len(encode_prompt(tok, ex.prompt.value)) - (model.config.max_len - 1)
+    assert "tg-notice" in ex.error.value and f"the first {cut} were cut" in ex.error.value
+    ex.prompt.value = "Once upon a time"  # a short prompt again: the notice goes
+    assert ex.error.value == ""

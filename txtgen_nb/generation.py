@@ -345,8 +345,8 @@ def _rows(prompts: list[str], num_samples: int, seed, settings, temperature, top
 
 def _fit_prompt(ids: list[int], max_len: int) -> list[int]:
     if len(ids) >= max_len:
-        warnings.warn(f"prompt has {len(ids)} tokens but the model's context is {max_len}; "
-                      f"keeping the last {max_len - 1}", stacklevel=4)
+        warnings.warn(f"prompt has {len(ids)} tokens but the model's context is {max_len}; keeping the last "
+                      f"{max_len - 1} (the first {len(ids) - max_len + 1} were cut)", stacklevel=4)
         ids = ids[-(max_len - 1):]
     return ids
 

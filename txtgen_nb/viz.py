@@ -808,7 +808,7 @@ EXPLORER_CSS = ("<style>.tg-is-busy .tg-plot{opacity:.55;transition:opacity .15s
                 "border-right-color:transparent;border-radius:50%;animation:tg-spin .8s linear infinite;"
                 "vertical-align:-1px}@keyframes tg-spin{to{transform:rotate(360deg)}}"
                 ".tg-error{color:#b00020;font-weight:bold;font-size:14px}"
-                ".tg-model-note{color:#555;font-size:13px;margin:-2px 0 2px 4.2em;line-height:1.3}</style>")
+                ".tg-notice{color:#7a4d00;font-size:14px}.tg-model-note{color:#555;font-size:13px;margin:-2px 0 2px 4.2em;line-height:1.3}</style>")
 """Explorer styling: the plot dims while the kernel works (``tg-is-busy``), text as it is generated,
 busy and error lines."""
 
@@ -830,6 +830,12 @@ def live_html(prompt: str, text: str) -> str:
 def error_html(message: str) -> str:
     """One escaped error line. Usage: ``error.value = error_html("top_p must be between 0 and 1")``"""
     return f'<div class="tg-error">⚠ {html.escape(message)}</div>'
+
+
+def notice_html(message: str) -> str:
+    """One escaped notice line (not an error: the explorer did what it could). Usage:
+    ``error.value = notice_html("the first 12 prompt tokens were cut")``"""
+    return f'<div class="tg-notice">ⓘ {html.escape(message)}</div>'
 
 
 def branch_html(step: int, piece: str, sampled: str, columns: Sequence[tuple[str, str]] = ()) -> str:

@@ -24,6 +24,7 @@ import contextlib
 import functools
 import html
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -274,8 +275,12 @@ class Explorer:
     def _run_job(self, prompts: str | Sequence[str], then: Callable[[GenerationResult], None], kwargs: dict) -> None:
         message = "Generating…" if self._compiled else "Preparing the model (first run only: about 5-20 s)…"
         with self.errors_shown(clear=False), self.busy(message), MODEL_TURN:  # the callback cleared old errors
-            self._stream = stream = generation.generate_stream(self.model, self.params, self.tokenizer, prompts,
-                                                               trace=True, **kwargs)
+            with warnings.catch_warnings(record=True) as notices:  # a prompt cut to the context: say so
+                warnings.simplefilter("always")
+                self._stream = stream = generation.generate_stream(self.model, self.params, self.tokenizer, prompts,
+                                                                   trace=True, **kwargs)
+            if notices:
+                self.error.value = "".join(viz.notice_html(one_line(n.message, escape=False)) for n in notices)
             shown = [shown_prompt(self.tokenizer, ids, stream.request.chat) for ids in stream.request.prompt_ids]
             self.stop_button.layout.display = ""
             try:
