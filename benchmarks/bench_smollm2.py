@@ -19,6 +19,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 PROMPT = "The capital of France is"
 
@@ -89,20 +90,60 @@ def run_torch(batch: int, tokens: int, repeats: int) -> dict:
                 peak_mb=_peak_mb(), text=tok.decode(out[0])[:60])
 
 
-def run_llamacpp(tokens: int, repeats: int) -> dict:
-    """Tokens/s of llama.cpp (``llama-cpp-python``, all cores) on the shipped Q4_1 file, greedy, batch 1:
-    the issue's reference point where it is installed (it compiles from source, so it is optional)."""
+def float32_gguf(source: Path, target: Path) -> Path:
+    """``source`` rewritten with every tensor dequantized to F32 (metadata copied): llama.cpp on the
+    weights txtgen-nb and transformers run. Written once, next to the other temporary files."""
+    import gguf
+    import numpy as np
+
+    if target.exists():
+        return target
+    reader = gguf.GGUFReader(source)
+    writer = gguf.GGUFWriter(target.with_suffix(".part"), arch=str(reader.fields["general.architecture"].contents()))
+    for field in reader.fields.values():
+        if field.name == "general.architecture" or field.name.startswith("GGUF."):
+            continue
+        kind = field.types[0]
+        value = 0 if field.name == "general.file_type" else field.contents()  # 0: all F32
+        writer.add_key_value(field.name, value, kind, sub_type=field.types[-1] if kind == gguf.GGUFValueType.ARRAY
+                             else None)
+    for tensor in reader.tensors:
+        writer.add_tensor(tensor.name, np.ascontiguousarray(gguf.quants.dequantize(tensor.data, tensor.tensor_type),
+                                                            np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    target.with_suffix(".part").rename(target)
+    return target
+
+
+def run_llamacpp(tokens: int, repeats: int, weights: str) -> dict:
+    """Tokens/s of llama.cpp (``llama-cpp-python``, all cores), greedy, batch 1, on the shipped Q4_1 file
+    or (``weights="f32"``) the same weights dequantized to F32: the issue's reference points where it
+    is installed (it compiles from source, so it is optional)."""
     import os
     import statistics
+    import tempfile
 
-    from llama_cpp import Llama
+    import llama_cpp
+    import llama_cpp.llama_cpp as bindings
 
     from txtgen_nb import smollm2_path
 
+    path = smollm2_path()
+    if weights == "f32":
+        path = float32_gguf(path, Path(tempfile.gettempdir()) / "txtgen-nb-SmolLM2-135M-Instruct.F32.gguf")
+    defaults = bindings.llama_model_default_params
+
+    def model_params():  # use_extra_bufts off: the extra (AMX) buffer type crashes on Q4_1 weights on this CPU
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    bindings.llama_model_default_params = model_params  # Llama() reads it; it has no argument for this
     start = time.perf_counter()
-    # use_extra_bufts=False: the default extra (AMX) buffer type crashes on Q4_1 weights on this CPU
-    llm = Llama(model_path=str(smollm2_path()), n_ctx=512, n_threads=os.cpu_count(), verbose=False,
-                use_extra_bufts=False)
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=512, n_threads=os.cpu_count(), verbose=False)
     load_s = time.perf_counter() - start
     ids = llm.tokenize(PROMPT.encode(), add_bos=False)
 
@@ -123,7 +164,7 @@ def run_llamacpp(tokens: int, repeats: int) -> dict:
         call()
         times.append(time.perf_counter() - start)
     return dict(tokens_per_s=tokens / statistics.median(times), first_call_s=first_s, load_s=load_s,
-                peak_mb=_peak_mb(), weight_bytes=smollm2_path().stat().st_size,
+                peak_mb=_peak_mb(), weight_bytes=path.stat().st_size,
                 text=PROMPT + llm.detokenize(first).decode(errors="replace")[:60])
 
 
@@ -157,8 +198,6 @@ def run_explorer(repeats: int) -> dict:
 
 def bandwidth_gbs() -> float:
     """Memory bandwidth (NumPy copy, read + write) as ``bench_generate`` measures it."""
-    from pathlib import Path
-
     spec = importlib.util.spec_from_file_location("bench_generate", Path(__file__).with_name("bench_generate.py"))
     module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -174,8 +213,8 @@ def _timed(fn) -> float:
 def child(args: argparse.Namespace) -> int:
     if args.engine == "explorer":
         result = run_explorer(args.repeats)
-    elif args.engine == "llamacpp":
-        result = run_llamacpp(args.tokens, args.repeats)
+    elif args.engine.startswith("llamacpp"):
+        result = run_llamacpp(args.tokens, args.repeats, args.engine.split("-")[1])
     elif args.engine == "torch":
         result = run_torch(args.batch, args.tokens, args.repeats)
     else:
@@ -198,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--child", choices=("ours-float32", "ours-bfloat16", "torch", "explorer", "llamacpp"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("ours-float32", "ours-bfloat16", "torch", "explorer", "llamacpp-f32", "llamacpp-q4_1"), help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -211,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|")
     has_llamacpp = importlib.util.find_spec("llama_cpp") is not None
     for batch in args.batches:
-        engines = ("ours-float32", "torch", "ours-bfloat16") + (("llamacpp",) if has_llamacpp and batch == 1 else ())
+        llama = ("llamacpp-f32", "llamacpp-q4_1") if has_llamacpp and batch == 1 else ()
+        engines = ("ours-float32", "torch", "ours-bfloat16", *llama)
         results = {engine: measure(engine, batch, args.tokens, args.repeats) for engine in engines}
         torch_speed = results["torch"]["tokens_per_s"]
         for engine, r in results.items():
@@ -221,13 +261,15 @@ def main(argv: list[str] | None = None) -> int:
                 floor = f"{r['tokens_per_s'] / floor_tps:.2f}x of {floor_tps:,.0f} tok/s"
             ratio = f"{r['tokens_per_s'] / torch_speed:.2f}x" if engine != "torch" else ""
             name = {"ours-float32": "txtgen-nb float32", "ours-bfloat16": "txtgen-nb bfloat16",
-                    "torch": "transformers generate float32", "llamacpp": "llama.cpp, the shipped Q4_1"}[engine]
+                    "torch": "transformers generate float32", "llamacpp-f32": "llama.cpp, the same weights in F32",
+                    "llamacpp-q4_1": "llama.cpp, the shipped Q4_1"}[engine]
             print(f"| {name} | {batch} | {r['tokens_per_s']:.1f} | {ratio} | {floor} | {r['first_call_s']:.1f} s "
                   f"| {r['peak_mb']:.0f} MB |", flush=True)
-        if "llamacpp" in results:
-            print(f"\nours float32 / llama.cpp Q4_1 at batch 1: "
-                  f"{results['ours-float32']['tokens_per_s'] / results['llamacpp']['tokens_per_s']:.2f}x "
-                  "(llama.cpp at batch 8 and on float32 weights: not measured here)\n")
+        if llama:
+            ours = results["ours-float32"]["tokens_per_s"]
+            print(f"\nours float32 / llama.cpp at batch 1: {ours / results['llamacpp-f32']['tokens_per_s']:.2f}x "
+                  f"its F32, {ours / results['llamacpp-q4_1']['tokens_per_s']:.2f}x its Q4_1 "
+                  "(llama.cpp at batch 8: not measured)\n")
     if not has_llamacpp:
         print("\nllama.cpp rows skipped: llama-cpp-python is not installed (optional; it compiles from source)")
     e = measure("explorer", 1, args.tokens, args.repeats)
