@@ -52,7 +52,7 @@ def run_ours(batch: int, tokens: int, repeats: int, dtype: str) -> dict:
         times.append(time.perf_counter() - start)
     weights = sum(x.nbytes for x in __import__("jax").tree.leaves(params))
     return dict(tokens_per_s=batch * tokens / float(np.median(times)), first_call_s=first_s, load_s=load_s,
-                peak_mb=_peak_mb(), weight_bytes=weights, text=first.texts[0][:60])
+                peak_mb=_peak_mb(), weight_bytes=weights, text=first.texts[0][:60], first_ids=first.new_token_ids[0][:8])
 
 
 def run_torch(batch: int, tokens: int, repeats: int) -> dict:
@@ -118,41 +118,57 @@ def float32_gguf(source: Path, target: Path) -> Path:
     return target
 
 
-def run_llamacpp(tokens: int, repeats: int, weights: str) -> dict:
-    """Tokens/s of llama.cpp (``llama-cpp-python``, all cores), greedy, batch 1, on the shipped Q4_1 file
-    or (``weights="f32"``) the same weights dequantized to F32: the issue's reference points where it
-    is installed (it compiles from source, so it is optional)."""
+def run_llamacpp(batch: int, tokens: int, repeats: int, weights: str) -> dict:
+    """Tokens/s of llama.cpp through ``llama-cpp-python``'s C API (all cores, one sequence per row, greedy:
+    the argmax of each row's logits), on the shipped Q4_1 file or (``weights="f32"``) the same weights
+    dequantized to F32: the issue's reference points where it is installed (it compiles from source,
+    so it is optional)."""
     import os
     import statistics
     import tempfile
 
-    import llama_cpp
-    import llama_cpp.llama_cpp as bindings
+    import llama_cpp.llama_cpp as c
+    import numpy as np
 
     from txtgen_nb import smollm2_path
 
     path = smollm2_path()
     if weights == "f32":
         path = float32_gguf(path, Path(tempfile.gettempdir()) / "txtgen-nb-SmolLM2-135M-Instruct.F32.gguf")
-    defaults = bindings.llama_model_default_params
-
-    def model_params():  # use_extra_bufts off: the extra (AMX) buffer type crashes on Q4_1 weights on this CPU
-        params = defaults()
-        params.use_extra_bufts = False
-        return params
-
-    bindings.llama_model_default_params = model_params  # Llama() reads it; it has no argument for this
     start = time.perf_counter()
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=512, n_threads=os.cpu_count(), verbose=False)
+    c.llama_backend_init()
+    model_params = c.llama_model_default_params()
+    model_params.use_extra_bufts = False  # the extra (AMX) buffer type crashes on Q4_1 weights on this CPU
+    model = c.llama_model_load_from_file(str(path).encode(), model_params)
+    context_params = c.llama_context_default_params()
+    context_params.n_ctx, context_params.n_batch, context_params.n_seq_max = 1024, 512, batch
+    context_params.n_threads = context_params.n_threads_batch = os.cpu_count()
+    ctx = c.llama_init_from_model(model, context_params)
     load_s = time.perf_counter() - start
-    ids = llm.tokenize(PROMPT.encode(), add_bos=False)
+    vocab_p = c.llama_model_get_vocab(model)
+    vocab = c.llama_vocab_n_tokens(vocab_p)
+    text = PROMPT.encode()
+    ids = (c.llama_token * 64)()
+    prompt = list(ids[: c.llama_tokenize(vocab_p, text, len(text), ids, 64, False, False)])  # llama.cpp's own ids
+    slots = c.llama_batch_init(batch * len(prompt), 0, batch)
+
+    def decode(rows: list[tuple[int, int, int, bool]]) -> None:  # (token, position, sequence, logits wanted)
+        slots.n_tokens = len(rows)
+        for i, (token, position, sequence, wanted) in enumerate(rows):
+            slots.token[i], slots.pos[i], slots.n_seq_id[i], slots.logits[i] = token, position, 1, wanted
+            slots.seq_id[i][0] = sequence
+        if c.llama_decode(ctx, slots) != 0:
+            raise RuntimeError("llama_decode failed")
 
     def call() -> list[int]:
-        out = []
-        for token in llm.generate(ids, top_k=1, temp=0.0, reset=True):
-            out.append(token)
-            if len(out) == tokens:
-                return out
+        c.llama_memory_clear(c.llama_get_memory(ctx), True)
+        decode([(t, i, b, i == len(prompt) - 1) for b in range(batch) for i, t in enumerate(prompt)])
+        out, last = [], [(b + 1) * len(prompt) - 1 for b in range(batch)]
+        for step in range(tokens):
+            ids = [int(np.ctypeslib.as_array(c.llama_get_logits_ith(ctx, i), shape=(vocab,)).argmax()) for i in last]
+            out.append(ids[0])
+            decode([(t, len(prompt) + step, b, True) for b, t in enumerate(ids)])
+            last = list(range(batch))
         return out
 
     start = time.perf_counter()
@@ -163,9 +179,39 @@ def run_llamacpp(tokens: int, repeats: int, weights: str) -> dict:
         start = time.perf_counter()
         call()
         times.append(time.perf_counter() - start)
-    return dict(tokens_per_s=tokens / statistics.median(times), first_call_s=first_s, load_s=load_s,
-                peak_mb=_peak_mb(), weight_bytes=path.stat().st_size,
-                text=PROMPT + llm.detokenize(first).decode(errors="replace")[:60])
+    c.llama_batch_free(slots)
+    c.llama_free(ctx)
+    c.llama_model_free(model)
+    return dict(tokens_per_s=batch * tokens / statistics.median(times), first_call_s=first_s, load_s=load_s,
+                peak_mb=_peak_mb(), weight_bytes=path.stat().st_size, prompt_ids=prompt, first_ids=first[:8])
+
+
+TOKEN_PROMPTS = ["The capital of France is", "Café naïve résumé, Ünïcödé", "東京は日本の首都です。", "I love 🦙 and 🙂!",
+                 "def add(a, b):\n\treturn a + b\n", "x  =   y\t\tz", "in 2024  12 and 3.14159, 1,000,000",
+                 "   leading spaces", "trailing spaces   ", "line\n\n\nbreaks\r\n", "Привет, мир",
+                 "'s 've 're don't I'M", "<|im_start|>user\nHi<|im_end|>"]
+
+
+def llamacpp_token_ids() -> dict:
+    """How many of ``TOKEN_PROMPTS`` our tokenizer (built from the GGUF metadata) splits into exactly
+    llama.cpp's token ids (digits, spaces, tabs, code, accents, CJK, emoji, control tokens)."""
+    import llama_cpp.llama_cpp as c
+
+    from txtgen_nb import load_model_and_tokenizer, smollm2_path
+
+    tok = load_model_and_tokenizer(smollm2_path())[2]
+    c.llama_backend_init()
+    params = c.llama_model_default_params()
+    params.vocab_only, params.use_extra_bufts = True, False
+    model = c.llama_model_load_from_file(str(smollm2_path()).encode(), params)
+    vocab, differ = c.llama_model_get_vocab(model), []
+    for prompt in TOKEN_PROMPTS:
+        text, ids = prompt.encode(), (c.llama_token * 512)()
+        theirs = list(ids[: c.llama_tokenize(vocab, text, len(text), ids, 512, False, True)])
+        if theirs != tok.encode(prompt, add_special_tokens=False).ids:
+            differ.append(prompt)
+    c.llama_model_free(model)
+    return dict(same=len(TOKEN_PROMPTS) - len(differ), total=len(TOKEN_PROMPTS), differ=differ)
 
 
 def run_explorer(repeats: int) -> dict:
@@ -213,8 +259,10 @@ def _timed(fn) -> float:
 def child(args: argparse.Namespace) -> int:
     if args.engine == "explorer":
         result = run_explorer(args.repeats)
+    elif args.engine == "llamacpp-tokens":
+        result = llamacpp_token_ids()
     elif args.engine.startswith("llamacpp"):
-        result = run_llamacpp(args.tokens, args.repeats, args.engine.split("-")[1])
+        result = run_llamacpp(args.batch, args.tokens, args.repeats, args.engine.split("-")[1])
     elif args.engine == "torch":
         result = run_torch(args.batch, args.tokens, args.repeats)
     else:
@@ -237,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--child", choices=("ours-float32", "ours-bfloat16", "torch", "explorer", "llamacpp-f32", "llamacpp-q4_1"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("ours-float32", "ours-bfloat16", "torch", "explorer", "llamacpp-f32", "llamacpp-q4_1", "llamacpp-tokens"), help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -250,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|")
     has_llamacpp = importlib.util.find_spec("llama_cpp") is not None
     for batch in args.batches:
-        llama = ("llamacpp-f32", "llamacpp-q4_1") if has_llamacpp and batch == 1 else ()
+        llama = ("llamacpp-f32", "llamacpp-q4_1") if has_llamacpp else ()
         engines = ("ours-float32", "torch", "ours-bfloat16", *llama)
         results = {engine: measure(engine, batch, args.tokens, args.repeats) for engine in engines}
         torch_speed = results["torch"]["tokens_per_s"]
@@ -267,10 +315,15 @@ def main(argv: list[str] | None = None) -> int:
                   f"| {r['peak_mb']:.0f} MB |", flush=True)
         if llama:
             ours = results["ours-float32"]["tokens_per_s"]
-            print(f"\nours float32 / llama.cpp at batch 1: {ours / results['llamacpp-f32']['tokens_per_s']:.2f}x "
+            print(f"\nours float32 / llama.cpp: {ours / results['llamacpp-f32']['tokens_per_s']:.2f}x "
                   f"its F32, {ours / results['llamacpp-q4_1']['tokens_per_s']:.2f}x its Q4_1 "
-                  "(llama.cpp at batch 8: not measured)\n")
-    if not has_llamacpp:
+                  f"(batch {batch}); the first 8 greedy tokens agree with llama.cpp's F32: "
+                  f"{'yes' if results['ours-float32']['first_ids'] == results['llamacpp-f32']['first_ids'] else 'no'}\n")
+    if has_llamacpp:
+        t = measure("llamacpp-tokens", 1, args.tokens, args.repeats)
+        print(f"token ids equal to llama.cpp's on {t['same']} of {t['total']} prompts (digits, spaces, code, accents, "
+              f"CJK, emoji, control tokens){': differ on ' + repr(t['differ']) if t['differ'] else ''}")
+    else:
         print("\nllama.cpp rows skipped: llama-cpp-python is not installed (optional; it compiles from source)")
     e = measure("explorer", 1, args.tokens, args.repeats)
     print(f"\nSamplingExplorer on SmolLM2 (49,152-token vocabulary), median of {args.repeats}\n")
