@@ -245,12 +245,18 @@ class StepPlot:
             above = top < 0.72 * self.ax.get_ylim()[1]  # room above the bar: label it there, else beside it
             right = where > n - 5  # near the right edge the label goes to the left of the bar
             self.sampled.xy = (where + (0 if above else 0.2), top)
-            # above the bar the arrow sits under the word, both centred on the bar
-            self.sampled.set_text("sampled\n▼" if above else "sampled ▶" if right else "◀ sampled")
-            self.sampled.set_ha("center" if above else "right" if right else "left")
+            if above:  # the arrow over the bar: under the word, or at its end beside the plot's edges
+                edge = "right" if where >= n - 2 else "left" if where < 1 else "center"
+                text = {"right": "sampled ▼", "left": "▼ sampled", "center": "sampled\n▼"}[edge]
+                self.sampled.set_text(text)
+                self.sampled.set_ha(edge)
+                self.sampled.xyann = ({"right": 5, "left": -5, "center": 0}[edge], 1)
+            else:
+                self.sampled.set_text("sampled ▶" if right else "◀ sampled")
+                self.sampled.set_ha("right" if right else "left")
+                self.sampled.xyann = (-16 if right else 6, -5)
             self.sampled.set_multialignment("center")
             self.sampled.set_va("bottom" if above else "top")
-            self.sampled.xyann = (0, 1) if above else (-16 if right else 6, -5)
         self.top_k_line.set_xdata([s.top_k - 0.5] * 2 if 0 < s.top_k < n else [-10] * 2)
         self.top_k_line.set_label(f"top-k cut-off (k={s.top_k})" if s.top_k else "top-k off")
         self.top_p_line.set_ydata([s.top_p] * 2 if s.top_p < 1 else [2] * 2)
