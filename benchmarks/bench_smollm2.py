@@ -4,7 +4,8 @@ same weights, side by side in one run; ``make bench`` runs it after ``bench_gene
 Each engine runs in its own process (so its peak RSS is its own), one after the other for each
 batch size: load, one warm-up generation (compile), then the median of ``--repeats`` timed
 generations of ``--tokens`` new tokens (greedy, end-of-sequence ignored) from "The capital of France
-is". The floor is the weights' bytes over the measured memory bandwidth (one read per step).
+is", then the same with top-k 50 sampling, then a 500-token prompt with one new token (the prefill).
+The floor is the weights' bytes over the measured memory bandwidth (one read per step).
 A second table times the explorers at this 49,152-token vocabulary (what a class waits for).
 
 Usage: ``python benchmarks/bench_smollm2.py [--tokens 64] [--repeats 3] [--batches 1 8]``
@@ -22,15 +23,36 @@ import time
 from pathlib import Path
 
 PROMPT = "The capital of France is"
+LONG_PROMPT = 500  # tokens of the prefill row
 
 
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _first_and_median(call, repeats: int) -> tuple[float, float, object]:
+    """Seconds of the first call (compiles), the median of ``repeats`` more, and the first call's result."""
+    import statistics
+
+    start = time.perf_counter()
+    first = call()
+    first_s = time.perf_counter() - start
+    return first_s, statistics.median(_timed(call) for _ in range(repeats)), first
+
+
+def long_prompt(tokenizer, length: int = LONG_PROMPT) -> str:
+    """A text of about ``length`` tokens (a paragraph repeated) for the prefill row."""
+    paragraph = ("The river ran past the old mill, where children watched the water turn the wheel all afternoon. ")
+    text = paragraph * (length // 10)
+    while len(tokenizer.encode(text, add_special_tokens=False).ids) > length:
+        text = text[: int(len(text) * 0.98)]
+    return text
+
+
 def run_ours(batch: int, tokens: int, repeats: int, dtype: str) -> dict:
-    """Tokens/s of txtgen-nb's compiled loop (stop ids off, so every row makes ``tokens``)."""
-    import numpy as np
+    """Tokens/s of txtgen-nb's compiled loop (stop ids off, so every row makes ``tokens``): greedy and
+    top-k 50, and the seconds of a 500-token prefill (with one new token)."""
+    import jax
 
     from txtgen_nb import load_model_and_tokenizer, smollm2_path
     from txtgen_nb.generation import generate
@@ -40,54 +62,48 @@ def run_ours(batch: int, tokens: int, repeats: int, dtype: str) -> dict:
     model, params, tok, config = load_model_and_tokenizer(smollm2_path(), dtype=dtype)
     load_s = time.perf_counter() - start
     attach_special_tokens(tok, SpecialTokens(bos=None, stop=(), chat_template=special_tokens(tok).chat_template))
-    call = lambda: generate(model, params, tok, [PROMPT] * batch, max_new_tokens=tokens, temperature=0.0)  # noqa: E731
-    start = time.perf_counter()
-    first = call()
-    first_s = time.perf_counter() - start
+    run = lambda prompt, **kw: lambda: generate(model, params, tok, [prompt] * batch, **kw)  # noqa: E731
+    first_s, greedy_s, first = _first_and_median(run(PROMPT, max_new_tokens=tokens, temperature=0.0), repeats)
     assert all(len(ids) == tokens for ids in first.new_token_ids)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    weights = sum(x.nbytes for x in __import__("jax").tree.leaves(params))
-    return dict(tokens_per_s=batch * tokens / float(np.median(times)), first_call_s=first_s, load_s=load_s,
-                peak_mb=_peak_mb(), weight_bytes=weights, text=first.texts[0][:60], first_ids=first.new_token_ids[0][:8])
+    peak_mb = _peak_mb()  # generating ``tokens`` greedily: before the other rows compile their programs
+    _, top_k_s, _ = _first_and_median(run(PROMPT, max_new_tokens=tokens, temperature=1.0, top_k=50), repeats)
+    _, prefill_s, _ = _first_and_median(run(long_prompt(tok), max_new_tokens=1, temperature=0.0), repeats)
+    return dict(tokens_per_s=batch * tokens / greedy_s, top_k_tokens_per_s=batch * tokens / top_k_s,
+                prefill_s=prefill_s, first_call_s=first_s, load_s=load_s, peak_mb=peak_mb,
+                weight_bytes=sum(x.nbytes for x in jax.tree.leaves(params)), text=first.texts[0][:60],
+                first_ids=first.new_token_ids[0][:8])
 
 
 def run_torch(batch: int, tokens: int, repeats: int) -> dict:
-    """Tokens/s of transformers ``generate`` (greedy, float32) on the same GGUF's weights."""
-    import statistics
-
+    """The same for transformers ``generate`` (float32) on the same GGUF's weights."""
     import torch
     import transformers
 
     from txtgen_nb import smollm2_path
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     path = smollm2_path()
     start = time.perf_counter()
     model = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
                                                               dtype=torch.float32).eval()
     tok = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     load_s = time.perf_counter() - start
-    ids = torch.tensor([tok(PROMPT)["input_ids"]] * batch)
 
-    def call():
-        with torch.no_grad():
-            return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
-                                  min_new_tokens=tokens, do_sample=False, pad_token_id=0)
+    def run(prompt: str, new_tokens: int, **sampling):
+        ids = torch.tensor([tok(prompt)["input_ids"]] * batch)
 
-    start = time.perf_counter()
-    out = call()
-    first_s = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return dict(tokens_per_s=batch * tokens / statistics.median(times), first_call_s=first_s, load_s=load_s,
-                peak_mb=_peak_mb(), text=tok.decode(out[0])[:60])
+        def call():
+            with torch.no_grad():
+                return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                                      min_new_tokens=new_tokens, pad_token_id=0, **sampling)
+        return call
+
+    first_s, greedy_s, out = _first_and_median(run(PROMPT, tokens, do_sample=False), repeats)
+    peak_mb = _peak_mb()
+    _, top_k_s, _ = _first_and_median(run(PROMPT, tokens, do_sample=True, top_k=50, temperature=1.0), repeats)
+    _, prefill_s, _ = _first_and_median(run(long_prompt(tok.backend_tokenizer), 1, do_sample=False), repeats)
+    return dict(tokens_per_s=batch * tokens / greedy_s, top_k_tokens_per_s=batch * tokens / top_k_s,
+                prefill_s=prefill_s, first_call_s=first_s, load_s=load_s, peak_mb=peak_mb,
+                text=tok.decode(out[0])[:60])
 
 
 def float32_gguf(source: Path, target: Path) -> Path:
@@ -124,7 +140,6 @@ def run_llamacpp(batch: int, tokens: int, repeats: int, weights: str) -> dict:
     dequantized to F32: the issue's reference points where it is installed (it compiles from source,
     so it is optional)."""
     import os
-    import statistics
     import tempfile
 
     import llama_cpp.llama_cpp as c
@@ -171,18 +186,11 @@ def run_llamacpp(batch: int, tokens: int, repeats: int, weights: str) -> dict:
             last = list(range(batch))
         return out
 
-    start = time.perf_counter()
-    first = call()
-    first_s = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
+    first_s, median_s, first = _first_and_median(call, repeats)
     c.llama_batch_free(slots)
     c.llama_free(ctx)
     c.llama_model_free(model)
-    return dict(tokens_per_s=batch * tokens / statistics.median(times), first_call_s=first_s, load_s=load_s,
+    return dict(tokens_per_s=batch * tokens / median_s, first_call_s=first_s, load_s=load_s,
                 peak_mb=_peak_mb(), weight_bytes=path.stat().st_size, prompt_ids=prompt, first_ids=first[:8])
 
 
@@ -294,8 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     gbs = bandwidth_gbs()
     print(f"SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized), {args.tokens} new tokens, greedy, median of "
           f"{args.repeats}; memory bandwidth {gbs:.1f} GB/s\n")
-    print("| engine | batch | tokens/s | / transformers | / floor | first call | peak RSS |")
-    print("|---|---|---|---|---|---|---|")
+    print("| engine | batch | tokens/s | / transformers | / floor | top-k 50 tokens/s | prefill 500 | first call "
+          "| peak RSS |")
+    print("|---|---|---|---|---|---|---|---|---|")
     has_llamacpp = importlib.util.find_spec("llama_cpp") is not None
     notes = []  # printed under the table
     for batch in args.batches:
@@ -312,8 +321,10 @@ def main(argv: list[str] | None = None) -> int:
             name = {"ours-float32": "txtgen-nb float32", "ours-bfloat16": "txtgen-nb bfloat16",
                     "torch": "transformers generate float32", "llamacpp-f32": "llama.cpp, the same weights in F32",
                     "llamacpp-q4_1": "llama.cpp, the shipped Q4_1"}[engine]
-            print(f"| {name} | {batch} | {r['tokens_per_s']:.1f} | {ratio} | {floor} | {r['first_call_s']:.1f} s "
-                  f"| {r['peak_mb']:.0f} MB |", flush=True)
+            top_k = f"{r['top_k_tokens_per_s']:.1f}" if "top_k_tokens_per_s" in r else ""
+            prefill = f"{r['prefill_s']:.2f} s" if "prefill_s" in r else ""
+            print(f"| {name} | {batch} | {r['tokens_per_s']:.1f} | {ratio} | {floor} | {top_k} | {prefill} "
+                  f"| {r['first_call_s']:.1f} s | {r['peak_mb']:.0f} MB |", flush=True)
         if llama:
             ours = results["ours-float32"]["tokens_per_s"]
             same = results["ours-float32"]["first_ids"] == results["llamacpp-f32"]["first_ids"]
