@@ -328,13 +328,13 @@ def main(argv: list[str] | None = None) -> int:
         if llama:
             ours = results["ours-float32"]["tokens_per_s"]
             same = results["ours-float32"]["first_ids"] == results["llamacpp-f32"]["first_ids"]
-            notes.append(f"batch {batch}: txtgen-nb float32 / llama.cpp = {ours / results['llamacpp-f32']['tokens_per_s']:.2f}x "
+            notes.append(f"- batch {batch}: txtgen-nb float32 / llama.cpp = {ours / results['llamacpp-f32']['tokens_per_s']:.2f}x "
                          f"its F32, {ours / results['llamacpp-q4_1']['tokens_per_s']:.2f}x its Q4_1; the first 8 greedy "
                          f"tokens agree with llama.cpp's F32: {'yes' if same else 'no'}")
     print("", *notes, sep="\n")
     if has_llamacpp:
         t = measure("llamacpp-tokens", 1, args.tokens, args.repeats)
-        print(f"token ids equal to llama.cpp's on {t['same']} of {t['total']} prompts (digits, spaces, code, accents, "
+        print(f"- token ids equal to llama.cpp's on {t['same']} of {t['total']} prompts (digits, spaces, code, accents, "
               f"CJK, emoji, control tokens){': differ on ' + repr(t['differ']) if t['differ'] else ''}")
     else:
         print("\nllama.cpp rows skipped: llama-cpp-python is not installed (optional; it compiles from source)")
