@@ -289,3 +289,19 @@ def test_a_prompt_longer_than_the_context_says_what_was_cut(demo):
     assert "tg-notice" in ex.error.value and f"the first {cut} were cut" in ex.error.value
     ex.prompt.value = "Once upon a time"  # a short prompt again: the notice goes
     assert ex.error.value == ""
+
+
+def test_a_regeneration_stays_on_an_informative_step_and_leaves_a_certain_one(demo):
+    from txtgen_nb.steps import most_informative_step
+    from txtgen_nb.widgets.sampling_explorer import MIN_CHOICE_NATS
+
+    ex = widgets.SamplingExplorer(*demo, max_new_tokens=STEPS, seed=0, prompt="Once upon a time, there was a")
+    entropy = ex.trace.entropy[0, : int(ex.trace.lengths[0])]
+    certain, unsure = np.flatnonzero(entropy < MIN_CHOICE_NATS), np.flatnonzero(entropy >= MIN_CHOICE_NATS)
+    assert certain.size and unsure.size  # the demo's grammar has both kinds of step
+    ex.step.value = int(unsure[-1])
+    ex.generate_button.click()  # the same text again: its step is still a choice, so the view stays
+    assert ex.step.value == int(unsure[-1])
+    ex.step.value = int(certain[0])
+    ex.generate_button.click()  # a step where the model was sure: the view moves to the most informative one
+    assert ex.step.value == most_informative_step(ex.trace, settings=ex.settings()) != int(certain[0])

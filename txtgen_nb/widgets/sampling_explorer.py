@@ -17,6 +17,9 @@ from txtgen_nb.widgets.layout import explorer_row, plot_image, step_row
 from txtgen_nb.widgets.token_text import TokenText
 
 
+MIN_CHOICE_NATS = 0.05  # below this raw entropy the model was all but certain: a step not worth staying on
+
+
 class SamplingExplorer(Explorer):
     """Generate a continuation, see it coloured by probability and walk through its sampling steps.
 
@@ -102,11 +105,15 @@ class SamplingExplorer(Explorer):
         self._previous = (ids, settings, seed, self.prompt.value, length, self.chat_on)
         with self.quietly():
             self.step.max = max(0, int(self.trace.lengths[0]) - 1)
-            if first:
+            if first or not self._still_informative(int(self.step.value)):
                 self.step.value = most_informative_step(self.trace, settings=settings)
-            self.step.value = min(self.step.value, self.step.max)
         self.show_text()
         self.show_step()
+
+    def _still_informative(self, step: int) -> bool:
+        """Whether the new text still has ``step`` and the model had a choice there (raw entropy at
+        least ``MIN_CHOICE_NATS``): then a regeneration stays on it, else moves to the most informative."""
+        return step < int(self.trace.lengths[0]) and float(self.trace.entropy[0, step]) >= MIN_CHOICE_NATS
 
     def show_live(self, prompts: list[str], texts: list[str]) -> None:
         self.text.html = viz.live_html(prompts[0], texts[0])
