@@ -199,11 +199,14 @@ class StepPlot:
         self.before = ax.bar(x - bar / 2, np.zeros(top_n), bar, color=BEFORE, label="before filtering\n(after temperature)")
         self.after = ax.bar(x + bar / 2, np.zeros(top_n), bar, color=AFTER, label="after filtering\n(renormalised)")
         self.top_k_line = ax.axvline(-1, color=CUTOFF, linestyle=":", linewidth=2.5, label="top-k cut-off")
-        self.sampled = ax.annotate("◀ sampled", (0, 0), xytext=(9, -5), textcoords="offset points", ha="left",
-                                   va="top", color=CHOSEN, fontweight="bold", fontsize=SMALL)
         ax.set_ylabel("probability", fontsize=SMALL)
         ax.tick_params(labelsize=SMALL)
         self.curve_ax = ax.twinx()
+        # on the twin axes (drawn last) with a white backing, so the cumulative curve never crosses the word
+        self.sampled = self.curve_ax.annotate("◀ sampled", (0, 0), xycoords=ax.transData, xytext=(9, -5),
+                                              textcoords="offset points", ha="left", va="top", color=CHOSEN,
+                                              fontweight="bold", fontsize=SMALL, zorder=5,
+                                              bbox=dict(facecolor="white", edgecolor="none", alpha=0.85, pad=1))
         (self.curve,) = self.curve_ax.plot(x, np.zeros(top_n), color=CURVE, marker=".", linewidth=1.5,
                                            label="cumulative p\nafter top-k")
         self.top_p_line = self.curve_ax.axhline(2, color=CURVE, linestyle="--", linewidth=1.2, label="top-p threshold")
