@@ -283,6 +283,11 @@ class _Request:
     chat: bool  # each prompt is the user's message in the model's chat template
     full: bool  # a row uses a rule beyond temperature, top-k, top-p and min-p: the full chain's program
 
+    @property
+    def stop_ids(self) -> tuple[int, ...]:
+        """The ids that end a row, as the compiled loop was given them (``arrays["stop_ids"]``)."""
+        return tuple(int(i) for i in self.arrays["stop_ids"] if i >= 0)
+
 
 def _prepare(model, params, tokenizer, prompts, *, max_new_tokens=100, temperature=0.8, top_k=50, top_p=1.0,
              min_p=0.0, seed=42, num_samples=1, trace=False, trace_k=None, settings=None, stop=None, chat=False):
@@ -502,7 +507,7 @@ class Stream:
     def _pieces(self, tokens: np.ndarray, lengths: np.ndarray, done: np.ndarray) -> tuple[list[str], np.ndarray]:
         """Each row's text added since the last chunk, and which rows a stop string ended just now."""
         pieces, stopped_now = [], np.zeros(self.batch, bool)
-        stops = special_tokens(self.tokenizer).stop
+        stops = self.request.stop_ids
         for b in range(self.batch):
             ids = tokens[b, : lengths[b]].tolist()
             if self._ended_by_stop[b]:
@@ -526,7 +531,7 @@ def _finish(tokenizer: Tokenizer, request: _Request, tokens: np.ndarray, lengths
     """Texts, stop reasons and the trace from the decode loop's final tokens [Bp, max_steps]."""
     batch = len(request.rows_prompts)
     tokens, lengths = tokens[:batch], lengths[:batch].copy()
-    stop_ids = special_tokens(tokenizer).stop
+    stop_ids = request.stop_ids
     new_ids, continuations, reasons = [], [], []
     for b in range(batch):
         ids = tokens[b, : lengths[b]].tolist()

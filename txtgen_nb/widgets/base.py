@@ -38,7 +38,7 @@ from txtgen_nb.generation import GenerationResult, SamplingSettings, Stream, Tra
 from txtgen_nb.model import context_length
 from txtgen_nb.tokenizer import shown_prompt, special_tokens
 from txtgen_nb.widgets.controls import SamplingControls, new_tokens_limit
-from txtgen_nb.widgets.layout import chat_box, model_note, model_picker, prompt_box
+from txtgen_nb.widgets.layout import chat_box, model_note, model_parts, model_picker, prompt_box
 
 DEFAULT_PROMPT = "Once upon a time"
 MODEL_TURN = threading.Lock()  # one explorer generates at a time: the first compiles, the others reuse it
@@ -158,7 +158,7 @@ class Explorer:
         self.stop()
         self.wait()
         self.model_note.value = model_note(self.model_picker.value)
-        with self.busy(f"Loading {self.model_picker.value.split(' (')[0]}…"):
+        with self.busy(f"Loading {model_parts(self.model_picker.value)[0]}…"):
             self._load(None, None, None, None)
         self.result = self.trace = None
         self.reset()

@@ -12,11 +12,18 @@ from txtgen_nb.api import MODELS
 from txtgen_nb.widgets.controls import COLUMN
 
 
+def model_parts(name: str) -> tuple[str, str]:
+    """A :data:`txtgen_nb.api.MODELS` name split into its short name and what the model knows (the part
+    in brackets). Usage: ``model_parts("SmolLM2-135M-Instruct (a real small LLM)")  # ('SmolLM2-…', 'a real…')``"""
+    short, _, what = name.partition(" (")
+    return short, what.removesuffix(")")
+
+
 def model_picker(value: str | None = None, shown: bool = True) -> widgets.Dropdown:
     """The **Model** menu: the tutorials' models (:data:`txtgen_nb.api.MODELS`), the demo first, each
     listed by its short name (its description goes in :func:`model_note`, so nothing is cut off);
     the value is the full name. Hidden with ``shown=False`` (an explorer given its own model)."""
-    options = [(name.split(" (")[0], name) for name in MODELS]
+    options = [(model_parts(name)[0], name) for name in MODELS]
     picker = widgets.Dropdown(options=options, value=value or next(iter(MODELS)), description="Model",
                               style={"description_width": "3.5em"}, layout=widgets.Layout(width="100%"))
     picker.layout.display = "" if shown else "none"
@@ -25,7 +32,7 @@ def model_picker(value: str | None = None, shown: bool = True) -> widgets.Dropdo
 
 def model_note(name: str) -> str:
     """The HTML line under the Model menu: what the chosen model knows (the part of its name in brackets)."""
-    what = name.partition(" (")[2].rstrip(")")
+    what = model_parts(name)[1]
     return f'<div class="tg-model-note">{html.escape(what)}</div>' if what else ""
 
 

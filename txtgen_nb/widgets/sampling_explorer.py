@@ -100,7 +100,9 @@ class SamplingExplorer(Explorer):
         first = self.trace is None
         self.result, self.trace = result, result.trace
         ids = result.new_token_ids[0]
-        self.changed = None if self._previous is None else viz.changed_tokens(self._previous[0], ids)
+        previous = self._previous
+        comparable = previous is not None and (previous[3], previous[5]) == (self.prompt.value, self.chat_on)
+        self.changed = viz.changed_tokens(previous[0], ids) if comparable else None  # same prompt only
         self._summary = self._change_summary(ids, settings, seed, length)
         self._previous = (ids, settings, seed, self.prompt.value, length, self.chat_on)
         with self.quietly():
@@ -122,11 +124,9 @@ class SamplingExplorer(Explorer):
         self._previous, self.changed, self._summary = None, None, ""
 
     def _change_summary(self, ids: list[int], settings: SamplingSettings, seed: int, length: int) -> str:
-        old = self._previous
-        if old is None or (old[3], old[5]) != (self.prompt.value, self.chat_on):  # nothing comparable before
-            self.changed = None
+        if self.changed is None:  # nothing comparable before (a first run, a new prompt or chat toggled)
             return viz.change_summary(None, ids) + " Hover or tap a token for its alternatives; click it to show its step."
-        old_ids, old_settings, old_seed, _prompt, old_length, _chat = old
+        old_ids, old_settings, old_seed, _prompt, old_length, _chat = self._previous
         causes = [settings_change(old_settings, settings)]
         causes.append(f"seed {old_seed} → {seed}" if seed != old_seed else "")
         causes.append(f"length {old_length} → {length}" if length != old_length else "")
