@@ -5,7 +5,7 @@ number is the median of ``--repeats`` runs), and printed as a Markdown table:
 
 * which model (the bundled demo if present, else a random model of the demo's shape), its
   parameter count and bytes;
-* tokens/s of the compiled decoder (``generation._prefill`` + ``generation._decode``) at batch 1 and 16, and of
+* tokens/s of the compiled decoder (``generation.prefill`` + ``generation._decode``) at batch 1 and 16, and of
   ``generate()`` end to end (tokenising, padding, decoding text included);
 * tokens/s of a naive loop: a jitted full forward over the whole sequence so far (padded to
   ``max_len`` so it compiles once) per new token, sampling on the host in NumPy;
@@ -75,7 +75,7 @@ TRACE_TARGET_MB = 50
 PROMPT = "Once upon a time"
 BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 STREAM_CHUNK = 8  # steps per chunk in the streaming row: short chunks, the worst case for the demo
-PROGRAMS = ("_prefill", "_decode")  # the generation programs, as the compile events name them
+PROGRAMS = ("_start", "_prefill_chunk", "_decode")  # the generation programs, as the compile events name them
 
 
 @dataclasses.dataclass
@@ -212,7 +212,7 @@ def compiled_inputs(subject: Subject, batch: int, new_tokens: int, *, temperatur
                                       subject.config.max_len, stop_ids=())
     longest = int(arrays["limit"].max())
     layout = generation._trace_layout(True, None, longest, subject.config) if trace else None
-    return dict(graphdef=nnx.graphdef(subject.model), params=subject.params, arrays=arrays,
+    return dict(graphdef=nnx.graphdef(subject.model), params=subject.params, config=subject.model.config, arrays=arrays,
                 max_steps=generation.decode_steps(longest, subject.config.max_len), trace_layout=layout,
                 full=bool(uses_extras(arrays["settings"])))
 
@@ -221,9 +221,8 @@ def run_compiled(inputs: dict, chunk: int | None = None) -> tuple[np.ndarray, np
     """Prefill, then the decode loop in one call, or in calls of ``chunk`` steps carrying the cache
     (as ``generate_stream`` does, minus its text); returns tokens and lengths."""
     a, graphdef, params, max_steps = inputs["arrays"], inputs["graphdef"], inputs["params"], inputs["max_steps"]
-    state, loop = generation._prefill(graphdef, params, a["prompt"], a["pad"], a["limit"], a["seeds"],
-                                      a["settings"], a["stop_ids"], max_steps=max_steps,
-                                      trace_layout=inputs["trace_layout"])
+    state, loop, _ = generation.prefill(graphdef, params, inputs["config"], a, max_steps=max_steps,
+                                        trace_layout=inputs["trace_layout"])
     step, done = 0, False
     while step < max_steps and not done:
         until = max_steps if chunk is None else min(step + chunk, max_steps)
@@ -287,14 +286,14 @@ def bench_generate_api(subject: Subject, batch: int, new_tokens: int, repeats: i
 # ------------------------------------------------------------------------------------------
 
 def trace_buffer_bytes(subject: Subject, batch: int = TRACE_BATCH, new_tokens: int = TRACE_TOKENS) -> int:
-    """Bytes of the trace buffers the compiled prefill allocates for the decode loop (``jax.eval_shape``:
+    """Bytes of the trace buffers the loop's start allocates for the decode loop (``jax.eval_shape``:
     nothing runs, so abstract parameters are enough)."""
     inputs = compiled_inputs(subject, batch, new_tokens, trace=True)
     a = inputs["arrays"]
     state, _ = jax.eval_shape(
-        lambda params: generation._prefill(inputs["graphdef"], params, a["prompt"], a["pad"], a["limit"], a["seeds"],
-                                           a["settings"], a["stop_ids"], max_steps=inputs["max_steps"],
-                                           trace_layout=inputs["trace_layout"]), inputs["params"])
+        lambda: generation._start(a["prompt"], a["pad"], a["limit"], a["seeds"], a["settings"], a["stop_ids"],
+                                  config=inputs["config"], max_steps=inputs["max_steps"],
+                                  trace_layout=inputs["trace_layout"]))
     return sum(int(np.prod(b.shape)) * b.dtype.itemsize for b in jax.tree_util.tree_leaves(state.trace))
 
 

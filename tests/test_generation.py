@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from txtgen_nb import RECOMMENDED, SamplingSettings, evaluate_text, generate, generate_text, next_token_logits
-from txtgen_nb.generation import DECODE_BUCKET_MIN, compiled_programs, decode_steps
+from txtgen_nb import (
+    RECOMMENDED, SamplingSettings, evaluate_text, generate, generate_text, load_model_and_tokenizer, next_token_logits,
+)
+from txtgen_nb.generation import DECODE_BUCKET_MIN, chunk_starts, compiled_programs, decode_steps, prefill_chunk
 from txtgen_nb.model import Transformer
 from txtgen_nb.tokenizer import encode_prompt, special_ids
 
-from conftest import tiny_config
+from conftest import tiny_config, tiny_tokenizer
 
 
 def test_cached_decoding_equals_full_forward(tiny_model, tiny_tok):
@@ -185,3 +187,49 @@ def test_decode_loop_is_bucketed_below_a_long_context():
     assert decode_steps(DECODE_BUCKET_MIN + 1, 1024) == 2 * DECODE_BUCKET_MIN
     assert decode_steps(900, 1024) == decode_steps(5000, 1024) == 1024  # capped at the context
     assert decode_steps(3, 64) == 64  # a short context keeps one bucket: never recompiles
+
+
+@pytest.mark.parametrize("max_len, prompt_len", [(300, 250), (100, 90), (300, 3)])
+def test_chunked_prefill_equals_full_forward(max_len, prompt_len):
+    """Prompts of several chunks (250 tokens: four of 64 in 256 slots), a first chunk moved back so
+    that it overlaps the next (90 tokens in 100 slots), and one chunk: the cached logits after the
+    prompt and at every step equal one forward over the whole text."""
+    config = tiny_config(max_len=max_len)
+    model = Transformer(config, rngs=nnx.Rngs(1))
+    params = nnx.state(model, nnx.Param)
+    tok = tiny_tokenizer()
+    text = ("The quick brown fox jumps over the lazy dog. " * 40)
+    prompt = tok.decode(encode_prompt(tok, text)[1:prompt_len])
+    result = generate(model, params, tok, [prompt, "Hello"], max_new_tokens=6, temperature=1.0, top_k=0,
+                      trace="full")
+    trace = result.trace
+    for row in range(2):
+        ids = trace.context_ids(row, int(trace.lengths[row]))
+        full = np.asarray(model(jnp.asarray(ids)[None])[0])
+        start = len(trace.prompt_ids[row]) - 1
+        for step in range(int(trace.lengths[row])):
+            np.testing.assert_allclose(trace.logits[row, step], full[start + step], atol=1e-4, rtol=1e-4)
+
+
+def test_chunk_starts_cover_the_prompt_from_its_first_real_slot():
+    assert chunk_starts(128, 100, 64) == [64]
+    assert chunk_starts(256, 6, 64) == [0, 64, 128, 192]
+    assert chunk_starts(100, 10, 64) == [0, 36]  # the first chunk moved back to slot 0: it overlaps the next
+    assert chunk_starts(128, 127, 64) == [64]
+    assert prefill_chunk(1, 128) == 64 and prefill_chunk(16, 128) == 8 and prefill_chunk(1, 32) == 32
+
+
+def test_no_prompt_length_compiles_again_on_the_demo():
+    """The demo's context is 128 tokens: after one generation, prompts of 1 to 120 tokens, any
+    number of new tokens they leave room for and any slider compile nothing."""
+    model, params, tok, _ = load_model_and_tokenizer()
+    generate(model, params, tok, "Once", max_new_tokens=8)
+    compiled = compiled_programs()
+    words = "the little dog ran to the park and saw a big red ball".split()
+    for length in (1, 2, 17, 40, 64, 65, 100, 120):
+        text = " ".join(words[i % len(words)] for i in range(length))
+        ids = encode_prompt(tok, text)[:length]
+        prompt = tok.decode(ids[1:])
+        generate(model, params, tok, prompt, max_new_tokens=128 - len(ids), temperature=0.7, top_k=length,
+                 seed=length)
+    assert compiled_programs() == compiled

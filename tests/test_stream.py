@@ -145,3 +145,40 @@ def test_cli_prints_the_text_as_it_is_generated(monkeypatch):
     assert partial, "nothing was flushed between the header and the end of the text"
     grown = [f.split("Generated text:\n")[1].split("\n", 1)[1] for f in partial]
     assert any("Once upon a time" in g and len(g) < len(story) for g in grown)  # seen before the end
+
+
+def test_stop_during_a_long_prompt_ends_before_the_next_chunk(tiny_tok):
+    """A Stop asked while the prompt runs: prefill ends after the chunk in flight, no step is
+    decoded, and the row is "interrupted"."""
+    from conftest import tiny_config
+    from flax import nnx
+    from txtgen_nb.model import Transformer
+
+    model = Transformer(tiny_config(max_len=512), rngs=nnx.Rngs(0))
+    params = nnx.state(model, nnx.Param)
+    prompt = "The quick brown fox jumps over the lazy dog. " * 30
+    asked = []
+
+    def stop_on_second_ask():
+        asked.append(1)
+        return len(asked) >= 2
+
+    stream = generate_stream(model, params, tiny_tok, prompt, max_new_tokens=20)
+    a = stream.request.arrays
+    _, _, finished = generation.prefill(nnx.graphdef(model), params, model.config, a,
+                                        max_steps=stream.request.max_steps, should_stop=stop_on_second_ask)
+    assert not finished and len(asked) == 2  # one chunk ran, of several
+    assert len(generation.chunk_starts(a["prompt"].shape[1], int(a["pad"].min()), 64)) > 2
+    stream.stop()
+    assert list(stream) == []
+    assert stream.result.stop_reasons == ["interrupted"] and stream.result.new_token_ids == [[]]
+    assert stream.result.texts == [prompt]
+
+
+def test_a_stream_runs_once_and_says_so(tiny_model, tiny_tok):
+    model, params, _ = tiny_model
+    stream = generate_stream(model, params, tiny_tok, "Once upon", max_new_tokens=5)
+    pieces = list(stream)
+    assert "".join(p[0] for p in pieces) == stream.result.continuations[0]
+    with pytest.raises(ValueError, match="runs once"):
+        list(stream)

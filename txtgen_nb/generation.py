@@ -1,8 +1,9 @@
-"""Batched text generation: a compiled prefill, then a compiled KV-cache decode loop (one XLA program each).
+"""Batched text generation: a compiled prefill chunk, then a compiled KV-cache decode loop.
 
 The sampling settings (a :class:`~txtgen_nb.sampling.SamplingSettings` pytree), the seeds and the
-number of new tokens are traced arguments, so changing them never recompiles. Prompts are left-padded to a
-few length buckets and batches to powers of two, so new prompts rarely compile either. Each row
+number of new tokens are traced arguments, so changing them never recompiles. Prompts are left-padded to
+at least ``PROMPT_BUCKET_MIN`` slots (a power of two) and run through the cache in chunks by one program, and
+batches are padded to powers of two, so a new prompt compiles nothing unless it is longer than 128 tokens. Each row
 stops at end-of-sequence, at ``max_new_tokens``, at the model's context or at a ``stop`` string,
 whichever is first. :func:`generate_stream` runs the same compiled loop in chunks of steps,
 carrying its cache between chunks, and yields the text as it grows.
@@ -37,7 +38,8 @@ from txtgen_nb.sampling import SamplingSettings
 from txtgen_nb.tokenizer import decode, encode_prompt, special_tokens
 from txtgen_nb.trace import TRACE_TOP_K, Trace, TraceLayout, record_step, trace_buffers
 
-PROMPT_BUCKET_MIN = 16
+PROMPT_BUCKET_MIN = 128  # prompt slots: a power of two, at least this (every prompt of up to 128 tokens shares one cache shape)
+PREFILL_TOKENS = 64  # tokens one prefill call runs over the whole batch (a Stop waits for one call at most)
 DECODE_BUCKET_MIN = 128  # the decode loop (and the cache after the prompt) is at least this long, if the context allows
 STOP_CHUNK_SECONDS = 0.25  # with stop strings, generate() checks the text this often and ends the loop early
 STOP_SLOTS = 8  # stop ids the loop compares each token with (the model's EOS and end-of-turn tokens; -1 unused)
@@ -96,7 +98,7 @@ def _row_key(words: jax.Array) -> jax.Array:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class LoopInputs:
-    """What every decode step reads and none changes (made once per call by :func:`_prefill`)."""
+    """What every decode step reads and none changes (made once per call by :func:`_start`)."""
 
     prompt: jax.Array  # [B, P] int32 prompt ids, -1 at left padding (the penalties' context)
     pad: jax.Array  # [B] int32: first real slot of each row
@@ -127,24 +129,73 @@ def _mask(slots: jax.Array, query_slots: jax.Array, pad: jax.Array) -> jax.Array
     return (slots[None, None] <= query_slots) & (slots[None, None] >= pad[:, None, None])
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "max_steps", "trace_layout"))
-def _prefill(graphdef, params, prompt, pad, limit, seeds, settings, stop_ids, *, max_steps: int,
-             trace_layout: TraceLayout | None = None) -> tuple[LoopState, LoopInputs]:
-    """Run the left-padded ``prompt`` [B, P] through the model into a cache with ``max_steps`` free
-    slots. ``pad`` [B] padding per row, ``limit`` [B] new tokens per row, ``seeds`` [B, 2] uint32."""
-    model: Transformer = nnx.merge(graphdef, params)
+@functools.partial(jax.jit, static_argnames=("config", "max_steps", "trace_layout"))
+def _start(prompt, pad, limit, seeds, settings, stop_ids, *, config, max_steps: int,
+           trace_layout: TraceLayout | None = None) -> tuple[LoopState, LoopInputs]:
+    """The loop's inputs and an empty state (zeroed cache with ``P + max_steps`` slots) for the
+    left-padded ``prompt`` [B, P]: ``pad`` [B] padding per row, ``limit`` [B] new tokens per row,
+    ``seeds`` [B, 2] uint32. No model call: :func:`prefill` fills the cache chunk by chunk."""
     batch, prompt_len = prompt.shape
-    slots = jnp.arange(prompt_len + max_steps)
-    positions = jnp.maximum(jnp.arange(prompt_len)[None] - pad[:, None], 0)
-    logits, cache = model(prompt, positions=positions, mask=_mask(slots, jnp.arange(prompt_len)[None, :, None], pad),
-                          cache=init_cache(model.config, batch, len(slots)), cache_index=0)
     inputs = LoopInputs(prompt=jnp.where(jnp.arange(prompt_len)[None] >= pad[:, None], prompt, -1), pad=pad,
                         limit=limit, keys=jax.vmap(_row_key)(seeds), settings=settings, stop_ids=stop_ids)
-    trace = None if trace_layout is None else trace_buffers(trace_layout, batch, logits.shape[-1])
-    state = LoopState(step=jnp.int32(0), cache=cache, logits=logits[:, -1],
+    trace = None if trace_layout is None else trace_buffers(trace_layout, batch, config.vocab_size)
+    state = LoopState(step=jnp.int32(0), cache=init_cache(config, batch, prompt_len + max_steps),
+                      logits=jnp.zeros((batch, config.vocab_size), jnp.float32),
                       tokens=jnp.zeros((batch, max_steps), jnp.int32), lengths=jnp.zeros((batch,), jnp.int32),
                       done=limit <= 0, mu=sampling.mirostat_initial_mu(settings.mirostat_tau), trace=trace)
     return state, inputs
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "chunk"), donate_argnames=("state",))
+def _prefill_chunk(graphdef, params, state: LoopState, inputs: LoopInputs, start, *, chunk: int) -> LoopState:
+    """Run prompt slots ``start .. start + chunk`` (``start`` a traced int: one program for every
+    chunk of every prompt) through the model into the cache; the state's logits become those after
+    the chunk's last slot. A chunk may overlap the one before it: its slots are recomputed alike."""
+    model: Transformer = nnx.merge(graphdef, params)
+    prompt_len = inputs.prompt.shape[1]
+    query_slots = start + jnp.arange(chunk)  # [C]
+    tokens = jnp.maximum(jax.lax.dynamic_slice_in_dim(inputs.prompt, start, chunk, axis=1), 0)  # [B, C]
+    positions = jnp.maximum(query_slots[None] - inputs.pad[:, None], 0)  # [B, C]
+    slots = jnp.arange(prompt_len + state.tokens.shape[1])
+    logits, cache = model(tokens, positions=positions, mask=_mask(slots, query_slots[None, :, None], inputs.pad),
+                          cache=state.cache, cache_index=start)
+    return dataclasses.replace(state, cache=cache, logits=logits[:, -1])
+
+
+def prefill_chunk(batch: int, prompt_len: int) -> int:
+    """Prompt slots one prefill call runs: ``PREFILL_TOKENS`` tokens in all over the batch (at least
+    8 per row), so a Stop waits for at most one call. Usage: ``prefill_chunk(1, 128)  # 64``"""
+    return min(prompt_len, max(8, PREFILL_TOKENS // batch))
+
+
+def chunk_starts(prompt_len: int, first_slot: int, chunk: int) -> list[int]:
+    """Where the prefill chunks start: from the chunk holding ``first_slot`` (the first real token of
+    the longest row) to the prompt's end, the first one moved back to slot 0 where it would not fit.
+    Usage: ``chunk_starts(128, 100, 64)  # [64]``"""
+    count = -(-(prompt_len - first_slot) // chunk)
+    return [max(0, prompt_len - (count - i) * chunk) for i in range(count)]
+
+
+def prefill(graphdef, params, config, arrays: dict, *, max_steps: int, trace_layout: TraceLayout | None = None,
+            should_stop=lambda: False) -> tuple[LoopState, LoopInputs, bool]:
+    """The loop's state after the prompt ``arrays`` (:func:`_batch_arrays`), run in chunks of
+    :func:`prefill_chunk` slots through one compiled program, whatever the prompt's length; returns
+    ``(state, inputs, finished)``. ``should_stop()`` is asked before each chunk: ``finished`` is
+    ``False`` when it said yes (a Stop during a long prompt).
+
+    Usage: ``state, inputs, _ = prefill(nnx.graphdef(model), params, model.config, a, max_steps=128)``
+    """
+    a = arrays
+    state, inputs = _start(a["prompt"], a["pad"], a["limit"], a["seeds"], a["settings"], a["stop_ids"],
+                           config=config, max_steps=max_steps, trace_layout=trace_layout)
+    batch, prompt_len = a["prompt"].shape
+    chunk = prefill_chunk(batch, prompt_len)
+    for start in chunk_starts(prompt_len, int(a["pad"].min()), chunk):
+        if should_stop():
+            return state, inputs, False
+        state = _prefill_chunk(graphdef, params, state, inputs, np.int32(start), chunk=chunk)
+        state.logits.block_until_ready()  # one chunk at a time, so that should_stop is asked as it runs
+    return state, inputs, True
 
 
 def _categorical(inputs: LoopInputs, step: jax.Array, filtered: jax.Array) -> jax.Array:
@@ -216,7 +267,7 @@ def _decode(graphdef, params, state: LoopState, inputs: LoopInputs, until, *, fu
 def compiled_programs() -> int:
     """How many generation programs are compiled so far (prefill and decode loop): a test of
     "moving a slider never recompiles". Usage: ``before = compiled_programs()``"""
-    return _prefill._cache_size() + _decode._cache_size()
+    return _start._cache_size() + _prefill_chunk._cache_size() + _decode._cache_size()
 
 
 def default_trace_k(vocab_size: int) -> int:
@@ -282,6 +333,11 @@ class _Request:
     layout: TraceLayout | None
     chat: bool  # each prompt is the user's message in the model's chat template
     full: bool  # a row uses a rule beyond temperature, top-k, top-p and min-p: the full chain's program
+
+    def shape_key(self, graphdef) -> tuple:
+        """What the compiled programs depend on: the model, batch and prompt slots, loop length,
+        trace layout and chain (one key, one set of programs)."""
+        return graphdef, self.arrays["prompt"].shape, self.max_steps, self.layout, self.full
 
     @property
     def stop_ids(self) -> tuple[int, ...]:
@@ -394,6 +450,7 @@ def _held_back(text: str, stops: list[str]) -> int:
 
 
 _STEP_SECONDS: dict[tuple, float] = {}  # the last measured seconds per decode step, per model and shape
+_PREPARED: set[tuple] = set()  # the model and shape keys (_Request.shape_key) that have run: compiled
 
 
 class Stream:
@@ -403,8 +460,8 @@ class Stream:
     (a chunk's length is a traced number: nothing recompiles). Chunks last about ``chunk_seconds`` at
     the last measured speed of this model and shape; the very first is ``FIRST_CHUNK`` steps, so text
     shows at once. ``stop()`` (from another thread, a Stop
-    button) ends generation after the current chunk; rows cut short get the stop reason
-    ``"interrupted"``. ``result`` is the :class:`GenerationResult` once the stream is exhausted.
+    button) ends generation after the current chunk of decode steps or of the prompt's prefill; rows
+    cut short get the stop reason ``"interrupted"``. A stream runs once. ``result`` is the :class:`GenerationResult` once the stream is exhausted.
 
     Usage::
 
@@ -419,9 +476,9 @@ class Stream:
     def __init__(self, model: Transformer, params: nnx.State, tokenizer: Tokenizer, request: _Request,
                  chunk_seconds: float | None = 0.1) -> None:
         self.tokenizer, self.request, self.chunk_seconds = tokenizer, request, chunk_seconds
-        self._graphdef, self._params = nnx.graphdef(model), params
+        self._graphdef, self._params, self._config = nnx.graphdef(model), params, model.config
         self._vocab_size = model.config.vocab_size
-        self._stopped = False
+        self._stopped = self._iterated = False
         self._result: GenerationResult | None = None
         batch = len(request.rows_prompts)
         self.steps_done = 0  # steps decoded so far (of at most ``request.max_steps``)
@@ -468,12 +525,16 @@ class Stream:
         return self.result
 
     def __iter__(self) -> Iterator[list[str]]:
-        a = self.request.arrays
-        state, inputs = _prefill(self._graphdef, self._params, a["prompt"], a["pad"], a["limit"], a["seeds"],
-                                 a["settings"], a["stop_ids"], max_steps=self.request.max_steps,
-                                 trace_layout=self.request.layout)
-        speed_key = (self._graphdef, a["prompt"].shape, self.request.max_steps, self.request.layout)
-        while True:
+        if self._iterated:
+            raise ValueError("a Stream runs once: iterate it once and read .result (or call generate_stream again)")
+        self._iterated = True
+        state, inputs, prefilled = prefill(self._graphdef, self._params, self._config, self.request.arrays,
+                                           max_steps=self.request.max_steps, trace_layout=self.request.layout,
+                                           should_stop=lambda: self._stopped)
+        speed_key = self.request.shape_key(self._graphdef)
+        tokens, lengths, done = (np.asarray(x) for x in jax.device_get((state.tokens, state.lengths, state.done)))
+        finished = done[: self.batch]
+        while prefilled:
             state, tokens, lengths, done = self._decode_chunk(state, inputs, speed_key)
             pieces, stopped_now = self._pieces(tokens, lengths, done)
             if stopped_now.any():  # a stop string: the row ends in the loop too
@@ -482,8 +543,16 @@ class Stream:
             yield pieces
             if finished.all() or self.steps_done >= self.request.max_steps or self._stopped:
                 break
+        if prefilled:
+            _PREPARED.add(speed_key)
         self._result = _finish(self.tokenizer, self.request, tokens, lengths, state.trace, self._vocab_size,
                                self._graphdef, self._params, interrupted=~finished)
+
+    @property
+    def prepared(self) -> bool:
+        """Whether this model has run this batch and cache shape before (``False``: the first chunk
+        compiles, a few seconds on a large model)."""
+        return self.request.shape_key(self._graphdef) in _PREPARED
 
     def _decode_chunk(self, state: LoopState, inputs: LoopInputs, speed_key: tuple):
         """Decode one chunk of steps, sized by this model's last measured speed, and measure it;
