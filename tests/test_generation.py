@@ -11,7 +11,9 @@ from flax import nnx
 from txtgen_nb import (
     RECOMMENDED, SamplingSettings, evaluate_text, generate, generate_text, load_model_and_tokenizer, next_token_logits,
 )
-from txtgen_nb.generation import DECODE_BUCKET_MIN, chunk_starts, compiled_programs, decode_steps, prefill_chunk
+from txtgen_nb.generation import (
+    DECODE_BUCKET_MIN, compiled_programs, decode_steps, prefill_plan, prefill_sizes, warm_up,
+)
 from txtgen_nb.model import Transformer
 from txtgen_nb.tokenizer import encode_prompt, special_ids
 
@@ -211,19 +213,30 @@ def test_chunked_prefill_equals_full_forward(max_len, prompt_len):
             np.testing.assert_allclose(trace.logits[row, step], full[start + step], atol=1e-4, rtol=1e-4)
 
 
-def test_chunk_starts_cover_the_prompt_from_its_first_real_slot():
-    assert chunk_starts(128, 100, 64) == [64]
-    assert chunk_starts(256, 6, 64) == [0, 64, 128, 192]
-    assert chunk_starts(100, 10, 64) == [0, 36]  # the first chunk moved back to slot 0: it overlaps the next
-    assert chunk_starts(128, 127, 64) == [64]
-    assert prefill_chunk(1, 128) == 64 and prefill_chunk(16, 128) == 8 and prefill_chunk(1, 32) == 32
+def test_prefill_plan_covers_the_prompt_from_its_first_real_slot():
+    assert prefill_plan(128, 124, (16, 64)) == [(112, 16)]  # a short prompt: one small chunk
+    assert prefill_plan(128, 90, (16, 64)) == [(64, 64)]
+    assert prefill_plan(128, 100, (16, 64)) == [(96, 16), (112, 16)]
+    assert prefill_plan(128, 70, (16, 64)) == [(64, 64)]  # three small ones would cost more than one large
+    assert prefill_plan(256, 6, (16, 64)) == [(0, 64), (64, 64), (128, 64), (192, 64)]
+    assert prefill_plan(256, 0, (16, 64)) == [(0, 64), (64, 64), (128, 64), (192, 64)]
+    assert prefill_plan(256, 180, (16, 64)) == [(176, 16), (192, 64)]
+    assert prefill_plan(100, 10, (16, 64)) == [(4, 16), (20, 16), (36, 64)]
+    assert prefill_plan(100, 0, (16, 64)) == [(0, 64), (36, 64)]  # moved back to slot 0: overlaps the next
+    for prompt_len, first in [(128, 0), (128, 127), (512, 13), (100, 99), (32, 0)]:
+        plan = prefill_plan(prompt_len, first, prefill_sizes(1, prompt_len))
+        covered = {slot for start, size in plan for slot in range(start, start + size)}
+        assert covered >= set(range(first, prompt_len)) and max(covered) == prompt_len - 1
+        assert all(start >= 0 for start, _ in plan)
+    assert prefill_sizes(1, 128) == (16, 64) and prefill_sizes(16, 128) == (8, 8) and prefill_sizes(1, 32) == (16, 32)
 
 
 def test_no_prompt_length_compiles_again_on_the_demo():
-    """The demo's context is 128 tokens: after one generation, prompts of 1 to 120 tokens, any
-    number of new tokens they leave room for and any slider compile nothing."""
+    """The demo's context is 128 tokens: after its warm-up, prompts of 1 to 120 tokens, any number of
+    new tokens they leave room for, any slider and any advanced sampler compile nothing."""
     model, params, tok, _ = load_model_and_tokenizer()
-    generate(model, params, tok, "Once", max_new_tokens=8)
+    assert warm_up(model, params) > 0
+    assert warm_up(model, params) == 0
     compiled = compiled_programs()
     words = "the little dog ran to the park and saw a big red ball".split()
     for length in (1, 2, 17, 40, 64, 65, 100, 120):
@@ -232,4 +245,6 @@ def test_no_prompt_length_compiles_again_on_the_demo():
         prompt = tok.decode(ids[1:])
         generate(model, params, tok, prompt, max_new_tokens=128 - len(ids), temperature=0.7, top_k=length,
                  seed=length)
+        generate(model, params, tok, prompt, max_new_tokens=4, settings=SamplingSettings(
+            mirostat_tau=3.0 + length / 100, repetition_penalty=1.2, dry_multiplier=0.5))
     assert compiled_programs() == compiled

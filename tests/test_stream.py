@@ -168,7 +168,8 @@ def test_stop_during_a_long_prompt_ends_before_the_next_chunk(tiny_tok):
     _, _, finished = generation.prefill(nnx.graphdef(model), params, model.config, a,
                                         max_steps=stream.request.max_steps, should_stop=stop_on_second_ask)
     assert not finished and len(asked) == 2  # one chunk ran, of several
-    assert len(generation.chunk_starts(a["prompt"].shape[1], int(a["pad"].min()), 64)) > 2
+    prompt_len = a["prompt"].shape[1]
+    assert len(generation.prefill_plan(prompt_len, int(a["pad"].min()), generation.prefill_sizes(1, prompt_len))) > 2
     stream.stop()
     assert list(stream) == []
     assert stream.result.stop_reasons == ["interrupted"] and stream.result.new_token_ids == [[]]

@@ -305,3 +305,26 @@ def test_a_regeneration_stays_on_an_informative_step_and_leaves_a_certain_one(de
     ex.step.value = int(certain[0])
     ex.generate_button.click()  # a step where the model was sure: the view moves to the most informative one
     assert ex.step.value == most_informative_step(ex.trace, settings=ex.settings()) != int(certain[0])
+
+
+def test_after_the_background_warm_up_nothing_compiles(demo):
+    """In a kernel the explorer warms up after its first result: then new prompts of any length, the
+    sliders, the advanced samplers and the order never compile (issue: the first Mirostat change
+    froze the explorer for 9.5 s)."""
+    ex = widgets.SamplingExplorer(*demo, max_new_tokens=STEPS, seed=1)
+    ex.background = True
+    ex._warmed = False
+    ex.run()
+    ex.wait(timeout=300)
+    assert ex._warmed and ex._worker is None and ex.status.value == ""
+    compiled = generation.compiled_programs()
+    words = "the little dog ran to the park and saw a big red ball".split()
+    for length, field, value in [(3, "mirostat_tau", 4.0), (60, "repetition_penalty", 1.3), (110, "xtc_probability", 0.5)]:
+        ex.prompt.value = " ".join(words[i % len(words)] for i in range(length))
+        ex.controls.advanced[field].value = value
+        ex.temperature.value = 0.5 + length / 100
+        ex.wait(timeout=120)
+    ex.controls.order.value = "llama.cpp"
+    ex.wait(timeout=120)
+    assert not ex.error.value and generation.compiled_programs() == compiled
+    assert ex.generate_calls >= 2

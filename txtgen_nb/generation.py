@@ -36,9 +36,9 @@ from txtgen_nb.config import ModelConfig
 from txtgen_nb.model import Transformer, as_decoder, init_cache
 from txtgen_nb.sampling import SamplingSettings
 from txtgen_nb.tokenizer import decode, encode_prompt, special_tokens
-from txtgen_nb.trace import TRACE_TOP_K, Trace, TraceLayout, record_step, trace_buffers
+from txtgen_nb.trace import MIN_SLOTS, TRACE_TOP_K, Trace, TraceLayout, record_step, trace_buffers
 
-PROMPT_BUCKET_MIN = 128  # prompt slots: a power of two, at least this (every prompt of up to 128 tokens shares one cache shape)
+PROMPT_BUCKET_MIN = MIN_SLOTS  # prompt slots: a power of two, at least 128 (every prompt of up to 128 tokens shares one cache shape)
 PREFILL_TOKENS = 64  # tokens one prefill call runs over the whole batch (a Stop waits for one call at most)
 DECODE_BUCKET_MIN = 128  # the decode loop (and the cache after the prompt) is at least this long, if the context allows
 STOP_CHUNK_SECONDS = 0.25  # with stop strings, generate() checks the text this often and ends the loop early
@@ -147,39 +147,53 @@ def _start(prompt, pad, limit, seeds, settings, stop_ids, *, config, max_steps: 
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "chunk"), donate_argnames=("state",))
-def _prefill_chunk(graphdef, params, state: LoopState, inputs: LoopInputs, start, *, chunk: int) -> LoopState:
-    """Run prompt slots ``start .. start + chunk`` (``start`` a traced int: one program for every
-    chunk of every prompt) through the model into the cache; the state's logits become those after
-    the chunk's last slot. A chunk may overlap the one before it: its slots are recomputed alike."""
+def _prefill_chunk(graphdef, params, state: LoopState, prompt, pad, start, *, chunk: int) -> LoopState:
+    """Run slots ``start .. start + chunk`` of the left-padded ``prompt`` [B, P] (``start`` a traced
+    int: one program for every chunk of every prompt, whatever the settings) through the model into
+    the cache; the state's logits become those after the chunk's last slot. A chunk may overlap the
+    one before it: its slots are recomputed alike."""
     model: Transformer = nnx.merge(graphdef, params)
-    prompt_len = inputs.prompt.shape[1]
+    prompt_len = prompt.shape[1]
     query_slots = start + jnp.arange(chunk)  # [C]
-    tokens = jnp.maximum(jax.lax.dynamic_slice_in_dim(inputs.prompt, start, chunk, axis=1), 0)  # [B, C]
-    positions = jnp.maximum(query_slots[None] - inputs.pad[:, None], 0)  # [B, C]
+    tokens = jax.lax.dynamic_slice_in_dim(prompt, start, chunk, axis=1)  # [B, C]
+    positions = jnp.maximum(query_slots[None] - pad[:, None], 0)  # [B, C]
     slots = jnp.arange(prompt_len + state.tokens.shape[1])
-    logits, cache = model(tokens, positions=positions, mask=_mask(slots, query_slots[None, :, None], inputs.pad),
+    logits, cache = model(tokens, positions=positions, mask=_mask(slots, query_slots[None, :, None], pad),
                           cache=state.cache, cache_index=start)
     return dataclasses.replace(state, cache=cache, logits=logits[:, -1])
 
 
-def prefill_chunk(batch: int, prompt_len: int) -> int:
-    """Prompt slots one prefill call runs: ``PREFILL_TOKENS`` tokens in all over the batch (at least
-    8 per row), so a Stop waits for at most one call. Usage: ``prefill_chunk(1, 128)  # 64``"""
-    return min(prompt_len, max(8, PREFILL_TOKENS // batch))
+def prefill_sizes(batch: int, prompt_len: int) -> tuple[int, int]:
+    """Prompt slots of the two prefill programs, ``(small, large)``: ``PREFILL_TOKENS`` tokens in all
+    over the batch for the bulk of a prompt (at least 8 per row, so a Stop waits for at most one
+    call), a quarter of that for a short prompt or the head of a long one.
+    Usage: ``prefill_sizes(1, 128)  # (16, 64)``"""
+    large = min(prompt_len, max(8, PREFILL_TOKENS // batch))
+    return min(large, max(8, PREFILL_TOKENS // 4 // batch)), large
 
 
-def chunk_starts(prompt_len: int, first_slot: int, chunk: int) -> list[int]:
-    """Where the prefill chunks start: from the chunk holding ``first_slot`` (the first real token of
-    the longest row) to the prompt's end, the first one moved back to slot 0 where it would not fit.
-    Usage: ``chunk_starts(128, 100, 64)  # [64]``"""
-    count = -(-(prompt_len - first_slot) // chunk)
-    return [max(0, prompt_len - (count - i) * chunk) for i in range(count)]
+def prefill_plan(prompt_len: int, first_slot: int, sizes: tuple[int, int]) -> list[tuple[int, int]]:
+    """``(start, size)`` of each prefill call, in order: large chunks up to the prompt's end, small
+    ones (at most two, else one more large) before them back to ``first_slot``, the first real token
+    of the longest row; a chunk that would start before slot 0 starts there, overlapping the next.
+    Usage: ``prefill_plan(128, 100, (16, 64))  # [(96, 16), (112, 16)]``"""
+    small, large = sizes
+    rest = prompt_len - first_slot
+    count = rest // large
+    smalls = -(-(rest - count * large) // small)
+    if smalls > 2:
+        count, smalls = count + 1, 0
+    chunks, end = [], prompt_len
+    for size in [large] * count + [small] * smalls:
+        end -= size
+        chunks.append((max(0, end), size))
+    return chunks[::-1]
 
 
 def prefill(graphdef, params, config, arrays: dict, *, max_steps: int, trace_layout: TraceLayout | None = None,
             should_stop=lambda: False) -> tuple[LoopState, LoopInputs, bool]:
-    """The loop's state after the prompt ``arrays`` (:func:`_batch_arrays`), run in chunks of
-    :func:`prefill_chunk` slots through one compiled program, whatever the prompt's length; returns
+    """The loop's state after the prompt ``arrays`` (:func:`_batch_arrays`), run in the chunks of
+    :func:`prefill_plan` through two compiled programs, whatever the prompt's length; returns
     ``(state, inputs, finished)``. ``should_stop()`` is asked before each chunk: ``finished`` is
     ``False`` when it said yes (a Stop during a long prompt).
 
@@ -189,11 +203,10 @@ def prefill(graphdef, params, config, arrays: dict, *, max_steps: int, trace_lay
     state, inputs = _start(a["prompt"], a["pad"], a["limit"], a["seeds"], a["settings"], a["stop_ids"],
                            config=config, max_steps=max_steps, trace_layout=trace_layout)
     batch, prompt_len = a["prompt"].shape
-    chunk = prefill_chunk(batch, prompt_len)
-    for start in chunk_starts(prompt_len, int(a["pad"].min()), chunk):
+    for start, size in prefill_plan(prompt_len, int(a["pad"].min()), prefill_sizes(batch, prompt_len)):
         if should_stop():
             return state, inputs, False
-        state = _prefill_chunk(graphdef, params, state, inputs, np.int32(start), chunk=chunk)
+        state = _prefill_chunk(graphdef, params, state, a["prompt"], a["pad"], np.int32(start), chunk=size)
         state.logits.block_until_ready()  # one chunk at a time, so that should_stop is asked as it runs
     return state, inputs, True
 
@@ -270,6 +283,38 @@ def compiled_programs() -> int:
     return _start._cache_size() + _prefill_chunk._cache_size() + _decode._cache_size()
 
 
+def warm_up(model: Transformer, params: nnx.State, *, batch: int = 1, max_new_tokens: int = 100,
+            trace: bool | str = False, trace_k: int | None = None) -> int:
+    """Compile now what a generation of ``batch`` rows and ``max_new_tokens`` will need, for any
+    prompt of up to ``PROMPT_BUCKET_MIN`` tokens and any settings: the loop's start, both prefill
+    chunk sizes and every sampler chain (classic; every rule in Hugging Face's order and in
+    llama.cpp's, Mirostat included). Returns how many programs it compiled
+    (0 the second time). Explorers run it in the background when they load a model.
+
+    Usage: ``warm_up(model, params, max_new_tokens=40, trace=True)``
+    """
+    if not isinstance(model, Transformer):
+        return 0
+    before, config, graphdef = compiled_programs(), model.config, nnx.graphdef(model)
+    for settings, full in [(SamplingSettings(), False), (SamplingSettings(), True),
+                           (SamplingSettings(order="llama.cpp"), True)]:
+        a = _batch_arrays([[0]] * batch, [0] * batch, [settings] * batch, max_new_tokens, config.max_len, stop_ids=())
+        longest = int(a["limit"].max())
+        layout = _trace_layout(trace, trace_k, longest, config) if trace else None
+        steps = decode_steps(longest, config.max_len)
+        start = lambda: _start(a["prompt"], a["pad"], a["limit"], a["seeds"], a["settings"],  # noqa: E731
+                               a["stop_ids"], config=config, max_steps=steps, trace_layout=layout)
+        if not full:
+            for size in sorted(set(prefill_sizes(*a["prompt"].shape))):
+                state, _ = start()
+                _prefill_chunk(graphdef, params, state, a["prompt"], a["pad"], np.int32(0),
+                               chunk=size).logits.block_until_ready()
+        state, inputs = start()
+        _decode(graphdef, params, state, inputs, np.int32(1), full=full).tokens.block_until_ready()
+        _PREPARED.add(_shape_key(graphdef, a["prompt"].shape, steps, layout, full, settings.order))
+    return compiled_programs() - before
+
+
 def default_trace_k(vocab_size: int) -> int:
     """The window a compact trace keeps: 256 candidates, fewer for a small vocabulary (a 2,048-token
     vocabulary keeps 64, so that ``lax.top_k`` stays a small part of a decode step)."""
@@ -318,6 +363,13 @@ def _ids_through_stop(tokenizer: Tokenizer, ids: list[int], stops: list[str]) ->
     return ids
 
 
+def _shape_key(graphdef, prompt_shape: tuple[int, int], max_steps: int, layout: TraceLayout | None, full: bool,
+               order: str) -> tuple:
+    """What the compiled programs depend on: the model, the batch and prompt slots, the loop's
+    length, the trace layout, the chain and its order (one key, one set of programs)."""
+    return graphdef, tuple(prompt_shape), max_steps, layout, full, order
+
+
 @dataclasses.dataclass(frozen=True)
 class _Request:
     """A batch laid out for the compiled programs: rows, padded arrays and static shapes."""
@@ -335,9 +387,9 @@ class _Request:
     full: bool  # a row uses a rule beyond temperature, top-k, top-p and min-p: the full chain's program
 
     def shape_key(self, graphdef) -> tuple:
-        """What the compiled programs depend on: the model, batch and prompt slots, loop length,
-        trace layout and chain (one key, one set of programs)."""
-        return graphdef, self.arrays["prompt"].shape, self.max_steps, self.layout, self.full
+        """What the compiled programs depend on (:func:`_shape_key`)."""
+        return _shape_key(graphdef, self.arrays["prompt"].shape, self.max_steps, self.layout, self.full,
+                          self.arrays["settings"].order)
 
     @property
     def stop_ids(self) -> tuple[int, ...]:

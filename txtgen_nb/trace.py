@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from txtgen_nb.generation import SamplingSettings
 
 TRACE_TOP_K = 256
+MIN_SLOTS = 128  # contexts pad to a power of two of at least this many slots, the decode loop's prompt too: one shape for every short prompt
 """Default window: the number of largest raw logits kept per step."""
 
 
@@ -260,7 +261,7 @@ class Trace:
         if self.graphdef is None or self.params is None:
             raise ValueError("this trace keeps only the top-K window and no model to recompute full logits")
         contexts = [self.context_ids(r, max(int(self.lengths[r]) - 1, 0)) for r in rows]
-        size = _pow2(max(len(c) for c in contexts), minimum=16)
+        size = _pow2(max(len(c) for c in contexts), minimum=MIN_SLOTS)
         tokens = np.zeros((_pow2(len(rows)), size), np.int32)  # [B', S]
         pad = np.full((tokens.shape[0],), size, np.int32)
         for i, ids in enumerate(contexts):
@@ -346,7 +347,7 @@ class Trace:
 
     def _context_size(self, row: int) -> int:
         """Slots of every padded context of ``row``: a power of two, so that few shapes compile."""
-        return _pow2(len(self.prompt_ids[row]) + max(int(self.lengths[row]) - 1, 0), minimum=16)
+        return _pow2(len(self.prompt_ids[row]) + max(int(self.lengths[row]) - 1, 0), minimum=MIN_SLOTS)
 
     def _context(self, row: int, step: int, size: int | None = None) -> np.ndarray:
         """The ids seen before step ``step`` of ``row``, right-aligned in ``size`` slots after ``-1``

@@ -44,6 +44,8 @@ DEFAULT_PROMPT = "Once upon a time"
 MODEL_TURN = threading.Lock()  # one explorer generates at a time: the first compiles, the others reuse it
 USER_ERRORS = (ValueError, FileNotFoundError, OSError)
 OPEN_CONTEXT = 256  # the length sliders' limit for a module that declares no context of its own
+PREPARING = "Preparing the model for this size (first time only: about 5-20 s)…"
+WARMING = "Preparing the other samplers and prompt lengths (first time only; the controls work meanwhile)…"
 
 
 def in_kernel() -> bool:
@@ -117,7 +119,7 @@ class Explorer:
         self.controls: SamplingControls | None = None
         self.widget: widgets.Widget = widgets.VBox()
         self._muted = False
-        self._compiled = False  # whether this explorer's model has generated once (compiled its programs)
+        self._warmed = False  # whether this explorer's model has compiled what the next changes need (warm_up)
         picked = model is None and (checkpoint is None or str(checkpoint) in MODELS)
         self.model_picker = model_picker(str(checkpoint) if picked and checkpoint is not None else None, shown=picked)
         self.model_note = widgets.HTML(model_note(self.model_picker.value) if picked else "")
@@ -133,7 +135,7 @@ class Explorer:
             loaded = shared_model(self.model_picker.value) if checkpoint is None else load_model_and_tokenizer(checkpoint)
             model, params, tokenizer, _config = loaded
         self.model, self.params, self.tokenizer = model, params, tokenizer
-        self._compiled = False
+        self._warmed = False
         self.chat.layout.display = "" if self.has_chat_template else "none"
 
     @property
@@ -273,19 +275,19 @@ class Explorer:
                     self._worker = None
 
     def _run_job(self, prompts: str | Sequence[str], then: Callable[[GenerationResult], None], kwargs: dict) -> None:
-        message = "Generating…" if self._compiled else "Preparing the model (first run only: about 5-20 s)…"
-        with self.errors_shown(clear=False), self.busy(message), MODEL_TURN:  # the callback cleared old errors
+        with self.errors_shown(clear=False), self.busy(), MODEL_TURN:  # the callback cleared old errors
             with warnings.catch_warnings(record=True) as notices:  # a prompt cut to the context: say so
                 warnings.simplefilter("always")
                 self._stream = stream = generation.generate_stream(self.model, self.params, self.tokenizer, prompts,
                                                                    trace=True, **kwargs)
             if notices:
                 self.error.value = "".join(viz.notice_html(one_line(n.message, escape=False)) for n in notices)
+            if not stream.prepared:
+                self.status.value = viz.busy_html(PREPARING)
             shown = [shown_prompt(self.tokenizer, ids, stream.request.chat) for ids in stream.request.prompt_ids]
             self.stop_button.layout.display = ""
             try:
                 for pieces in stream:
-                    self._compiled = True
                     if any(pieces):
                         self.show_live(shown, stream.texts)
                     self.status.value = viz.busy_html(f"Generating… {stream.steps_done} of {stream.total_steps} "
@@ -297,6 +299,22 @@ class Explorer:
             if self._pending is None:  # not superseded by a newer request
                 with self._drawing:
                     then(stream.result)
+        if self.background and not self._warmed:
+            self._warm_up(stream)
+
+    def _warm_up(self, stream: Stream) -> None:
+        """After the first result: compile what later changes need (any prompt of up to 128 tokens,
+        every sampler) while the class reads it, with a status line; the controls stay live (a
+        request made meanwhile runs next)."""
+        self._warmed = True
+        self.status.value = viz.busy_html(WARMING)
+        try:
+            with MODEL_TURN:
+                generation.warm_up(self.model, self.params, batch=stream.batch,
+                                   max_new_tokens=stream.request.max_new_tokens, trace=True)
+        finally:
+            if self.status.value == viz.busy_html(WARMING):
+                self.status.value = ""
 
     def stop(self) -> None:
         """End the running generation after its current chunk of tokens (what **Stop** does)."""
