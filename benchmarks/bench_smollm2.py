@@ -228,7 +228,7 @@ def run_explorer(repeats: int) -> dict:
     regenerating, and the pipeline view; medians of ``repeats``."""
     import statistics
 
-    from txtgen_nb import load_model_and_tokenizer, smollm2_path
+    from txtgen_nb import generation, load_model_and_tokenizer, smollm2_path
     from txtgen_nb.widgets import SamplingExplorer
 
     model, params, tok, _ = load_model_and_tokenizer(smollm2_path())
@@ -240,6 +240,13 @@ def run_explorer(repeats: int) -> dict:
         return statistics.median(_timed(lambda i=i: action(i)) for i in range(repeats))
 
     result = dict(first_s=first, regenerate_s=median(lambda i: setattr(explorer.seed, "value", 100 + i)))
+    result["warm_up_s"] = _timed(lambda: generation.warm_up(model, params, max_new_tokens=40, trace=True))
+    compiled = generation.compiled_programs()
+    result["mirostat_s"] = _timed(lambda: setattr(explorer.controls.advanced["mirostat_tau"], "value", 5.0))
+    result["new_prompt_s"] = _timed(lambda: setattr(explorer.prompt, "value", "My favourite food is"))
+    result["compiled_after_warm_up"] = generation.compiled_programs() - compiled
+    explorer.controls.advanced["mirostat_tau"].value = 0.0
+    result["stop_s"] = statistics.median(stop_latency(model, params, tok) for _ in range(repeats))
     explorer.auto_regenerate.value = False
     steps = int(explorer.step.max)
     result["step_s"] = median(lambda i: setattr(explorer.step, "value", (explorer.step.value + 7) % steps))
@@ -248,6 +255,25 @@ def run_explorer(repeats: int) -> dict:
     result["pipeline_s"] = median(lambda i: setattr(explorer.step, "value", (explorer.step.value + 7) % steps))
     result["tokens"] = len(explorer.result.new_token_ids[0])
     return result
+
+
+def stop_latency(model, params, tokenizer, after: float = 0.3) -> float:
+    """Seconds from ``Stream.stop()`` to the stream's end, pressed ``after`` seconds into a
+    500-token prompt's prefill (its programs compiled first)."""
+    import threading
+
+    from txtgen_nb import generation
+
+    prompt = long_prompt(tokenizer)
+    generation.generate(model, params, tokenizer, prompt, max_new_tokens=40)
+    stream = generation.generate_stream(model, params, tokenizer, prompt, max_new_tokens=40)
+    thread = threading.Thread(target=lambda: list(stream))
+    thread.start()
+    time.sleep(after)
+    pressed = time.perf_counter()
+    stream.stop()
+    thread.join()
+    return time.perf_counter() - pressed
 
 
 def bandwidth_gbs() -> float:
@@ -343,9 +369,15 @@ def main(argv: list[str] | None = None) -> int:
     print("| action | seconds |\n|---|---|")
     for key, name in (("first_s", "first run (compiles the programs)"),
                       ("regenerate_s", f"regenerate {e['tokens']} tokens (new seed)"),
+                      ("warm_up_s", "warm-up: every other sampler chain (in a kernel: in the background)"),
+                      ("mirostat_s", "first Mirostat change after the warm-up (regenerates)"),
+                      ("new_prompt_s", "a new prompt after the warm-up (regenerates)"),
+                      ("stop_s", "Stop pressed 0.3 s into a 500-token prompt: until generation ends"),
                       ("step_s", "step redraw"), ("slider_s", "slider moved: text and plot re-filtered, no regeneration"),
                       ("pipeline_s", "pipeline view of a step")):
         print(f"| {name} | {e[key]:.2f} |", flush=True)
+    print(f"\nprograms compiled after the warm-up, by the Mirostat change and the new prompt: "
+          f"{e['compiled_after_warm_up']}")
     return 0
 
 

@@ -95,7 +95,7 @@ def test_fixed_token_count_and_settings_do_not_recompile(bench):
         assert bench.generation.compiled_programs() == before_cache
         # the counter does see a real compilation (a new batch bucket)
         bench.run_compiled(bench.compiled_inputs(subject, 8, 2))
-        assert counter.count_programs() == before_events + 2  # its prefill and its decode loop
+        assert counter.count_programs() == before_events + 3  # its start, its prefill chunk (8 slots a row) and its loop
     finally:
         counter.close()
 

@@ -328,3 +328,15 @@ def test_after_the_background_warm_up_nothing_compiles(demo):
     ex.wait(timeout=120)
     assert not ex.error.value and generation.compiled_programs() == compiled
     assert ex.generate_calls >= 2
+
+
+def test_a_saved_notebook_shows_a_note_in_place_of_a_dead_explorer(demo, monkeypatch):
+    """In a notebook the explorer is shown after a note that CSS hides while the explorer is live;
+    reopened without its kernel, the note says what to do instead of "model not found"."""
+    shown = []
+    monkeypatch.setattr("IPython.display.display", shown.append)
+    ex = widgets.DistributionExplorer(*demo, prompt="The cat sat on the")
+    ex._ipython_display_()
+    note, widget = shown
+    assert "run this cell" in note.data and 'class="tg-offline"' in note.data and widget is ex.widget
+    assert ":has(+ .jp-OutputArea-child .tg-explorer)" in note.data and "tg-explorer" in ex.widget._dom_classes

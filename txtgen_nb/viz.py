@@ -847,6 +847,25 @@ def notice_html(message: str) -> str:
     return f'<div class="tg-notice">ⓘ {html.escape(message)}</div>'
 
 
+OFFLINE_CSS = (
+    # the note hides itself while the explorer after it is live ...
+    ".jp-OutputArea-child:has(.tg-offline):has(+ .jp-OutputArea-child .tg-explorer) { display: none; }"
+    # ... and, in a notebook reopened without its kernel, stands in for ipywidgets' error line
+    ".jp-OutputArea-child:has(.tg-offline) + .jp-OutputArea-child .jupyter-widgets:not(:has(*)) { display: none; }"
+    ".tg-offline { padding: 10px 14px; border: 1px dashed #9aa5b1; border-radius: 6px; color: #3b4754; "
+    "background: #f6f8fa; font-size: 15px; }"
+)
+
+
+def offline_note_html(name: str = "explorer") -> str:
+    """What a saved notebook shows in place of an explorer once its kernel is gone: shown just
+    before the explorer, hidden by CSS while the explorer is live.
+
+    Usage: ``display(HTML(offline_note_html("SamplingExplorer")))``"""
+    return (f"<style>{OFFLINE_CSS}</style><div class=\"tg-offline\">▶ This {html.escape(name)} needs a running "
+            "kernel: run this cell (Shift+Enter) to start it.</div>")
+
+
 def branch_html(step: int, piece: str, sampled: str, columns: Sequence[tuple[str, str]] = ()) -> str:
     """The header of a branch (``piece`` instead of ``sampled`` at ``step``) and the texts side by side."""
     header = (f"<div class=\"tg-summary\"><b>Branch at step {step}:</b> <code>{html.escape(piece)}</code> instead of "

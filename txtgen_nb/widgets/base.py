@@ -397,3 +397,11 @@ class Explorer:
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict:
         return self.widget._repr_mimebundle_(**kwargs)
+
+    def _ipython_display_(self) -> None:
+        """In a notebook: a note that stands in for the explorer once the kernel is gone (a saved
+        notebook reopened), hidden while the explorer is live, then the explorer."""
+        from IPython.display import HTML, display
+
+        display(HTML(viz.offline_note_html(type(self).__name__)))
+        display(self.widget)
