@@ -744,7 +744,7 @@ def run(settings: BenchSettings) -> tuple[list[tuple[str, str, str]], dict]:
             ("matmul rate", f"{flops_rate / 1e9:.1f} GFLOP/s",
              f"jitted f32 {settings.matmul_n}x{settings.matmul_n} @ {settings.matmul_n}x{settings.matmul_n}"),
             ("floor (a) weights / bandwidth", f"{floor_mem * 1e3:.3f} ms/token", f"{subject.param_bytes / 1e6:.2f} MB per step"),
-            ("floor (b) FLOPs / matmul rate", f"{floor_flop * 1e3:.3f} ms/token", f"{flops / 1e6:.2f} MFLOP per token"),
+            ("floor (b) FLOPs / matmul rate", f"{floor_flop * 1e3:.3g} ms/token", f"{flops / 1e6:.2f} MFLOP per token"),
             ("floor = max(a, b)", f"{floor * 1e3:.3f} ms/token", f"{1 / floor:,.0f} tokens/s at batch 1"),
         ]
         for b in settings.batches:

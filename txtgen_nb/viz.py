@@ -850,8 +850,10 @@ def notice_html(message: str) -> str:
 OFFLINE_CSS = (
     # the note hides itself while the explorer after it is live ...
     ".jp-OutputArea-child:has(.tg-offline):has(+ .jp-OutputArea-child .tg-explorer) { display: none; }"
-    # ... and, in a notebook reopened without its kernel, stands in for ipywidgets' error line
-    ".jp-OutputArea-child:has(.tg-offline) + .jp-OutputArea-child .jupyter-widgets:not(:has(*)) { display: none; }"
+    # ... and, in a notebook reopened without its kernel, stands in for ipywidgets' error line (the output node
+    # itself, holding only that text: never an image or slider inside a live explorer)
+    ".jp-OutputArea-child:has(.tg-offline) + .jp-OutputArea-child > .jp-OutputArea-output.jupyter-widgets:not(:has(*)) "
+    "{ display: none; }"
     ".tg-offline { padding: 10px 14px; border: 1px dashed #9aa5b1; border-radius: 6px; color: #3b4754; "
     "background: #f6f8fa; font-size: 15px; }"
 )
