@@ -291,9 +291,8 @@ def trace_buffer_bytes(subject: Subject, batch: int = TRACE_BATCH, new_tokens: i
     inputs = compiled_inputs(subject, batch, new_tokens, trace=True)
     a = inputs["arrays"]
     state, _ = jax.eval_shape(
-        lambda: generation._start(a["prompt"], a["pad"], a["limit"], a["seeds"], a["settings"], a["stop_ids"],
-                                  config=inputs["config"], max_steps=inputs["max_steps"],
-                                  trace_layout=inputs["trace_layout"]))
+        lambda: generation.start_loop(inputs["config"], a, max_steps=inputs["max_steps"],
+                                      trace_layout=inputs["trace_layout"]))
     return sum(int(np.prod(b.shape)) * b.dtype.itemsize for b in jax.tree_util.tree_leaves(state.trace))
 
 

@@ -74,3 +74,16 @@ def _fresh_jax_caches():
     import jax
 
     jax.clear_caches()
+
+
+def assert_trace_equals_forward(model, trace, tolerance: float = 1e-4) -> None:
+    """Every traced step's raw logits equal one forward over the row's whole text (no cache)."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    for row in range(trace.num_rows):
+        ids = trace.context_ids(row, int(trace.lengths[row]))
+        full = np.asarray(model(jnp.asarray(ids)[None])[0])
+        start = len(trace.prompt_ids[row]) - 1
+        for step in range(int(trace.lengths[row])):
+            np.testing.assert_allclose(trace.logits[row, step], full[start + step], atol=tolerance, rtol=tolerance)

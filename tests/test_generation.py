@@ -17,20 +17,14 @@ from txtgen_nb.generation import (
 from txtgen_nb.model import Transformer
 from txtgen_nb.tokenizer import encode_prompt, special_ids
 
-from conftest import tiny_config, tiny_tokenizer
+from conftest import assert_trace_equals_forward, tiny_config, tiny_tokenizer
 
 
 def test_cached_decoding_equals_full_forward(tiny_model, tiny_tok):
     model, params, _ = tiny_model
     result = generate(model, params, tiny_tok, ["Once upon", "The quick brown fox jumps"], max_new_tokens=12,
                       temperature=1.0, top_k=0, trace="full")
-    trace = result.trace
-    for row in range(2):
-        ids = trace.context_ids(row, int(trace.lengths[row]))
-        full = np.asarray(model(jnp.asarray(ids)[None])[0])
-        start = len(trace.prompt_ids[row]) - 1
-        for step in range(int(trace.lengths[row])):
-            np.testing.assert_allclose(trace.logits[row, step], full[start + step], atol=1e-4, rtol=1e-4)
+    assert_trace_equals_forward(model, result.trace)
 
 
 def test_same_seed_same_text_and_batch_of_one_equals_single(tiny_model, tiny_tok):
@@ -204,13 +198,7 @@ def test_chunked_prefill_equals_full_forward(max_len, prompt_len):
     prompt = tok.decode(encode_prompt(tok, text)[1:prompt_len])
     result = generate(model, params, tok, [prompt, "Hello"], max_new_tokens=6, temperature=1.0, top_k=0,
                       trace="full")
-    trace = result.trace
-    for row in range(2):
-        ids = trace.context_ids(row, int(trace.lengths[row]))
-        full = np.asarray(model(jnp.asarray(ids)[None])[0])
-        start = len(trace.prompt_ids[row]) - 1
-        for step in range(int(trace.lengths[row])):
-            np.testing.assert_allclose(trace.logits[row, step], full[start + step], atol=1e-4, rtol=1e-4)
+    assert_trace_equals_forward(model, result.trace)
 
 
 def test_prefill_plan_covers_the_prompt_from_its_first_real_slot():

@@ -17,7 +17,7 @@ from txtgen_nb.checkpoint import load_run, save_run
 from txtgen_nb.model import Transformer, init_cache
 
 import legacy_model
-from conftest import tiny_config
+from conftest import assert_trace_equals_forward, tiny_config
 
 VARIANTS = {
     "default": {},
@@ -48,13 +48,7 @@ def test_cached_decoding_equals_full_forward(variant, tiny_tok):
     model = nnx.merge(nnx.graphdef(model), params)
     result = generate(model, params, tiny_tok, ["Once upon", "The quick brown fox jumps"], max_new_tokens=6,
                       temperature=1.0, top_k=0, seed=[1, 2], trace=True)
-    trace = result.trace
-    for row in range(2):
-        ids = trace.context_ids(row, int(trace.lengths[row]))
-        full = np.asarray(model(jnp.asarray(ids)[None])[0])
-        start = len(trace.prompt_ids[row]) - 1
-        for step in range(int(trace.lengths[row])):
-            np.testing.assert_allclose(trace.logits[row, step], full[start + step], atol=2e-4, rtol=2e-4)
+    assert_trace_equals_forward(model, result.trace, 2e-4)
 
 
 @pytest.mark.parametrize("variant", ["llama", "gqa_fused_mqa"])

@@ -163,6 +163,15 @@ def _prefill_chunk(graphdef, params, state: LoopState, prompt, pad, start, *, ch
     return dataclasses.replace(state, cache=cache, logits=logits[:, -1])
 
 
+def start_loop(config, arrays: dict, *, max_steps: int,
+               trace_layout: TraceLayout | None = None) -> tuple[LoopState, LoopInputs]:
+    """:func:`_start` of a batch laid out by :func:`_batch_arrays`: the loop's inputs and an empty
+    state. Usage: ``state, inputs = start_loop(model.config, arrays, max_steps=128)``"""
+    a = arrays
+    return _start(a["prompt"], a["pad"], a["limit"], a["seeds"], a["settings"], a["stop_ids"], config=config,
+                  max_steps=max_steps, trace_layout=trace_layout)
+
+
 def prefill_sizes(batch: int, prompt_len: int) -> tuple[int, int]:
     """Prompt slots of the two prefill programs, ``(small, large)``: ``PREFILL_TOKENS`` tokens in all
     over the batch for the bulk of a prompt (at least 8 per row, so a Stop waits for at most one
@@ -200,8 +209,7 @@ def prefill(graphdef, params, config, arrays: dict, *, max_steps: int, trace_lay
     Usage: ``state, inputs, _ = prefill(nnx.graphdef(model), params, model.config, a, max_steps=128)``
     """
     a = arrays
-    state, inputs = _start(a["prompt"], a["pad"], a["limit"], a["seeds"], a["settings"], a["stop_ids"],
-                           config=config, max_steps=max_steps, trace_layout=trace_layout)
+    state, inputs = start_loop(config, a, max_steps=max_steps, trace_layout=trace_layout)
     batch, prompt_len = a["prompt"].shape
     for start, size in prefill_plan(prompt_len, int(a["pad"].min()), prefill_sizes(batch, prompt_len)):
         if should_stop():
@@ -302,8 +310,7 @@ def warm_up(model: Transformer, params: nnx.State, *, batch: int = 1, max_new_to
         longest = int(a["limit"].max())
         layout = _trace_layout(trace, trace_k, longest, config) if trace else None
         steps = decode_steps(longest, config.max_len)
-        start = lambda: _start(a["prompt"], a["pad"], a["limit"], a["seeds"], a["settings"],  # noqa: E731
-                               a["stop_ids"], config=config, max_steps=steps, trace_layout=layout)
+        start = functools.partial(start_loop, config, a, max_steps=steps, trace_layout=layout)
         if not full:
             for size in sorted(set(prefill_sizes(*a["prompt"].shape))):
                 state, _ = start()
@@ -584,8 +591,9 @@ class Stream:
                                            max_steps=self.request.max_steps, trace_layout=self.request.layout,
                                            should_stop=lambda: self._stopped)
         speed_key = self.request.shape_key(self._graphdef)
-        tokens, lengths, done = (np.asarray(x) for x in jax.device_get((state.tokens, state.lengths, state.done)))
-        finished = done[: self.batch]
+        if not prefilled:  # stopped while the prompt ran: nothing decoded
+            tokens, lengths, done = (np.asarray(x) for x in jax.device_get((state.tokens, state.lengths, state.done)))
+            finished = done[: self.batch]
         while prefilled:
             state, tokens, lengths, done = self._decode_chunk(state, inputs, speed_key)
             pieces, stopped_now = self._pieces(tokens, lengths, done)
