@@ -74,6 +74,18 @@ def run_ours(batch: int, tokens: int, repeats: int, dtype: str) -> dict:
                 first_ids=first.new_token_ids[0][:8])
 
 
+def run_memory(tokens: int, dtype: str) -> dict:
+    """Peak RSS of the issue's memory case: load the file, generate ``tokens`` greedily, nothing else
+    (run once with an empty XLA cache, once with it warm)."""
+    import jax
+
+    from txtgen_nb import generate_text, load_model_and_tokenizer, smollm2_path
+
+    model, params, tok, _ = load_model_and_tokenizer(smollm2_path(), dtype=dtype)
+    generate_text(model, params, tok, PROMPT, max_length=tokens, temperature=0.0)
+    return dict(peak_mb=_peak_mb(), weight_bytes=sum(x.nbytes for x in jax.tree.leaves(params)))
+
+
 def run_torch(batch: int, tokens: int, repeats: int) -> dict:
     """The same for transformers ``generate`` (float32) on the same GGUF's weights."""
     import torch
@@ -297,6 +309,8 @@ def child(args: argparse.Namespace) -> int:
         result = llamacpp_token_ids()
     elif args.engine.startswith("llamacpp"):
         result = run_llamacpp(args.batch, args.tokens, args.repeats, args.engine.split("-")[1])
+    elif args.engine.startswith("memory"):
+        result = run_memory(args.tokens, args.engine.split("-", 1)[1])
     elif args.engine == "torch":
         result = run_torch(args.batch, args.tokens, args.repeats)
     else:
@@ -305,13 +319,37 @@ def child(args: argparse.Namespace) -> int:
     return 0
 
 
-def measure(engine: str, batch: int, tokens: int, repeats: int) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--child", engine, "--batch", str(batch), "--tokens", str(tokens),
-                           "--repeats", str(repeats)], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+def measure(engine: str, batch: int, tokens: int, repeats: int, xla_cache: str | None = None) -> dict:
+    """One engine's figures from its own process; ``xla_cache`` names its XLA cache folder (default: a
+    new, empty one, so "first call" includes the compile)."""
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="txtgen-bench-xla-") as empty:
+        env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=xla_cache or empty)
+        done = subprocess.run([sys.executable, __file__, "--child", engine, "--batch", str(batch), "--tokens",
+                               str(tokens), "--repeats", str(repeats)], capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, env=env)
     line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
     if line is None:
         raise SystemExit(f"{engine} failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
     return json.loads(line[len("RESULT "):])
+
+
+def print_memory(tokens: int) -> None:
+    """The memory target (issue 16 §7): peak RSS loading the file and generating ``tokens`` greedily, at
+    most 1.3x the weights' bytes plus 400 MB, with an empty XLA cache (compiling) and a warm one."""
+    import tempfile
+
+    print(f"\nPeak RSS: load SmolLM2 and generate {tokens} tokens (target: 1.3 x weights + 400 MB)\n")
+    print("| dtype | weights | target | XLA cache empty (compiles) | XLA cache warm |\n|---|---|---|---|---|")
+    for dtype in ("float32", "bfloat16"):
+        with tempfile.TemporaryDirectory(prefix="txtgen-bench-xla-") as cache:
+            cold, warm = (measure(f"memory-{dtype}", 1, tokens, 1, xla_cache=cache) for _ in range(2))
+        weights = cold["weight_bytes"] / 2**20
+        target = 1.3 * weights + 400e6 / 2**20
+        print(f"| {dtype} | {weights:.0f} MiB | {target:.0f} MiB | {cold['peak_mb']:.0f} MiB | {warm['peak_mb']:.0f} MiB |",
+              flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -319,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--child", choices=("ours-float32", "ours-bfloat16", "torch", "explorer", "llamacpp-f32", "llamacpp-q4_1", "llamacpp-tokens"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("ours-float32", "ours-bfloat16", "memory-float32", "memory-bfloat16", "torch", "explorer", "llamacpp-f32", "llamacpp-q4_1", "llamacpp-tokens"), help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -364,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
               f"CJK, emoji, control tokens){': differ on ' + repr(t['differ']) if t['differ'] else ''}")
     else:
         print("\nllama.cpp rows skipped: llama-cpp-python is not installed (optional; it compiles from source)")
+    print_memory(args.tokens)
     e = measure("explorer", 1, args.tokens, args.repeats)
     print(f"\nSamplingExplorer on SmolLM2 (49,152-token vocabulary), median of {args.repeats}\n")
     print("| action | seconds |\n|---|---|")

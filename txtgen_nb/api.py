@@ -12,6 +12,7 @@ Usage::
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -69,6 +70,22 @@ USE_CASES: dict[str, dict] = {
 """The user guide's use cases (its prompts and settings, shorter texts): ``generate_text(..., **USE_CASES["fact"])``."""
 
 
+def enable_compilation_cache() -> None:
+    """Keep compiled programs between runs in ``$JAX_COMPILATION_CACHE_DIR`` (default
+    ``~/.cache/txtgen_nb/xla``), unless JAX already has a cache folder; a second session, CLI call or
+    notebook skips most compile time, and its peak memory stays that of running, not of compiling.
+    ``load_model_and_tokenizer`` calls it.
+
+    Usage: ``enable_compilation_cache()`` before the first generation
+    """
+    import jax
+
+    if not jax.config.jax_compilation_cache_dir:
+        default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "txtgen_nb" / "xla"
+        jax.config.update("jax_compilation_cache_dir", str(default))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
 def load_model_and_tokenizer(
     checkpoint_dir: str | Path | None = None, tokenizer_path: str | Path | None = None, *,
     log: Callable[[str], None] | None = None, dtype: str | None = None,
@@ -82,6 +99,7 @@ def load_model_and_tokenizer(
 
     Usage: ``model, params, tok, cfg = load_model_and_tokenizer("output/best_checkpoint")``
     """
+    enable_compilation_cache()
     return load_run(demo_checkpoint() if checkpoint_dir is None else checkpoint_dir, tokenizer_path, log=log,
                     dtype=dtype)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import select
 import sys
 import time
@@ -78,16 +77,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="prompt for text in a loop ('quit' or end of input to exit); the default without "
                         "--prompt when stdin is a terminal")
     return parser
-
-
-def enable_compilation_cache() -> None:
-    """Keep compiled programs between runs (``$JAX_COMPILATION_CACHE_DIR`` or ``~/.cache/txtgen_nb/xla``),
-    so scripts that call the CLI repeatedly skip most of the compile time."""
-    import jax
-
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "txtgen_nb" / "xla"
-    jax.config.update("jax_compilation_cache_dir", os.environ.get("JAX_COMPILATION_CACHE_DIR", str(default)))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
 def _backend() -> str:
@@ -273,7 +262,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         from absl import logging as absl_logging
 
         absl_logging.set_verbosity(absl_logging.ERROR)
-        enable_compilation_cache()
         return run(args)
     except (ValueError, FileNotFoundError, OSError) as err:
         sys.stdout.flush()
