@@ -26,6 +26,7 @@ EXPECTED_ROWS = [
     "decode: one chunk boundary, batch 1", "generate_stream() vs generate(), batch 1",
 ]
 TORCH_CASES = ("this model's shape as GPT-2", "tiny Llama-style")
+CLI_ROWS = ["CLI quick start (seed command, XLA cache warm)"]
 TORCH_ROWS = [row for case in TORCH_CASES for row in (
     f"PyTorch twin, {case}", f"ours / PyTorch, {case}, batch 1", f"ours / PyTorch, {case}, batch 2",
     f"ours / floor, {case}, batch 1")]
@@ -59,14 +60,14 @@ def test_quick_run_prints_full_table_without_recompiles(bench, capsys):
         if line.startswith("| ") and len(cells) == 3 and cells[0] not in ("metric", "---"):
             rows[cells[0]], notes[cells[0]] = cells[1], cells[2]
     if bench.torch_available():
-        assert list(rows) == EXPECTED_ROWS + TORCH_ROWS
+        assert list(rows) == EXPECTED_ROWS + TORCH_ROWS + CLI_ROWS
         for name in TORCH_ROWS:
             assert _number(rows[name]) > 0, (name, rows[name])
         for case in TORCH_CASES:  # the same weights on both sides: our importer's conversion
             diff = re.search(r"max logit difference (\S+),", notes[f"PyTorch twin, {case}"]).group(1)
             assert float(diff) < 1e-4, (case, diff)
     else:
-        assert list(rows) == EXPECTED_ROWS + ["PyTorch comparison"]
+        assert list(rows) == EXPECTED_ROWS + ["PyTorch comparison"] + CLI_ROWS
         assert "PyTorch rows skipped" in out
     assert rows["model"].startswith("random tiny model")
     for name in NUMERIC_ROWS:
@@ -77,6 +78,9 @@ def test_quick_run_prints_full_table_without_recompiles(bench, capsys):
     assert rows["recompiles after changing settings"] == "0"
     assert _number(rows["trace memory, GPT-2-small shape, batch 4, 100 new tokens"]) < 50  # MB
     assert "recompiles after changing settings: 0" in out
+    cli = rows[CLI_ROWS[0]]  # the CLI imports jax and generates: slower than importing jax alone
+    import_jax = re.search(r"import jax': (\S+) s", notes[CLI_ROWS[0]]).group(1)
+    assert _number(cli) > float(import_jax) > 0, (cli, import_jax)
 
 
 def test_fixed_token_count_and_settings_do_not_recompile(bench):

@@ -486,6 +486,12 @@ def test_explorers_teach_at_projector_size(lab_root, lab_server, page):
         latency = step_redraw_latency(page, explorer)
         print(f"step slider redraw latency in the browser: median {latency * 1000:.0f} ms of 10 moves")
 
+        seed = explorer.locator(".widget-text").filter(has=page.locator(".widget-label", has_text="Seed")).first.locator("input")
+        seed.fill("999999")  # the largest seed "New sample" draws
+        seed.press("Enter")
+        wait_generated(explorer)
+        assert seed.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), "the seed box cuts a 6-digit seed"
+
         page.set_viewport_size({"width": 1400, "height": 1000})
         scroll_to_top(explorer)
         screenshot(page, "explorer-1400x1000")

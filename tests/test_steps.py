@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from txtgen_nb import SamplingSettings, generate, load_model_and_tokenizer, sampling, steps
+from txtgen_nb import SamplingSettings, generate, load_model_and_tokenizer, sampling, steps, viz
 from txtgen_nb.generation import Trace
 
 SETTINGS = [SamplingSettings(1.0, 0, 0.9), SamplingSettings(0.0, 0, 1.0), SamplingSettings(0.5, 0, 1.0),
@@ -130,3 +130,20 @@ def test_stage_shift_finds_where_a_sampler_acts_most(tiny_model, tiny_tok):
     assert steps.step_where_stage_acts_most(trace, "xtc", row=0) is None  # XTC is off: it never acts
     with pytest.raises(ValueError, match="stage must be one of"):
         steps.stage_shift(trace, "top_q")
+
+
+EVERY_RULE = [SamplingSettings(1.0, 0, repetition_penalty=1.5, typical_p=0.5),  # the review's disagreement
+              SamplingSettings(1.0, 0, 0.9, presence_penalty=1.0, frequency_penalty=0.5),  # penalties reshape: with
+              SamplingSettings(1.0, 0, no_repeat_ngram_size=2), SamplingSettings(1.0, 0, 0.9, dry_multiplier=0.8),  # top-p
+              SamplingSettings(1.0, 0, top_n_sigma=1.0), SamplingSettings(1.0, 0, epsilon_cutoff=0.01),
+              SamplingSettings(1.0, 0, eta_cutoff=0.01), SamplingSettings(1.0, 0, xtc_probability=1.0),
+              SamplingSettings(1.0, 0, mirostat_tau=3.0), SamplingSettings(1.0, 10, 0.9, order="llama.cpp")]
+
+
+@pytest.mark.parametrize("settings", EVERY_RULE, ids=lambda s: s.label())
+def test_kept_counts_agree_with_the_timeline_on_every_rule(trace, settings):
+    length = int(trace.lengths[1])
+    counts = steps.kept_counts(trace, settings, row=1)
+    timeline = viz.timeline_data(trace, settings).num_kept[1, :length]
+    np.testing.assert_array_equal(counts, timeline)
+    assert counts.min() < trace.vocab_size  # something is removed somewhere in 40 steps

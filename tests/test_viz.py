@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import re
 import io
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,10 +27,10 @@ def long_trace(steps: int = 180, vocab: int = 300, rows: int = 2) -> Trace:
     """A synthetic trace with hundreds of steps (no model needed)."""
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(rows, steps, vocab)).astype(np.float32) * 3
+    settings = [SamplingSettings(0.8, 50, 0.9), SamplingSettings(1.0, 0, 0.95, 0.02)]
     return Trace.from_logits(prompt_ids=[[2, 40]] * rows, token_ids=logits.argmax(-1).astype(np.int32),
-                             lengths=np.array([steps, steps - 30], np.int32), logits=logits,
-                             settings=[SamplingSettings(0.8, 50, 0.9), SamplingSettings(1.0, 0, 0.95, 0.02)],
-                             seeds=[0, 1], eos_id=3)
+                             lengths=np.array([steps - 30 * (r % 2) for r in range(rows)], np.int32), logits=logits,
+                             settings=[settings[r % 2] for r in range(rows)], seeds=list(range(rows)), eos_id=3)
 
 
 def render(fig: Figure) -> bytes:
@@ -240,3 +241,25 @@ class _Vocab:
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         return " ".join(f"t{i}" for i in ids)
+
+
+def _peak_rss_growth_mb(fn) -> float:
+    """How far the process's peak RSS rises above its current RSS while ``fn`` runs (Linux: writing
+    5 to /proc/self/clear_refs resets the peak)."""
+    def status(field: str) -> float:
+        line = next(x for x in open("/proc/self/status") if x.startswith(field))
+        return int(line.split()[1]) / 1024
+
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    base = status("VmRSS:")
+    fn()
+    return status("VmHWM:") - base
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc peak-RSS reset")
+def test_timeline_data_memory_stays_small_at_a_50k_vocabulary():
+    trace = long_trace(steps=100, vocab=50_000, rows=4)  # 80 MB of raw logits; all stages at once: 1.1 GB
+    viz.timeline_data(trace)  # compiles the block's program once
+    growth = _peak_rss_growth_mb(lambda: viz.timeline_data(trace))
+    assert growth < 50, f"timeline_data raised peak RSS by {growth:.0f} MB"

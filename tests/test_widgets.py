@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -340,3 +342,19 @@ def test_a_saved_notebook_shows_a_note_in_place_of_a_dead_explorer(demo, monkeyp
     note, widget = shown
     assert "run this cell" in note.data and 'class="tg-offline"' in note.data and widget is ex.widget
     assert ":has(+ .jp-OutputArea-child .tg-explorer)" in note.data and "tg-explorer" in ex.widget._dom_classes
+
+
+def test_the_base_explorers_usage_builds_a_working_explorer(demo):
+    """The code in ``widgets.base``'s docstring runs as written: a new explorer in a dozen lines."""
+    from txtgen_nb.widgets import base
+    from txtgen_nb.widgets.controls import SamplingControls
+    from txtgen_nb.widgets.layout import explorer_row, plot_image
+
+    code = base.__doc__.split("Usage (a new explorer)::")[1]
+    namespace = dict(Explorer=base.Explorer, SamplingControls=SamplingControls, explorer_row=explorer_row,
+                     plot_image=plot_image)
+    exec(textwrap.dedent(code), namespace)
+    explorer = namespace["MyExplorer"](*demo)  # its first run is at construction
+    assert explorer.story and explorer.generate_calls == 1 and not explorer.error.value
+    explorer.prompt.value = "The dragon"
+    assert explorer.generate_calls == 2 and explorer.story

@@ -906,6 +906,3 @@ def vocabulary() -> frozenset[str]:
     for cls in used_classes:
         words.update(LEXICON[cls])
     return frozenset(words)
-
-
-NUM_SHAPES = len(STORY_SHAPES)

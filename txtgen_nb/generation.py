@@ -45,11 +45,6 @@ STOP_CHUNK_SECONDS = 0.25  # with stop strings, generate() checks the text this 
 STOP_SLOTS = 8  # stop ids the loop compares each token with (the model's EOS and end-of-turn tokens; -1 unused)
 
 
-def validate_settings(temperature: float, top_k: int, top_p: float, min_p: float = 0.0) -> None:
-    """Raise ``ValueError`` naming the first bad setting. Usage: ``validate_settings(0.8, 50, 1.0)``"""
-    SamplingSettings(temperature, top_k, top_p, min_p)
-
-
 RECOMMENDED = {
     "conservative": SamplingSettings(temperature=0.3, top_k=30, top_p=0.8),
     "balanced": SamplingSettings(temperature=0.8, top_k=50, top_p=0.9),
@@ -279,10 +274,18 @@ def _decode(graphdef, params, state: LoopState, inputs: LoopInputs, until, *, fu
     ``full``: the chain with every rule (:func:`_draw_full`), else the classic one. Two programs, not
     one with both loops: a run with classic settings never compiles or holds the full chain (on
     SmolLM2 that is about 170 MB of peak memory and 5 s of its first call)."""
-    model: Transformer = nnx.merge(graphdef, params)
     draw = _draw_full if full else _draw_classic
+
+    reduced = any(leaf.dtype != jnp.float32 for leaf in jax.tree.leaves(params))
+
+    def body(s: LoopState) -> LoopState:
+        # in reduced precision the barrier makes the weights loop-variant: XLA cannot hoist their
+        # conversions to float32 (XLA:CPU's dots) out of the loop and keep copies of all (model._tie)
+        weights, s = jax.lax.optimization_barrier((params, s)) if reduced else (params, s)
+        return _step(nnx.merge(graphdef, weights), inputs, s, draw)
+
     keep_going = lambda s: (s.step < until) & ~jnp.all(s.done)  # noqa: E731
-    return jax.lax.while_loop(keep_going, lambda s: _step(model, inputs, s, draw), state)
+    return jax.lax.while_loop(keep_going, body, state)
 
 
 def compiled_programs() -> int:

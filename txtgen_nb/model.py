@@ -198,6 +198,28 @@ class Block(nnx.Module):
         return self.ln2(x + self.mlp(x)), layer_cache
 
 
+HEAD_CHUNKS = 4  # reduced precision: the head's float32 copy (see _tied) is made a quarter at a time
+
+
+def _tie(weight: Array, x: Array) -> Array:
+    """``weight`` made to depend on ``x``, exactly (plus a zero XLA cannot know before ``x``: one
+    fused elementwise op). XLA:CPU computes bfloat16 dots in float32 and, with nothing to order
+    them, converts every layer's weights at the start of the program, holding float32 copies of all
+    at once (530 MB of temporaries on SmolLM2 in bfloat16; an optimization barrier does not help,
+    XLA:CPU removes it before scheduling). Tied to the activations, only the running layer's copy
+    is alive."""
+    zero = jnp.minimum(jnp.abs(x.reshape(-1)[0]), 0)
+    return weight + zero.astype(weight.dtype) if jnp.issubdtype(weight.dtype, jnp.floating) else weight
+
+
+def _tied(module: nnx.Module, x: Array) -> nnx.Module:
+    """``module`` with its weights tied to ``x`` by :func:`_tie` when they are not all float32."""
+    graphdef, weights = nnx.split(module)
+    if all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(weights)):
+        return module
+    return nnx.merge(graphdef, jax.tree.map(lambda w: _tie(w, x), weights))
+
+
 class Transformer(nnx.Module):
     """Decoder-only language model.
 
@@ -242,14 +264,32 @@ class Transformer(nnx.Module):
             x = x + self.pos_embed(positions)
         new_cache = None if cache is None else []
         for i, block in enumerate(self.blocks):
+            block = _tied(block, x)
             x, layer_cache = block(x, positions, mask, None if cache is None else cache[i], cache_index)
             if cache is not None:
                 new_cache.append(layer_cache)
         if self.config.final_norm:
             x = self.ln_f(x)
-        logits = self.embed.attend(x) if self.head is None else self.head(x)
-        logits = logits.astype(jnp.float32)
+        logits = self._logits(x)
         return logits if cache is None else (logits, new_cache)
+
+    def _logits(self, x: Array) -> Array:
+        """Float32 logits ``[B, T, V]`` of the last hidden states ``x [B, T, d]``, through the head or
+        the tied embedding; in reduced precision a vocabulary chunk at a time (:data:`HEAD_CHUNKS`),
+        each tied to the one before, so the head's float32 copy is never whole."""
+        if self.head is None:
+            kernel, bias = self.embed.embedding[...].T, None  # [d, V]
+        else:
+            kernel, bias = self.head.kernel[...], self.head.bias
+        if kernel.dtype == jnp.float32:
+            return (self.embed.attend(x) if self.head is None else self.head(x)).astype(jnp.float32)
+        parts: list[Array] = []
+        for weight in jnp.array_split(kernel, HEAD_CHUNKS, axis=1):  # [d, V / HEAD_CHUNKS]
+            parts.append(jnp.dot(x.astype(kernel.dtype), _tie(weight, parts[-1] if parts else x)))
+        logits = jnp.concatenate(parts, axis=-1)
+        if bias is not None:
+            logits = logits + bias[...].astype(kernel.dtype)
+        return logits.astype(jnp.float32)
 
 
 class Recompute(nnx.Module):

@@ -24,10 +24,14 @@ from txtgen_nb.generation import SamplingSettings, Trace
 STAGES = ("temperature", "top_k", "top_p", "min_p")  # the filter stages, in pipeline order
 
 
-def _logits(trace: Trace, row: int) -> np.ndarray:
-    """The row's raw logits over its generated steps, ``[L, V]``."""
+def _check_row(trace: Trace, row: int) -> None:
     if not 0 <= row < trace.num_rows:
         raise ValueError(f"row must be between 0 and {trace.num_rows - 1}, got {row}")
+
+
+def _logits(trace: Trace, row: int) -> np.ndarray:
+    """The row's raw logits over its generated steps, ``[L, V]``."""
+    _check_row(trace, row)
     return trace.row_logits(row)[: int(trace.lengths[row])]
 
 
@@ -60,20 +64,22 @@ def most_informative_step(trace: Trace, row: int = 0, settings: SamplingSettings
 
 
 def kept_mask(trace: Trace, settings: SamplingSettings | None = None, row: int = 0,
-              stage: str = "min_p") -> np.ndarray:
-    """Which tokens survive up to ``stage`` (default: all filters) at each step, ``[L, V]`` bool.
+              stage: str = "final") -> np.ndarray:
+    """Which tokens survive ``stage`` (a :class:`~txtgen_nb.sampling.Stages` field; default
+    ``"final"``: every rule that is on, in the settings' order) at each step, ``[L, V]`` bool. The
+    stages are the trace's own replay (``trace.row_stages``: context, XTC's coin, Mirostat's μ),
+    the same that ``viz.timeline_data`` counts.
 
     Usage: ``kept_mask(trace, SamplingSettings(1.0, 5)).sum(-1)  # tokens kept per step``
     """
-    if stage not in STAGES:
-        raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
-    logits = _logits(trace, row)
-    stages = (settings or trace.settings[row]).stages(logits)
-    return np.isfinite(np.asarray(getattr(stages, stage)))
+    if stage != "final" and stage not in sampling.Stages._fields:
+        raise ValueError(f"stage must be 'final' or one of {', '.join(sampling.Stages._fields)}, got {stage!r}")
+    _check_row(trace, row)
+    return np.isfinite(np.asarray(getattr(trace.row_stages(row, settings), stage)))
 
 
 def kept_counts(trace: Trace, settings: SamplingSettings | None = None, row: int = 0) -> np.ndarray:
-    """The number of tokens the filters keep at each generated step, ``[L]`` int.
+    """The number of tokens the settings keep (every rule that is on) at each generated step, ``[L]``.
 
     Usage: ``kept_counts(trace, SamplingSettings(1.0, 0, 0.9))``
     """
@@ -136,11 +142,11 @@ def stage_shift(trace: Trace, stage: str, row: int = 0, settings: SamplingSettin
 
     Usage: ``stage_shift(trace, "penalties", row=1).max()``
     """
+    _check_row(trace, row)
     s = settings or trace.settings[row]
     chain = sampling.stage_names(s.order)
     if stage not in chain[1:]:
         raise ValueError(f"stage must be one of {', '.join(chain[1:])}, got {stage!r}")
-    _logits(trace, row)  # checks the row
     stages = trace.row_stages(row, s)
     before = np.asarray(sampling.probabilities(getattr(stages, chain[chain.index(stage) - 1])))  # [L, V]
     after = np.asarray(sampling.probabilities(getattr(stages, stage)))

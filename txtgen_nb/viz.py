@@ -55,7 +55,6 @@ CMAP = "cividis"
 WIDTH = 10.0  # inches; at DPI 100 a figure is 1000 px wide, which fits a 1280 px projector
 DPI = 100
 SMALL = 10  # points: 14 px at DPI 100, readable from the back of a classroom
-BIG = 11
 
 
 @dataclasses.dataclass(frozen=True)
@@ -394,32 +393,51 @@ def _row_stages(trace: Trace, row: int, s: SamplingSettings, steps: list[int]) -
     return sampling.Stages(*[np.asarray(stage)[steps] for stage in stages])
 
 
-def _row_settings(trace: Trace, settings: SamplingSettings | None) -> SamplingSettings:
-    stacked = SamplingSettings.stack([settings or s for s in trace.settings])
-    return jax.tree.map(lambda a: a[:, None], stacked)  # [B, 1]: one row's settings for all its steps
+TIMELINE_BLOCK = 8  # steps filtered at once by timeline_data: [8, V] per stage, whatever the trace's length
+
+
+def _summaries(before: np.ndarray, final: np.ndarray, chosen_ids: np.ndarray) -> np.ndarray:
+    """``[4, n]``: the chosen token's probability after filtering, entropy before and after, tokens
+    kept, of the stages ``before`` / ``final`` ``[n, V]``."""
+    probs = _probs(final)
+    chosen = np.take_along_axis(probs, chosen_ids[:, None].astype(np.int64), axis=-1)[:, 0]
+    return np.stack([chosen, np.asarray(sampling.entropy(before)), np.asarray(sampling.entropy(final)),
+                     np.isfinite(final).sum(-1)])
+
+
+def _row_timeline(trace: Trace, row: int, s: SamplingSettings) -> np.ndarray:
+    """:func:`_summaries` of one row's steps: the classic rules a block of steps at a time (padded
+    to ``TIMELINE_BLOCK``: one compile), other rules with the trace's replay (context, XTC's coin,
+    Mirostat's μ), as the loop filtered them."""
+    n, ids = int(trace.lengths[row]), trace.token_ids[row]
+    if bool(sampling.uses_extras(s)):
+        exact = trace.row_stages(row, s)
+        return _summaries(np.asarray(exact.temperature), np.asarray(exact.final), ids[:n])
+    logits, parts = trace.row_logits(row), []
+    for start in range(0, n, TIMELINE_BLOCK):
+        block = np.zeros((TIMELINE_BLOCK, trace.vocab_size), np.float32)
+        size = min(TIMELINE_BLOCK, n - start)
+        block[:size] = logits[start: start + size]
+        stages = s.stages(block)
+        parts.append(_summaries(np.asarray(stages.temperature), np.asarray(stages.final),
+                                np.resize(ids[start: start + size], TIMELINE_BLOCK))[:, :size])
+    return np.concatenate(parts, axis=1) if parts else np.zeros((4, 0))
 
 
 def timeline_data(trace: Trace, settings: SamplingSettings | None = None) -> TimelineData:
-    """Per-step summaries for every row, computed with ``filter_stages`` (settings: the rows' own
-    or one override for all rows); rows with rules beyond the classic four are filtered as the loop
-    filtered them (context, XTC's coin, Mirostat's replayed μ).
+    """Per-step summaries for every row (settings: the rows' own or one override for all rows),
+    each step filtered as the loop filtered it, a row and a block of steps at a time: the memory
+    stays a few ``[8, V]`` arrays, whatever the trace's size.
 
     Usage: ``timeline_data(trace).num_kept[0]``
     """
-    stages = sampling.filter_stages(trace.logits, _row_settings(trace, settings))
-    before, final = np.array(stages.temperature), np.array(stages.final)  # [B, N, V], writable
+    out = np.full((4, trace.num_rows, trace.num_steps), np.nan)
     for row in range(trace.num_rows):
-        s, n = settings or trace.settings[row], int(trace.lengths[row])
-        if n and bool(sampling.uses_extras(s)):
-            exact = trace.row_stages(row, s)
-            before[row, :n], final[row, :n] = np.asarray(exact.temperature), np.asarray(exact.final)
-    probs = _probs(final)
-    chosen = np.take_along_axis(probs, trace.token_ids[..., None].astype(np.int64), axis=-1)[..., 0]
-    valid = np.arange(trace.num_steps)[None] < trace.lengths[:, None]
-    nan = lambda a: np.where(valid, a, np.nan)  # noqa: E731
-    return TimelineData(chosen_prob=nan(chosen), entropy_before=nan(np.asarray(sampling.entropy(before))),
-                        entropy_after=nan(np.asarray(sampling.entropy(final))),
-                        num_kept=nan(np.isfinite(final).sum(-1).astype(float)), lengths=np.asarray(trace.lengths))
+        summaries = _row_timeline(trace, row, settings or trace.settings[row])
+        out[:, row, : summaries.shape[1]] = summaries
+    chosen, before, after, kept = out
+    return TimelineData(chosen_prob=chosen, entropy_before=before, entropy_after=after, num_kept=kept,
+                        lengths=np.asarray(trace.lengths))
 
 
 def _timeline_title(settings: Sequence[SamplingSettings]) -> str:

@@ -22,22 +22,22 @@ FlatParams = dict[tuple[str, ...], Any]
 
 
 class LazyTensor:
-    """A tensor read (dequantized, cast) only when :func:`build_model` needs it, so a large file
-    never needs every tensor as float32 at once; ``.T`` stays lazy.
+    """A tensor read (dequantized) only when :func:`build_model` needs it, straight into the dtype
+    asked for, so a large file never needs a float32 copy of its weights; ``.T`` stays lazy.
+    ``load(dtype)`` returns the array in ``dtype``.
 
-    Usage: ``LazyTensor((2, 3), lambda: np.zeros((2, 3))).T.shape  # (3, 2)``
+    Usage: ``LazyTensor((2, 3), lambda dtype: np.zeros((2, 3), dtype)).T.shape  # (3, 2)``
     """
 
-    def __init__(self, shape: tuple[int, ...], load: Callable[[], np.ndarray]) -> None:
+    def __init__(self, shape: tuple[int, ...], load: Callable[[np.dtype], np.ndarray]) -> None:
         self.shape, self._load = tuple(shape), load
 
     @property
     def T(self) -> "LazyTensor":  # noqa: N802 (NumPy's name)
-        return LazyTensor(self.shape[::-1], lambda: self._load().T)
+        return LazyTensor(self.shape[::-1], lambda dtype: self._load(dtype).T)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        array = self._load()
-        return array if dtype is None else array.astype(dtype)
+        return self._load(np.dtype(np.float32) if dtype is None else np.dtype(dtype))
 
 
 def key_name(key: Any) -> str:
@@ -91,7 +91,8 @@ def build_model(config: ModelConfig, found: FlatParams, source: Any) -> tuple[Tr
     leaves = []
     for key_path, _ in leaves_with_paths:
         keys = tuple(key_name(k) for k in key_path)
-        array = np.asarray(found[keys])
+        value = found[keys]  # a LazyTensor is read straight into ``dtype``, on the host
+        array = np.asarray(value, dtype=dtype) if isinstance(value, LazyTensor) else np.asarray(value)
         if not np.issubdtype(array.dtype, np.floating) and array.dtype.name != "bfloat16":
             raise ValueError(f"{source}: parameter {'/'.join(keys)} has non-float dtype {array.dtype}")
         leaves.append(jax.numpy.asarray(array, dtype=dtype))

@@ -131,9 +131,9 @@ def _lazy(tensor: Any, path: Path, heads: int | None) -> LazyTensor:
                          f"(supported: {', '.join(TENSOR_TYPES)})")
     shape = tuple(int(n) for n in reversed(tensor.shape.tolist()))
 
-    def load() -> np.ndarray:
+    def load(dtype: np.dtype) -> np.ndarray:
         data = tensor.data.reshape(shape[0], -1) if len(shape) > 1 else tensor.data
-        out = np.empty(shape, np.float32)
+        out = np.empty(shape, dtype)
         for start in range(0, len(data), _ROWS_PER_CHUNK):  # a few MB at a time: no large temporaries
             rows = data[start: start + _ROWS_PER_CHUNK]
             out[start: start + len(rows)] = gguf.quants.dequantize(rows, tensor.tensor_type).reshape(

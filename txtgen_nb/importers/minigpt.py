@@ -10,7 +10,7 @@ The dimensions follow from the shapes, so no config file is needed; one in the t
 Usage::
 
     if minigpt.looks_like(flat):
-        config, native = minigpt.convert(flat, source="ckpt")
+        config, native = minigpt.convert(flat, None, "ckpt")  # None: no config file to check
 """
 
 from __future__ import annotations

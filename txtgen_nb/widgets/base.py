@@ -8,14 +8,19 @@ and runs next. Elsewhere (scripts, tests) it runs in the caller's thread.
 Usage (a new explorer)::
 
     class MyExplorer(Explorer):
-        def __init__(self, *model_params_tokenizer, **kwargs):
+        def __init__(self, *model_params_tokenizer, prompt="Once upon a time", **kwargs):
             super().__init__(*model_params_tokenizer, **kwargs)
-            self.widget = self.layout(...)          # build the children, then wire them
-            self.observe(self.some_slider, self.redraw)
+            c = self.adopt(SamplingControls(), prompt)    # build the children ...
+            self.plot = plot_image()
+            self.widget = explorer_row([self.prompt_area, c.panel, self.status_bar], [self.plot], self.error)
+            self.observe(self.prompt, self.run)             # ... then wire them
             self.start()
 
         def run(self):
             self.generate(self.prompt.value, then=self.show_result, max_new_tokens=40)
+
+        def show_result(self, result):
+            self.story = result.texts[0]                  # e.g. draw result.trace into self.plot
 """
 
 from __future__ import annotations

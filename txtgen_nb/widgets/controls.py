@@ -104,7 +104,7 @@ class SamplingControls:
             self.max_new_tokens = widgets.IntSlider(value=min(max(1, max_new_tokens), limit), min=1, max=limit,
                                                     description="New tokens", **_SLIDER)
         self.seed = widgets.IntText(value=seed, description="Seed", style={"description_width": "7.5em"},
-                                    layout=widgets.Layout(width="12.5em"))
+                                    layout=widgets.Layout(width="14.5em"))  # six digits beside the spin arrows
         self.new_sample = widgets.Button(description="New sample", icon="dice", tooltip="draw a fresh random seed",
                                          layout=widgets.Layout(width="auto"))
         self.button = widgets.Button(description=button, button_style="primary", icon="play",
