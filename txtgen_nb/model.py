@@ -277,12 +277,11 @@ class Transformer(nnx.Module):
         """Float32 logits ``[B, T, V]`` of the last hidden states ``x [B, T, d]``, through the head or
         the tied embedding; in reduced precision a vocabulary chunk at a time (:data:`HEAD_CHUNKS`),
         each tied to the one before, so the head's float32 copy is never whole."""
-        if self.head is None:
-            kernel, bias = self.embed.embedding[...].T, None  # [d, V]
-        else:
-            kernel, bias = self.head.kernel[...], self.head.bias
-        if kernel.dtype == jnp.float32:
+        weight = self.embed.embedding if self.head is None else self.head.kernel
+        if weight.dtype == jnp.float32:
             return (self.embed.attend(x) if self.head is None else self.head(x)).astype(jnp.float32)
+        kernel = weight[...].T if self.head is None else weight[...]  # [d, V]
+        bias = None if self.head is None else self.head.bias
         parts: list[Array] = []
         for weight in jnp.array_split(kernel, HEAD_CHUNKS, axis=1):  # [d, V / HEAD_CHUNKS]
             parts.append(jnp.dot(x.astype(kernel.dtype), _tie(weight, parts[-1] if parts else x)))
