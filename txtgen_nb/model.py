@@ -198,7 +198,7 @@ class Block(nnx.Module):
         return self.ln2(x + self.mlp(x)), layer_cache
 
 
-HEAD_CHUNKS = 4  # reduced precision: the head's float32 copy (see _tied) is made a quarter at a time
+HEAD_CHUNKS = 4  # reduced precision: the head's float32 copy (see _tie) is made a quarter at a time
 
 
 def _tie(weight: Array, x: Array) -> Array:
@@ -213,10 +213,8 @@ def _tie(weight: Array, x: Array) -> Array:
 
 
 def _tied(module: nnx.Module, x: Array) -> nnx.Module:
-    """``module`` with its weights tied to ``x`` by :func:`_tie` when they are not all float32."""
+    """``module`` with its weights tied to ``x`` by :func:`_tie`."""
     graphdef, weights = nnx.split(module)
-    if all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(weights)):
-        return module
     return nnx.merge(graphdef, jax.tree.map(lambda w: _tie(w, x), weights))
 
 
@@ -263,28 +261,30 @@ class Transformer(nnx.Module):
         if self.config.positions == "learned":
             x = x + self.pos_embed(positions)
         new_cache = None if cache is None else []
+        reduced = compute_dtype(self.config) != jnp.float32  # see _tie
         for i, block in enumerate(self.blocks):
-            block = _tied(block, x)
+            block = _tied(block, x) if reduced else block
             x, layer_cache = block(x, positions, mask, None if cache is None else cache[i], cache_index)
             if cache is not None:
                 new_cache.append(layer_cache)
         if self.config.final_norm:
             x = self.ln_f(x)
-        logits = self._logits(x)
+        logits = self._chunked_logits(x) if reduced else self._logits(x)
         return logits if cache is None else (logits, new_cache)
 
     def _logits(self, x: Array) -> Array:
         """Float32 logits ``[B, T, V]`` of the last hidden states ``x [B, T, d]``, through the head or
-        the tied embedding; in reduced precision a vocabulary chunk at a time (:data:`HEAD_CHUNKS`),
-        each tied to the one before, so the head's float32 copy is never whole."""
-        weight = self.embed.embedding if self.head is None else self.head.kernel
-        if weight.dtype == jnp.float32:
-            return (self.embed.attend(x) if self.head is None else self.head(x)).astype(jnp.float32)
-        kernel = weight[...].T if self.head is None else weight[...]  # [d, V]
+        the tied embedding."""
+        return (self.embed.attend(x) if self.head is None else self.head(x)).astype(jnp.float32)
+
+    def _chunked_logits(self, x: Array) -> Array:
+        """:meth:`_logits` in reduced precision: a vocabulary chunk at a time (:data:`HEAD_CHUNKS`),
+        each tied to the one before (:func:`_tie`), so the head's float32 copy is never whole."""
+        kernel = self.embed.embedding[...].T if self.head is None else self.head.kernel[...]  # [d, V]
         bias = None if self.head is None else self.head.bias
         parts: list[Array] = []
-        for weight in jnp.array_split(kernel, HEAD_CHUNKS, axis=1):  # [d, V / HEAD_CHUNKS]
-            parts.append(jnp.dot(x.astype(kernel.dtype), _tie(weight, parts[-1] if parts else x)))
+        for chunk in jnp.array_split(kernel, HEAD_CHUNKS, axis=1):  # [d, V / HEAD_CHUNKS]
+            parts.append(jnp.dot(x.astype(kernel.dtype), _tie(chunk, parts[-1] if parts else x)))
         logits = jnp.concatenate(parts, axis=-1)
         if bias is not None:
             logits = logits + bias[...].astype(kernel.dtype)

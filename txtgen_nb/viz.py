@@ -410,7 +410,7 @@ def _row_timeline(trace: Trace, row: int, s: SamplingSettings) -> np.ndarray:
     to ``TIMELINE_BLOCK``: one compile), other rules with the trace's replay (context, XTC's coin,
     Mirostat's μ), as the loop filtered them."""
     n, ids = int(trace.lengths[row]), trace.token_ids[row]
-    if bool(sampling.uses_extras(s)):
+    if n and bool(sampling.uses_extras(s)):
         exact = trace.row_stages(row, s)
         return _summaries(np.asarray(exact.temperature), np.asarray(exact.final), ids[:n])
     logits, parts = trace.row_logits(row), []
