@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from txtgen_nb import generate, metrics, viz
-from txtgen_nb.corpus import generate_stories
+import dataclasses
+
+import numpy as np
+
+from txtgen_nb import SamplingSettings, generate, metrics, viz
+from txtgen_nb.corpus import complete_sentences, generate_stories
+
+ROW = metrics.summarise(["She ran."], ["eos"], SamplingSettings(1.0, 0))
 
 
 def test_distinct_n_and_repetition():
@@ -21,10 +27,33 @@ def test_distinct_n_and_repetition():
 def test_summarise_counts_grammatical_sentences():
     stories = generate_stories(3, seed=4)
     salad = "happy the was Lily . dog named a there"
-    row = metrics.summarise([*stories, salad + "."], ["eos", "eos", "eos", "max_new_tokens"], temperature=1.0,
-                            top_p=1.0, top_k=0)
+    row = metrics.summarise([*stories, salad + "."], ["eos", "eos", "eos", "max_new_tokens"], SamplingSettings(1.0, 0))
     assert row.sentences > 3 and 0.8 < row.grammatical < 1.0  # every story sentence, not the salad
-    assert row.eos_share == 0.75 and row.samples == 4
+    assert row.eos_share == 0.75 and row.samples == 4 and row.temperature == 1.0 and row.top_k == 0
+    assert 0 < row.grammatical_se < 0.5 and row.distinct_2_se > 0
+
+
+def test_grammatical_share_error_treats_a_story_as_one_cluster():
+    good = generate_stories(1, seed=1)[0]  # several grammatical sentences
+    bad = "Dog the ran. The happy was. Named a there."
+    share, se, n = metrics.grammatical_share([good, bad])
+    k = len(complete_sentences(good))
+    assert n == k + 3 and share == pytest.approx(k / (k + 3))
+    # two clusters: residuals k - share * k and 0 - share * 3, scaled by m / (m - 1) = 2
+    expected = np.sqrt(2 * ((k - share * k) ** 2 + (share * 3) ** 2)) / (k + 3)
+    assert se == pytest.approx(expected)
+    assert metrics.grammatical_share([good] * 5)[1] == 0.0  # no spread, no error
+    assert metrics.grammatical_share(["no full stop"]) == (0.0, 0.0, 0)
+
+
+def test_gain_at_equal_diversity_reads_the_reference_curve():
+    def row(d2, g, se=0.01):
+        return dataclasses.replace(ROW, distinct_2=d2, grammatical=g, grammatical_se=se)
+
+    curve = [row(0.6, 0.5, 0.02), row(0.2, 0.9, 0.02), row(0.4, 0.7, 0.04)]  # any order
+    gain, se = metrics.gain_at_equal_diversity(row(0.5, 0.8, 0.03), curve)
+    assert gain == pytest.approx(0.8 - 0.6) and se == pytest.approx(np.hypot(0.03, 0.03))
+    assert all(np.isnan(metrics.gain_at_equal_diversity(row(0.7, 0.9), curve)))  # outside the curve
 
 
 def test_sweep_is_one_batched_call_per_setting_block(tiny_model, tiny_tok, capsys):
@@ -39,7 +68,24 @@ def test_sweep_is_one_batched_call_per_setting_block(tiny_model, tiny_tok, capsy
     assert rows[3].texts[2] == single.texts[0]  # row = (setting, seed), same as a single call
     assert rows[0].distinct_2 < rows[2].distinct_2 or rows[2].distinct_2 == 1.0
     table = metrics.format_table(rows)
-    assert len(table.splitlines()) == 2 + len(rows) and "grammatical" in table
+    assert len(table.splitlines()) == 2 + len(rows) and "grammatical" in table and "T=1.5 · top-p 0.5" in table
     assert viz.sweep_view(rows).axes[0].get_title() == "grammatical sentences"
     with pytest.raises(ValueError, match="seeds"):
         metrics.sweep(model, params, tiny_tok, "Once", temperatures=[1.0], seeds=0)
+
+
+def test_sweep_of_any_settings_runs_in_calls_of_one_shape(tiny_model, tiny_tok):
+    model, params, _ = tiny_model
+    grid = [SamplingSettings(1.0, 0, min_p=0.2), SamplingSettings(1.5, 0, typical_p=0.5),
+            SamplingSettings(0.0, 0, repetition_penalty=1.3)]
+    rows = metrics.sweep(model, params, tiny_tok, "Once", settings=grid, seeds=3, max_new_tokens=6, batch=4,
+                         progress=False)  # 9 texts in calls of 4 rows: 4, 4 and 1 filled to 4
+    assert [r.settings for r in rows] == grid and all(r.samples == 3 for r in rows)
+    single = generate(model, params, tiny_tok, "Once", settings=grid[1], seed=2, max_new_tokens=6)
+    assert rows[1].texts[2] == single.texts[0]  # the last text of the middle call
+    alone = generate(model, params, tiny_tok, "Once", settings=grid[2], seed=2, max_new_tokens=6)
+    assert rows[2].texts[2] == alone.texts[0]  # the row before the filler
+    with pytest.raises(ValueError, match="not both"):
+        metrics.sweep(model, params, tiny_tok, "Once", settings=grid, temperatures=[1.0])
+    with pytest.raises(ValueError, match="at least one setting"):
+        metrics.sweep(model, params, tiny_tok, "Once", settings=[])

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from txtgen_nb.sampling import entropy, filter_logits, filter_logits_fast, filter_stages, probabilities, sample_token
+from txtgen_nb.sampling import (entropy, filter_logits, filter_logits_fast, filter_stages, probabilities, sample_token,
+                                 sort_descending)
 
 # XLA on CPU flushes subnormals to zero, so keep them out of the generated logits
 finite = st.floats(-20, 20, width=32, allow_subnormal=False)
@@ -139,3 +140,13 @@ def test_fast_filter_equals_reference(logits, t, k, p, m, cap):
     fast = filter_logits_fast(logits, temperature=t, top_k=k, top_p=p, min_p=m, cap=cap)
     np.testing.assert_array_equal(np.asarray(fast), np.asarray(filter_logits(logits, temperature=t, top_k=k,
                                                                               top_p=p, min_p=m)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float32, st.tuples(st.integers(1, 3), st.integers(1, 70)),
+              elements=st.sampled_from([-np.inf, np.inf, -0.0, 0.0, -1e-38, 1e-38, -2.5, 2.5, -3e38, 3e38, 1.0])
+              | st.floats(-1e6, 1e6, width=32)))
+def test_sort_descending_gives_the_values_of_a_float_sort(x):
+    got = np.asarray(sort_descending(x))
+    assert np.array_equal(got, -np.sort(-x, axis=-1))  # equal values (-0.0 == 0.0), -inf and inf included
+    assert np.array_equal(np.sort(got.view(np.int32), axis=-1), np.sort(x.view(np.int32), axis=-1))  # same bits

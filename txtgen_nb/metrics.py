@@ -17,12 +17,14 @@ import dataclasses
 import itertools
 from typing import Iterable, Sequence
 
+import numpy as np
 from flax import nnx
 from tokenizers import Tokenizer
 
-from txtgen_nb.corpus import complete_sentences, grammatical_rate, tokenize
+from txtgen_nb.corpus import complete_sentences, is_grammatical, tokenize
 from txtgen_nb.generation import generate_stream
 from txtgen_nb.model import Transformer
+from txtgen_nb.sampling import SamplingSettings
 
 
 def _ngrams(words: Sequence[str], n: int) -> list[tuple[str, ...]]:
@@ -55,36 +57,95 @@ def repetition(text: str, n: int = 3) -> float:
     return 1.0 - len(set(grams)) / len(grams)
 
 
+SWEEP_BATCH = 16  # rows per generate call in a sweep, every call this one shape (one compile; on the demo
+# model tokens per second are flat from 16 to 256 rows)
+
+
 @dataclasses.dataclass(frozen=True)
 class SweepRow:
-    """One setting's summary over its samples."""
+    """One setting's summary over its samples (one story per seed)."""
 
-    temperature: float
-    top_p: float
-    top_k: int
+    settings: SamplingSettings
     samples: int
     sentences: int
     grammatical: float  # share of complete sentences the grammar accepts
+    grammatical_se: float  # its standard error, stories as the unit (a story's sentences are not independent)
     distinct_1: float
     distinct_2: float
+    distinct_2_se: float  # jackknife standard error over stories
     repetition_3: float  # mean over samples
     eos_share: float  # samples that ended by themselves
     texts: tuple[str, ...]
 
+    @property
+    def temperature(self) -> float:
+        return float(self.settings.temperature)
 
-def summarise(texts: Sequence[str], stop_reasons: Sequence[str], *, temperature: float, top_p: float,
-              top_k: int) -> SweepRow:
+    @property
+    def top_p(self) -> float:
+        return float(self.settings.top_p)
+
+    @property
+    def top_k(self) -> int:
+        return int(self.settings.top_k)
+
+
+def grammatical_share(texts: Sequence[str]) -> tuple[float, float, int]:
+    """(share of complete sentences that are grammatical, its standard error, number of sentences).
+
+    The error treats each text as one cluster of sentences (the ratio estimator's standard error), so
+    a text that goes wrong once and stays wrong counts as one unlucky draw, not as many.
+
+    Usage: ``share, se, n = grammatical_share(result.texts)``
+    """
+    counts = np.array([(sum(map(is_grammatical, ss)), len(ss)) for ss in map(complete_sentences, texts)], float)
+    good, total = counts.reshape(-1, 2).sum(axis=0)
+    if total == 0:
+        return 0.0, 0.0, 0
+    share, m = good / total, len(counts)
+    residuals = counts[:, 0] - share * counts[:, 1]
+    se = float(np.sqrt(m / (m - 1) * np.sum(residuals ** 2)) / total) if m > 1 else 0.0
+    return float(share), se, int(total)
+
+
+def distinct_n_se(texts: Sequence[str], n: int = 2, groups: int = 10) -> float:
+    """Delete-a-group jackknife standard error of :func:`distinct_n` over ``texts`` (``groups`` groups).
+
+    Usage: ``distinct_n_se(result.texts, n=2)``
+    """
+    texts = list(texts)
+    g = min(groups, len(texts))
+    if g < 2:
+        return 0.0
+    estimates = np.array([distinct_n([t for i, t in enumerate(texts) if i % g != j], n) for j in range(g)])
+    return float(np.sqrt((g - 1) / g * np.sum((estimates - estimates.mean()) ** 2)))
+
+
+def summarise(texts: Sequence[str], stop_reasons: Sequence[str], settings: SamplingSettings) -> SweepRow:
     """A :class:`SweepRow` for the texts generated with one setting.
 
-    Usage: ``summarise(result.texts, result.stop_reasons, temperature=0.8, top_p=0.9, top_k=0)``
+    Usage: ``summarise(result.texts, result.stop_reasons, SamplingSettings(0.8, 0, top_p=0.9))``
     """
-    sentences = sum(len(complete_sentences(text)) for text in texts)
+    share, se, sentences = grammatical_share(texts)
     return SweepRow(
-        temperature=temperature, top_p=top_p, top_k=top_k, samples=len(texts), sentences=sentences,
-        grammatical=grammatical_rate(texts), distinct_1=distinct_n(texts, 1), distinct_2=distinct_n(texts, 2),
+        settings=settings, samples=len(texts), sentences=sentences, grammatical=share, grammatical_se=se,
+        distinct_1=distinct_n(texts, 1), distinct_2=distinct_n(texts, 2), distinct_2_se=distinct_n_se(texts, 2),
         repetition_3=sum(repetition(t, 3) for t in texts) / max(1, len(texts)),
         eos_share=sum(r == "eos" for r in stop_reasons) / max(1, len(stop_reasons)), texts=tuple(texts),
     )
+
+
+def _grid(settings: Sequence[SamplingSettings] | None, temperatures: Sequence[float] | None,
+          top_ps: Sequence[float], top_k: int) -> list[SamplingSettings]:
+    if settings is not None:
+        if temperatures is not None:
+            raise ValueError("give settings or temperatures (with top_ps), not both")
+        grid = list(settings)
+    else:
+        grid = [SamplingSettings(t, top_k, p) for t, p in itertools.product(temperatures or (), top_ps)]
+    if not grid:
+        raise ValueError("give at least one setting (or one temperature and one top-p)")
+    return grid
 
 
 def sweep(
@@ -93,48 +154,80 @@ def sweep(
     tokenizer: Tokenizer,
     prompt: str,
     *,
-    temperatures: Sequence[float],
+    settings: Sequence[SamplingSettings] | None = None,
+    temperatures: Sequence[float] | None = None,
     top_ps: Sequence[float] = (1.0,),
     top_k: int = 0,
     seeds: int = 16,
     max_new_tokens: int = 80,
+    batch: int = SWEEP_BATCH,
     progress: bool = True,
 ) -> list[SweepRow]:
-    """Every (temperature, top-p) pair over ``seeds`` seeds, in one batched compiled call.
+    """Each setting over ``seeds`` seeds (one story each), summarised: ``settings`` as given, or
+    every (temperature, top-p) pair with ``top_k``.
 
-    Each setting uses seeds ``0 .. seeds-1``, so settings are compared on the same random draws.
-    ``progress`` shows a bar of decoding steps while it runs.
+    Every setting uses seeds ``0 .. seeds-1``, so settings are compared on the same random draws.
+    The rows run ``batch`` at a time, each call the same shape (the last one filled with repeats),
+    so a sweep of any size compiles once. ``progress`` shows a bar of decoding steps while it runs.
 
-    Usage: ``sweep(model, params, tok, "", temperatures=[0.5, 1.0], top_ps=[1.0, 0.9], seeds=32)``
+    Usage: ``sweep(model, params, tok, "", temperatures=[0.5, 1.0], top_ps=[1.0, 0.9], seeds=32)`` or
+    ``sweep(model, params, tok, "", settings=[SamplingSettings(1.0, 0, min_p=0.1)], seeds=64)``
     """
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
-    grid = list(itertools.product(temperatures, top_ps))
-    if not grid:
-        raise ValueError("give at least one temperature and one top-p")
-    rows = [(t, p, s) for t, p in grid for s in range(seeds)]
-    stream = generate_stream(model, params, tokenizer, [prompt] * len(rows), max_new_tokens=max_new_tokens,
-                             temperature=[t for t, _, _ in rows], top_p=[p for _, p, _ in rows], top_k=top_k,
-                             seed=[s for _, _, s in rows], chunk_seconds=0.25)
-    result = stream.run(progress=progress, desc=f"sweep: {len(rows)} texts")
-    summaries = []
-    for i, (t, p) in enumerate(grid):
-        block = slice(i * seeds, (i + 1) * seeds)
-        summaries.append(summarise(result.texts[block], result.stop_reasons[block], temperature=float(t),
-                                   top_p=float(p), top_k=top_k))
-    return summaries
+    grid = _grid(settings, temperatures, top_ps, top_k)
+    rows = [(s, seed) for s in grid for seed in range(seeds)]
+    batch = min(batch, len(rows))
+    chunks = [rows[i: i + batch] for i in range(0, len(rows), batch)]
+    chunks[-1] = chunks[-1] + [chunks[-1][-1]] * (batch - len(chunks[-1]))
+    texts, reasons = [], []
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(chunks) * max_new_tokens, desc=f"sweep: {len(rows)} texts", unit="step",
+              disable=not progress, leave=False) as bar:
+        for i, chunk in enumerate(chunks):
+            stream = generate_stream(model, params, tokenizer, [prompt] * batch, max_new_tokens=max_new_tokens,
+                                     settings=[s for s, _ in chunk], seed=[seed for _, seed in chunk],
+                                     chunk_seconds=0.25)
+            for _pieces in stream:
+                bar.update(i * max_new_tokens + min(stream.steps_done, max_new_tokens) - bar.n)
+            bar.update((i + 1) * max_new_tokens - bar.n)
+            texts += stream.result.texts
+            reasons += stream.result.stop_reasons
+    return [summarise(texts[i * seeds:(i + 1) * seeds], reasons[i * seeds:(i + 1) * seeds], s)
+            for i, s in enumerate(grid)]
+
+
+def gain_at_equal_diversity(row: SweepRow, reference: Sequence[SweepRow]) -> tuple[float, float]:
+    """(grammatical share of ``row`` minus the ``reference`` curve's at the same distinct-2, its standard
+    error): how much more grammatical a setting is than, say, temperature alone at equal diversity.
+
+    The reference curve is read by linear interpolation between its two neighbouring points (``nan``
+    outside its range of distinct-2: no comparison there). The error adds both sides' in quadrature.
+
+    Usage: ``gain, se = gain_at_equal_diversity(min_p_row, temperature_rows)``
+    """
+    ref = sorted(reference, key=lambda r: r.distinct_2)
+    x = np.array([r.distinct_2 for r in ref])
+    if not len(ref) or not x[0] <= row.distinct_2 <= x[-1]:
+        return float("nan"), float("nan")
+    level = np.interp(row.distinct_2, x, [r.grammatical for r in ref])
+    level_se = np.interp(row.distinct_2, x, [r.grammatical_se for r in ref])
+    return float(row.grammatical - level), float(np.hypot(row.grammatical_se, level_se))
 
 
 def format_table(rows: Sequence[SweepRow]) -> str:
-    """A plain-text table of sweep rows, one setting per line.
+    """A plain-text table of sweep rows, one setting per line (± one standard error).
 
     Usage: ``print(format_table(sweep(model, params, tok, "", temperatures=[0.5, 1.0])))``
     """
-    header = (f"{'temperature':>11} {'top-p':>6} {'top-k':>6} {'samples':>7} {'sentences':>9} {'grammatical':>11} "
-              f"{'distinct-1':>10} {'distinct-2':>10} {'repeat-3':>8} {'ended':>6}")
+    labels = [r.settings.label() for r in rows]
+    width = max([7, *map(len, labels)])
+    header = (f"{'setting':<{width}} {'samples':>7} {'sentences':>9} {'grammatical':>13} {'distinct-1':>10} "
+              f"{'distinct-2':>13} {'repeat-3':>8} {'ended':>6}")
     lines = [header, "-" * len(header)]
-    for r in rows:
-        lines.append(f"{r.temperature:>11g} {r.top_p:>6g} {r.top_k if r.top_k else 'off':>6} {r.samples:>7} "
-                     f"{r.sentences:>9} {r.grammatical:>11.1%} {r.distinct_1:>10.3f} {r.distinct_2:>10.3f} "
-                     f"{r.repetition_3:>8.3f} {r.eos_share:>6.0%}")
+    for label, r in zip(labels, rows):
+        lines.append(f"{label:<{width}} {r.samples:>7} {r.sentences:>9} {r.grammatical:>6.1%} ±{r.grammatical_se:>5.1%} "
+                     f"{r.distinct_1:>10.3f} {r.distinct_2:>6.3f} ±{r.distinct_2_se:.3f} {r.repetition_3:>8.3f} "
+                     f"{r.eos_share:>6.0%}")
     return "\n".join(lines)

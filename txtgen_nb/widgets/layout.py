@@ -39,8 +39,8 @@ def model_note(name: str) -> str:
 def chat_box(value: bool = False) -> widgets.Checkbox:
     """**Chat**: wrap the prompt as the user's message in the model's chat template (shown only for
     a model that has one)."""
-    return widgets.Checkbox(value=value, description="Chat: the prompt is a message to the assistant", indent=False,
-                            layout=widgets.Layout(width="100%"))
+    return widgets.Checkbox(value=value, description="Chat: send the prompt as a chat message", indent=False,
+                            layout=widgets.Layout(width="auto", margin="2px 8px 2px 0"))
 
 
 def prompt_box(prompt: str) -> widgets.Textarea:
