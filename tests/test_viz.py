@@ -295,3 +295,16 @@ def test_step_legend_names_only_the_rules_that_are_on(trace, tiny_tok):
     assert legend(SamplingSettings(1.0, 0, 1.0)) == ["cumulative p", "top-p off", "top-k off"]
     assert legend(SamplingSettings(1.0, 5, 0.9)) == ["cumulative p\nafter top-k", "top-p threshold (0.9)",
                                                      "top-k cut-off (k=5)"]
+
+
+def test_timeline_small_multiples_give_each_row_its_own_line_of_panels():
+    trace = long_trace(rows=4)
+    fig = viz.timeline_view(trace, labels=["a", "b", "c", "d"], small_multiples=True)
+    assert len(fig.axes) == 12  # 4 rows x (p(chosen), entropy, kept)
+    assert [fig.axes[3 * i].get_title(loc="left") for i in range(4)] == ["a", "b", "c", "d"]
+    data = viz.timeline_data(trace)
+    for i in range(4):
+        (line,) = fig.axes[3 * i + 2].get_lines()
+        np.testing.assert_array_equal(line.get_ydata(), data.num_kept[i])  # each row's own numbers
+    assert fig.axes[2].get_yscale() == "log" and fig.axes[0].get_shared_y_axes().joined(fig.axes[0], fig.axes[9])
+    assert render(fig)

@@ -243,7 +243,21 @@ def test_compare_explorer_one_batched_call(demo):
     assert ex.labels == ["greedy", "T=1", "T=2"]
     assert all(label in ex.text_html.value for label in ex.labels)
     assert ex.text_html.value.count('class="tg-view tg-below"') == 3  # alternatives below each narrow column
-    assert bytes(ex.plot.value).startswith(b"\x89PNG")
+    # one legend for all columns, above them, so every column's text starts at the same height
+    assert ex.text_html.value.count('class="tg-legend"') == 1
+    assert ex.text_html.value.index('class="tg-legend"') < ex.text_html.value.index("display:flex")
+    assert bytes(ex.plot.value).startswith(b"\x89PNG") and ex.plot.layout.display is None
+
+
+def test_an_empty_plot_is_hidden_not_a_broken_image():
+    from txtgen_nb.widgets.layout import plot_image
+
+    image = plot_image()
+    assert image.layout.display == "none"
+    image.value = b"\x89PNG..."
+    assert image.layout.display is None
+    image.value = b""
+    assert image.layout.display == "none"
 
 
 def test_branch_explorer_offers_kept_alternatives_first(demo):

@@ -51,6 +51,7 @@ CURVE = "#009E73"  # bluish green: cumulative probability (top-p)
 CUTOFF = "#CC79A7"  # reddish purple: thresholds
 REMOVED = "#BBBBBB"
 ROW_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000")
+READABLE_COLORS = tuple(c for c in ROW_COLORS if c != "#F0E442")  # for small markers: yellow is lost on white
 CMAP = "cividis"
 WIDTH = 10.0  # inches; at DPI 100 a figure is 1000 px wide, which fits a 1280 px projector
 DPI = 100
@@ -460,19 +461,23 @@ def _timeline_title(settings: Sequence[SamplingSettings]) -> str:
 
 
 def timeline_view(trace: Trace, settings: SamplingSettings | None = None, rows: Sequence[int] | None = None,
-                  labels: Sequence[str] | None = None, width: float = WIDTH) -> Figure:
-    """Across all steps: the chosen token's probability, entropy before/after filtering and the
-    number of tokens kept (log scale); several rows (seeds or settings) overlaid, each with its own
-    colour, line style and marker so that no line hides another. The legend sits above the plots.
+                  labels: Sequence[str] | None = None, width: float = WIDTH, small_multiples: bool = False) -> Figure:
+    """Across all steps: the chosen token's probability, entropy after filtering and the number of
+    tokens kept (log scale); several rows (seeds or settings) overlaid, each with its own colour,
+    line style and marker so that no line hides another. The legend sits above the plots.
     When a shown row uses Mirostat, a fourth panel follows its μ, the surprise of each sampled token,
-    their mean so far and the target τ (:meth:`Trace.mirostat`).
+    their mean so far and the target τ (:meth:`Trace.mirostat`). ``small_multiples``: one line of
+    panels per row instead (same axes everywhere, no Mirostat panel), for more than two rows.
 
-    Usage: ``timeline_view(trace, labels=["T=0.5", "T=1.0"])``
+    Usage: ``timeline_view(trace, labels=["T=0.5", "T=1.0"])`` or
+    ``timeline_view(trace, labels=names, small_multiples=True)``
     """
     data = timeline_data(trace, settings)
     rows = list(range(trace.num_rows)) if rows is None else list(rows)
     if labels is None:
         labels = [f"seed {trace.seeds[r]}: {(settings or trace.settings[r]).label()}" for r in rows]
+    if small_multiples:
+        return _timeline_grid(trace, data, rows, labels, settings, width)
     mirostat = [i for i, r in enumerate(rows) if (settings or trace.settings[r]).mirostat_tau > 0]
     fig = _new_figure(6.2 + 2.2 * bool(mirostat), width)
     axes = fig.subplots(3 + bool(mirostat), 1, sharex=True)
@@ -501,6 +506,35 @@ def timeline_view(trace: Trace, settings: SamplingSettings | None = None, rows: 
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=SMALL)
     ax_p.set_title(_timeline_title([settings or trace.settings[r] for r in rows]), fontsize=SMALL, loc="left")
+    return fig
+
+
+def _timeline_grid(trace: Trace, data: "TimelineData", rows: list[int], labels: Sequence[str],
+                   settings: SamplingSettings | None, width: float) -> Figure:
+    """:func:`timeline_view` as small multiples: a line of three panels per row, the same axes in
+    each column, the row's label above its first panel."""
+    fig = _new_figure(0.9 + 1.45 * len(rows), width)
+    axes = fig.subplots(len(rows), 3, sharex=True, sharey="col", squeeze=False)
+    steps = np.arange(trace.num_steps)
+    for i, (row, label) in enumerate(zip(rows, labels)):
+        color = ROW_COLORS[i % len(ROW_COLORS)]
+        ax_p, ax_h, ax_k = axes[i]
+        ax_p.plot(steps, data.chosen_prob[row], color=color, marker="o", markersize=2.5, linewidth=1.2)
+        ax_h.plot(steps, data.entropy_after[row], color=color, marker="o", markersize=2.5, linewidth=1.2)
+        ax_k.plot(steps, data.num_kept[row], color=color, drawstyle="steps-mid", linewidth=1.4)
+        ax_p.set_title(label, loc="left", fontsize=SMALL, color=color, fontweight="bold")
+    for ax, title in zip(axes[0], ("p(chosen) after filtering", "entropy after filtering (nats)", "tokens kept")):
+        ax.set_title(title, loc="right", fontsize=SMALL - 1)
+    for ax in axes[:, 0]:
+        ax.set_ylim(0, 1.05)
+    for ax in axes[:, 2]:
+        ax.set_yscale("log")
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=SMALL - 1)
+    for ax in axes[-1]:
+        ax.set_xlabel("generation step", fontsize=SMALL)
+    fig.suptitle(_timeline_title([settings or trace.settings[r] for r in rows]), fontsize=SMALL, x=0.01, ha="left")
     return fig
 
 
@@ -705,6 +739,21 @@ def change_summary(previous: Sequence[int] | None, current: Sequence[int], cause
             f"picked the same token. Press “New sample” for fresh draws.")
 
 
+def color_legend_html(data: TextData, settings_label: str | None = None) -> str:
+    """The colour bar of :func:`token_html`: what the colours mean, under ``settings_label`` (default:
+    the row's settings; ``""`` for a legend shared by columns of several settings).
+
+    Usage: ``color_legend_html(text_data(trace, tok), settings_label="each column's settings")``
+    """
+    cmap = matplotlib.colormaps[CMAP]
+    gradient = ", ".join(_hex(cmap(x)) for x in np.linspace(0, 1, 8))
+    label = data.settings.label() if settings_label is None else settings_label
+    under = f" ({html.escape(label)})" if label else ""
+    return (f'<div class="tg-legend">coloured by {html.escape(data.color_by)}{under}: {html.escape(data.legend[0])}'
+            f'<span class="tg-bar" style="background:linear-gradient(to right, {gradient})"></span>'
+            f'{html.escape(data.legend[1])}</div>')
+
+
 def token_html(data: TextData, *, selected: int | None = None, changed: Sequence[bool] | None = None,
                summary: str = "", panel: str = "side", legend: bool = True) -> str:
     """The HTML of :func:`colored_text`: legend, optional summary line, tokens and the panel
@@ -723,10 +772,7 @@ def token_html(data: TextData, *, selected: int | None = None, changed: Sequence
         spans.append(f'<span class="{classes}" tabindex="0" data-step="{i}" data-value="{float(data.values[i]):.4g}" '
                      f'style="background:{_hex(color)};color:{ink}">{html.escape(piece)}'
                      f'<span class="tg-tip">{html.escape(tip)}</span></span>')
-    gradient = ", ".join(_hex(cmap(x)) for x in np.linspace(0, 1, 8))
-    legend_html = (f'<div class="tg-legend">coloured by {html.escape(data.color_by)} ({html.escape(data.settings.label())}): '
-              f'{html.escape(data.legend[0])}<span class="tg-bar" style="background:linear-gradient(to right, '
-              f'{gradient})"></span>{html.escape(data.legend[1])}</div>') if legend else ""
+    legend_html = color_legend_html(data) if legend else ""
     summary = f'<div class="tg-summary">{html.escape(summary)}</div>' if summary else ""
     hint = ('<div class="tg-side"><div class="tg-hint">Hover over a token, or tap it, to see the step’s numbers and '
             'the alternatives the model considered.</div></div>')
@@ -806,9 +852,7 @@ def sweep_view(rows: Sequence["SweepRow"]) -> Figure:
         ax_r.plot(t, [r.repetition_3 for r in line], **style)
         ax_trade.errorbar([r.distinct_2 for r in line], [r.grammatical for r in line],
                           yerr=[r.grammatical_se for r in line], capsize=2, **style)
-        for r in line:
-            ax_trade.annotate(f"{r.temperature:g}", (r.distinct_2, r.grammatical), fontsize=SMALL - 1,
-                              xytext=(3, 3), textcoords="offset points")
+    _sparse_labels(ax_trade, [(r.distinct_2, r.grammatical, f"{r.temperature:g}") for r in rows])
     for ax, title in ((ax_q, "grammatical sentences"), (ax_d, "distinct-2 (diversity)"),
                       (ax_r, "repeated 3-grams")):
         ax.set_xlabel("temperature")
@@ -822,6 +866,18 @@ def sweep_view(rows: Sequence["SweepRow"]) -> Figure:
     fig.legend(*ax_q.get_legend_handles_labels(), loc="outside upper center", ncol=len(top_ps), fontsize=SMALL - 1,
                frameon=False)
     return fig
+
+
+def _sparse_labels(ax, points: Sequence[tuple[float, float, str]], gap: float = 0.07) -> None:
+    """Label ``(x, y, text)`` points of ``ax``, skipping any label closer than ``gap`` (a fraction of
+    the axes) to one already placed, so crowded points do not print over each other."""
+    ax.autoscale_view()
+    placed: list[np.ndarray] = []
+    for x, y, text in points:
+        where = ax.transLimits.transform((x, y))
+        if all(np.abs(where - p).max() >= gap for p in placed):
+            placed.append(where)
+            ax.annotate(text, (x, y), fontsize=SMALL - 1, xytext=(3, 3), textcoords="offset points")
 
 
 def comparison_view(reference: Sequence["SweepRow"], families: dict[str, Sequence["SweepRow"]]) -> Figure:
@@ -840,13 +896,11 @@ def comparison_view(reference: Sequence["SweepRow"], families: dict[str, Sequenc
     ax_trade.errorbar([r.distinct_2 for r in ref], [r.grammatical for r in ref], xerr=[r.distinct_2_se for r in ref],
                       yerr=[r.grammatical_se for r in ref], color="black", marker="o", markersize=3, capsize=2,
                       label="temperature alone", zorder=3)
-    for r in ref:
-        ax_trade.annotate(f"{r.temperature:g}", (r.distinct_2, r.grammatical), fontsize=SMALL - 2,
-                          xytext=(4, 2), textcoords="offset points")
+    _sparse_labels(ax_trade, [(r.distinct_2, r.grammatical, f"{r.temperature:g}") for r in ref], gap=0.04)
     names = list(families)
     for y, name in enumerate(names):
         rows = sorted(families[name], key=lambda r: r.temperature)
-        color, marker = ROW_COLORS[y % len(ROW_COLORS)], "osD^v<>pXh"[y % 10]
+        color, marker = READABLE_COLORS[y % len(READABLE_COLORS)], "osD^v<>pXh"[y % 10]
         for i, r in enumerate(rows):
             style = dict(color=color, marker=marker, markersize=6, capsize=2, linestyle="",
                          markerfacecolor=color if i == 0 else "white")
@@ -856,7 +910,8 @@ def comparison_view(reference: Sequence["SweepRow"], families: dict[str, Sequenc
             if np.isfinite(gain):
                 ax_gain.errorbar(gain, y, xerr=se, **style)
                 ax_gain.annotate(f"T={r.temperature:g}", (gain, y), fontsize=SMALL - 2, ha="center",
-                                 xytext=(0, 6), textcoords="offset points")
+                                 va="bottom" if i == 0 else "top", xytext=(0, 5 if i == 0 else -5),
+                                 textcoords="offset points")  # the lowest T above its dot, the others below
             else:
                 ax_gain.annotate(f"T={r.temperature:g}: more diverse than any T alone", (0, y), fontsize=SMALL - 2,
                                  xytext=(4, -4), textcoords="offset points", color="#555555")

@@ -85,7 +85,8 @@ class CompareExplorer(Explorer):
         summary = viz.change_summary(self._previous, [t for t in flat if t >= 0] if self._previous is None else flat)
         self._previous = flat
         with self.busy("Drawing…"):
-            self.text_html.value = f'<div class="tg-summary">{html.escape(summary)}</div>' + viz.columns_html([
-                (label, viz.token_html(viz.text_data(self.trace, self.tokenizer, row), panel="below", legend=row == 0))
-                for row, label in enumerate(self.labels)])
+            data = [viz.text_data(self.trace, self.tokenizer, row) for row in range(len(self.labels))]
+            legend = viz.color_legend_html(data[0], settings_label="after each column's own filtering")
+            self.text_html.value = f'<div class="tg-summary">{html.escape(summary)}</div>' + legend + viz.columns_html([
+                (label, viz.token_html(d, panel="below", legend=False)) for label, d in zip(self.labels, data)])
             self.plot.value = viz.figure_to_png(viz.timeline_view(self.trace, labels=self.labels, width=7.8))

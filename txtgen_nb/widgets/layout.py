@@ -50,9 +50,11 @@ def prompt_box(prompt: str) -> widgets.Textarea:
 
 
 def plot_image() -> widgets.Image:
-    """An image for a PNG figure, shown at its own size (shrunk only when the column is narrower)."""
-    image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%", height="auto"))
+    """An image for a PNG figure, shown at its own size (shrunk only when the column is narrower),
+    and hidden while it has none (an empty image shows a broken-image icon)."""
+    image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%", height="auto", display="none"))
     image.add_class("tg-plot")
+    image.observe(lambda change: setattr(image.layout, "display", None if change["new"] else "none"), "value")
     return image
 
 
