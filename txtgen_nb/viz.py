@@ -423,8 +423,9 @@ def _row_timeline(trace: Trace, row: int, s: SamplingSettings) -> np.ndarray:
         size = min(TIMELINE_BLOCK, n - start)
         block[:size] = logits[start: start + size]
         stages = s.stages(block)
-        parts.append(_summaries(np.asarray(stages.temperature), np.asarray(stages.final),
-                                np.resize(ids[start: start + size], TIMELINE_BLOCK))[:, :size])
+        heated, final = np.asarray(stages.temperature), np.asarray(stages.final)
+        del stages  # the block's other stages, freed before the next block is filtered
+        parts.append(_summaries(heated, final, np.resize(ids[start: start + size], TIMELINE_BLOCK))[:, :size])
     return np.concatenate(parts, axis=1) if parts else np.zeros((4, 0))
 
 
