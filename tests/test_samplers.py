@@ -162,6 +162,15 @@ def test_each_hf_sampler_equals_its_processor(seed, fields, processor):
     assert_same(filter_logits(logits, Off(**fields), ids), hf([processor()], logits, ids))
 
 
+@pytest.mark.parametrize("mass", [0.05, 0.5, 0.9, 0.999])
+def test_typical_equals_hf_with_ties_and_removed_tokens(mass):
+    rng = np.random.default_rng(int(mass * 1000))
+    logits = rng.integers(-4, 4, size=(6, VOCAB)).astype(np.float32)  # many tied surprises
+    logits[:, ::7] = -np.inf  # tokens an earlier rule removed
+    assert_same(filter_logits(logits, Off(typical_p=mass)), hf([TypicalLogitsWarper(mass=mass)], logits,
+                                                                np.zeros((6, 1), np.int32)))
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_hf_chain_in_hf_order(seed):
     logits, ids = random_case(seed, id_range=8)

@@ -478,13 +478,29 @@ def apply_typical(logits: Array, mass: ArrayLike) -> Array:
     p = jnp.exp(normalized)
     ent = -jnp.nansum(normalized * p, axis=-1, keepdims=True)
     shifted = jnp.abs(-normalized - ent)
-    order = jnp.argsort(shifted, axis=-1, stable=True)
-    sorted_scores = jnp.take_along_axis(shifted, order, axis=-1)
-    cumulative = jnp.cumsum(jax.nn.softmax(jnp.take_along_axis(logits, order, axis=-1), axis=-1), axis=-1)
     mass_ = _setting(mass, logits)
-    last = jnp.minimum(jnp.sum(cumulative < mass_, axis=-1, keepdims=True), logits.shape[-1] - 1)
-    threshold = jnp.take_along_axis(sorted_scores, last, axis=-1)
+    threshold = _smallest_reaching(shifted, p, mass_)
     return jnp.where((mass_ >= 1) | ~(shifted > threshold), logits, NEG_INF)
+
+
+def _smallest_reaching(scores: Array, p: Array, mass: Array) -> Array:
+    """``[..., 1]``: the smallest of the non-negative ``scores`` whose tokens at or below it hold
+    ``mass`` of ``p`` (the largest score when none does). The threshold Hugging Face reads off
+    ``cumsum`` over ``argsort(scores)``, found without sorting: a binary search over the scores'
+    int32 bit patterns (ordered like the floats), 31 masked sums over the row (about 10x faster than
+    XLA:CPU's argsort)."""
+    bits = jax.lax.bitcast_convert_type(scores, jnp.int32)
+    low = jnp.zeros(scores.shape[:-1] + (1,), jnp.int32)
+    high = jnp.max(bits, axis=-1, keepdims=True)
+
+    def halve(_, bounds):
+        low, high = bounds
+        mid = low + (high - low) // 2
+        reached = jnp.sum(jnp.where(bits <= mid, p, 0.0), axis=-1, keepdims=True) >= mass
+        return jnp.where(reached, low, mid + 1), jnp.where(reached, mid, high)
+
+    _, high = jax.lax.fori_loop(0, 31, halve, (low, high))
+    return jax.lax.bitcast_convert_type(high, jnp.float32)
 
 
 def _cutoff(logits: Array, cutoff: Array) -> Array:
@@ -645,15 +661,16 @@ def _run_stages(logits: Array, s: SamplingSettings, context: Array | None, num_g
             w, ids, s.dry_multiplier, s.dry_base, s.dry_allowed_length, s.dry_penalty_last_n,
             s.dry_sequence_breakers), v),
         "temperature": lambda v: _temperature(v, s.temperature, out["dry"]),
-        "top_n_sigma": lambda v: apply_top_n_sigma(v, s.top_n_sigma),
+        "top_n_sigma": lambda v: _guard(jnp.asarray(s.top_n_sigma) > 0, lambda w: apply_top_n_sigma(w, s.top_n_sigma), v),
         "top_k": lambda v: _guard(jnp.asarray(s.top_k) > 0, lambda w: apply_top_k(w, s.top_k), v),
         "top_p": lambda v: _guard(jnp.asarray(s.top_p) < 1, lambda w: apply_top_p(w, s.top_p), v),
-        "min_p": lambda v: apply_min_p(v, s.min_p),
+        "min_p": lambda v: _guard(jnp.asarray(s.min_p) > 0, lambda w: apply_min_p(w, s.min_p), v),
         "typical": lambda v: _guard(jnp.asarray(s.typical_p) < 1, lambda w: apply_typical(w, s.typical_p), v),
-        "epsilon": lambda v: apply_epsilon(v, s.epsilon_cutoff),
-        "eta": lambda v: apply_eta(v, s.eta_cutoff),
-        "xtc": lambda v: apply_xtc(v, s.xtc_threshold, s.xtc_probability, coin),
-        "mirostat": lambda v: apply_mirostat(v, s.mirostat_tau, mu),
+        "epsilon": lambda v: _guard(jnp.asarray(s.epsilon_cutoff) > 0, lambda w: apply_epsilon(w, s.epsilon_cutoff), v),
+        "eta": lambda v: _guard(jnp.asarray(s.eta_cutoff) > 0, lambda w: apply_eta(w, s.eta_cutoff), v),
+        "xtc": lambda v: _guard((jnp.asarray(s.xtc_probability) > 0) & (jnp.asarray(s.xtc_threshold) <= 0.5),
+                                lambda w: apply_xtc(w, s.xtc_threshold, s.xtc_probability, coin), v),
+        "mirostat": lambda v: _guard(jnp.asarray(s.mirostat_tau) > 0, lambda w: apply_mirostat(w, s.mirostat_tau, mu), v),
     }
     if fused and s.order == "hf":  # temperature → min-p in one sort-free step; greedy keeps the same argmax
         rules["temperature"] = lambda v: filter_logits_fast(v, temperature=s.temperature, top_k=s.top_k,
