@@ -54,6 +54,9 @@ def test_gain_at_equal_diversity_reads_the_reference_curve():
     gain, se = metrics.gain_at_equal_diversity(row(0.5, 0.8, 0.03), curve)
     assert gain == pytest.approx(0.8 - 0.6) and se == pytest.approx(np.hypot(0.03, 0.03))
     assert all(np.isnan(metrics.gain_at_equal_diversity(row(0.7, 0.9), curve)))  # outside the curve
+    # a row whose own distinct-2 is uncertain: that error times the curve's slope (here -1) counts too
+    shaky = dataclasses.replace(row(0.5, 0.8, 0.03), distinct_2_se=0.04)
+    assert metrics.gain_at_equal_diversity(shaky, curve)[1] == pytest.approx(np.sqrt(0.03 ** 2 + 0.03 ** 2 + 0.04 ** 2))
 
 
 def test_sweep_is_one_batched_call_per_setting_block(tiny_model, tiny_tok, capsys):
@@ -89,3 +92,19 @@ def test_sweep_of_any_settings_runs_in_calls_of_one_shape(tiny_model, tiny_tok):
         metrics.sweep(model, params, tiny_tok, "Once", settings=grid, temperatures=[1.0])
     with pytest.raises(ValueError, match="at least one setting"):
         metrics.sweep(model, params, tiny_tok, "Once", settings=[])
+
+
+def test_sweep_keeps_orders_apart_and_compiles_once_per_chain(tiny_model, tiny_tok):
+    from txtgen_nb.generation import compiled_programs
+
+    model, params, _ = tiny_model
+    grid = [SamplingSettings(1.0, 0, min_p=0.1), SamplingSettings(1.0, 0, min_p=0.1, order="llama.cpp")]
+    rows = metrics.sweep(model, params, tiny_tok, "Once", settings=grid, seeds=3, max_new_tokens=5, batch=4,
+                         progress=False)  # 3 + 3 rows: one call per order, never a batch of both
+    alone = generate(model, params, tiny_tok, "Once", settings=grid[1], seed=1, max_new_tokens=5)
+    assert rows[1].texts[1] == alone.texts[0]
+    before = compiled_programs()
+    again = [SamplingSettings(1.7, 0, min_p=0.3), SamplingSettings(0.5, 0, min_p=0.02, order="llama.cpp")]
+    metrics.sweep(model, params, tiny_tok, "Once", settings=again * 3, seeds=3, max_new_tokens=5, batch=4,
+                  progress=False)
+    assert compiled_programs() == before  # new values, more calls: the same programs

@@ -272,19 +272,21 @@ def test_comparison_view_plots_each_setting_against_temperature_alone():
     from txtgen_nb import metrics
 
     def row(t, d2, g, **fields):
-        base = metrics.summarise(["She ran."], ["eos"], SamplingSettings(t, 0, **fields))
+        base = metrics.summarise(["She ran."], ["eos"], SamplingSettings(t, **{"top_k": 0, **fields}))
         return dataclasses.replace(base, distinct_2=d2, grammatical=g, grammatical_se=0.02)
 
     alone = [row(0.5, 0.3, 1.0), row(1.0, 0.4, 0.8), row(2.0, 0.8, 0.1)]
-    families = {"min-p 0.1": [row(1.0, 0.35, 0.95, min_p=0.1), row(2.0, 0.9, 0.05, min_p=0.1)]}
+    families = {"min-p 0.1": [row(1.0, 0.35, 0.95, min_p=0.1), row(2.0, 0.9, 0.05, min_p=0.1)],
+                "top-k 1": [row(1.0, 0.2, 1.0, top_k=1)]}
     fig = viz.comparison_view(alone, families)
     trade, gain = fig.axes[:2]
-    assert [t.get_text() for t in gain.get_yticklabels()] == ["min-p 0.1"]
+    assert [t.get_text() for t in gain.get_yticklabels()] == ["min-p 0.1", "top-k 1"]
     dots = [line.get_xdata()[0] for line in gain.lines if line.get_marker() == "o"]  # not the error bar caps
     assert dots == pytest.approx([0.95 - 0.9])  # T=1: 0.95 against 0.9 on the curve at distinct-2 0.35
     notes = [t.get_text() for t in gain.texts]
     assert "T=2: more diverse than any T alone" in notes  # 0.9 is past the curve's 0.8: no comparison
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["temperature alone", "min-p 0.1"]
+    assert "T=1: less diverse than any T alone" in notes  # 0.2 is below the curve's 0.3
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["temperature alone", "min-p 0.1", "top-k 1"]
 
 
 def test_step_legend_names_only_the_rules_that_are_on(trace, tiny_tok):

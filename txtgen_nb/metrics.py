@@ -148,6 +148,18 @@ def _grid(settings: Sequence[SamplingSettings] | None, temperatures: Sequence[fl
     return grid
 
 
+def _chunks(rows: list[tuple[SamplingSettings, int]], batch: int) -> list[list[tuple[SamplingSettings, int]]]:
+    """``rows`` in calls of at most ``batch``, a new call wherever the static part of the settings
+    (``order``, DRY breakers) changes: one batch shares them."""
+    static = lambda row: (row[0].order, row[0].dry_sequence_breakers)  # noqa: E731
+    chunks: list[list[tuple[SamplingSettings, int]]] = []
+    for row in rows:
+        if not chunks or len(chunks[-1]) == batch or static(chunks[-1][0]) != static(row):
+            chunks.append([])
+        chunks[-1].append(row)
+    return chunks
+
+
 def sweep(
     model: Transformer,
     params: nnx.State,
@@ -167,8 +179,10 @@ def sweep(
     every (temperature, top-p) pair with ``top_k``.
 
     Every setting uses seeds ``0 .. seeds-1``, so settings are compared on the same random draws.
-    The rows run ``batch`` at a time, each call the same shape (the last one filled with repeats),
-    so a sweep of any size compiles once. ``progress`` shows a bar of decoding steps while it runs.
+    The rows run ``batch`` at a time, each call the same shape (a short call filled with repeats),
+    so a sweep of any size compiles at most once per chain (classic or full, each order); rows of
+    different ``order`` or DRY breakers go in separate calls. ``progress`` shows a bar of decoding
+    steps while it runs.
 
     Usage: ``sweep(model, params, tok, "", temperatures=[0.5, 1.0], top_ps=[1.0, 0.9], seeds=32)`` or
     ``sweep(model, params, tok, "", settings=[SamplingSettings(1.0, 0, min_p=0.1)], seeds=64)``
@@ -178,22 +192,22 @@ def sweep(
     grid = _grid(settings, temperatures, top_ps, top_k)
     rows = [(s, seed) for s in grid for seed in range(seeds)]
     batch = min(batch, len(rows))
-    chunks = [rows[i: i + batch] for i in range(0, len(rows), batch)]
-    chunks[-1] = chunks[-1] + [chunks[-1][-1]] * (batch - len(chunks[-1]))
+    chunks = _chunks(rows, batch)
     texts, reasons = [], []
     from tqdm.auto import tqdm
 
     with tqdm(total=len(chunks) * max_new_tokens, desc=f"sweep: {len(rows)} texts", unit="step",
               disable=not progress, leave=False) as bar:
         for i, chunk in enumerate(chunks):
+            filled = chunk + [chunk[-1]] * (batch - len(chunk))  # every call the same shape
             stream = generate_stream(model, params, tokenizer, [prompt] * batch, max_new_tokens=max_new_tokens,
-                                     settings=[s for s, _ in chunk], seed=[seed for _, seed in chunk],
+                                     settings=[s for s, _ in filled], seed=[seed for _, seed in filled],
                                      chunk_seconds=0.25)
             for _pieces in stream:
                 bar.update(i * max_new_tokens + min(stream.steps_done, max_new_tokens) - bar.n)
             bar.update((i + 1) * max_new_tokens - bar.n)
-            texts += stream.result.texts
-            reasons += stream.result.stop_reasons
+            texts += stream.result.texts[: len(chunk)]
+            reasons += stream.result.stop_reasons[: len(chunk)]
     return [summarise(texts[i * seeds:(i + 1) * seeds], reasons[i * seeds:(i + 1) * seeds], s)
             for i, s in enumerate(grid)]
 
@@ -203,7 +217,9 @@ def gain_at_equal_diversity(row: SweepRow, reference: Sequence[SweepRow]) -> tup
     error): how much more grammatical a setting is than, say, temperature alone at equal diversity.
 
     The reference curve is read by linear interpolation between its two neighbouring points (``nan``
-    outside its range of distinct-2: no comparison there). The error adds both sides' in quadrature.
+    outside its range of distinct-2: no comparison there). The error adds in quadrature the row's
+    and the curve's grammatical errors and the row's distinct-2 error times the curve's slope (an
+    approximation: it ignores that both sides share seeds).
 
     Usage: ``gain, se = gain_at_equal_diversity(min_p_row, temperature_rows)``
     """
@@ -211,9 +227,13 @@ def gain_at_equal_diversity(row: SweepRow, reference: Sequence[SweepRow]) -> tup
     x = np.array([r.distinct_2 for r in ref])
     if not len(ref) or not x[0] <= row.distinct_2 <= x[-1]:
         return float("nan"), float("nan")
-    level = np.interp(row.distinct_2, x, [r.grammatical for r in ref])
+    y = np.array([r.grammatical for r in ref])
+    level = np.interp(row.distinct_2, x, y)
     level_se = np.interp(row.distinct_2, x, [r.grammatical_se for r in ref])
-    return float(row.grammatical - level), float(np.hypot(row.grammatical_se, level_se))
+    right = min(max(int(np.searchsorted(x, row.distinct_2)), 1), len(x) - 1)
+    slope = (y[right] - y[right - 1]) / (x[right] - x[right - 1]) if len(x) > 1 and x[right] > x[right - 1] else 0.0
+    se = np.sqrt(row.grammatical_se ** 2 + level_se ** 2 + (slope * row.distinct_2_se) ** 2)
+    return float(row.grammatical - level), float(se)
 
 
 def format_table(rows: Sequence[SweepRow]) -> str:

@@ -834,9 +834,9 @@ def temperature_view(logits: np.ndarray, tokenizer: Tokenizer, temperatures: Seq
 
 
 def sweep_view(rows: Sequence["SweepRow"]) -> Figure:
-    """Quality against diversity for a :func:`txtgen_nb.metrics.sweep`: grammatical share, distinct-2
-    (±1 standard error) and repetition against temperature, one line per top-p, and the
-    quality/diversity trade-off.
+    """Quality against diversity for a temperature × top-p :func:`txtgen_nb.metrics.sweep`: grammatical
+    share, distinct-2 (±1 standard error) and repetition against temperature, one line per top-p,
+    and the quality/diversity trade-off (rows of other settings: :func:`comparison_view`).
 
     Usage: ``sweep_view(metrics.sweep(model, params, tok, "", temperatures=[0.5, 1.0, 1.5]))``
     """
@@ -871,7 +871,8 @@ def sweep_view(rows: Sequence["SweepRow"]) -> Figure:
 
 def _sparse_labels(ax, points: Sequence[tuple[float, float, str]], gap: float = 0.07) -> None:
     """Label ``(x, y, text)`` points of ``ax``, skipping any label closer than ``gap`` (a fraction of
-    the axes) to one already placed, so crowded points do not print over each other."""
+    the axes) to one already placed, so crowded points do not print over each other. Call it after
+    every artist and limit is set (it reads the axes' final data limits)."""
     ax.autoscale_view()
     placed: list[np.ndarray] = []
     for x, y, text in points:
@@ -883,7 +884,8 @@ def _sparse_labels(ax, points: Sequence[tuple[float, float, str]], gap: float = 
 
 def comparison_view(reference: Sequence["SweepRow"], families: dict[str, Sequence["SweepRow"]]) -> Figure:
     """Samplers against temperature alone, from :func:`txtgen_nb.metrics.sweep` rows: quality against
-    diversity with ±1 standard error bars (left), and each setting's grammatical share minus
+    diversity with ±1 standard error bars (grammatical share; the reference curve's distinct-2 too)
+    (left), and each setting's grammatical share minus
     temperature alone's at the same distinct-2 (right: one line per sampler, a dot per temperature).
     A sampler's dots are filled at its lowest temperature and open at the others.
 
@@ -897,7 +899,6 @@ def comparison_view(reference: Sequence["SweepRow"], families: dict[str, Sequenc
     ax_trade.errorbar([r.distinct_2 for r in ref], [r.grammatical for r in ref], xerr=[r.distinct_2_se for r in ref],
                       yerr=[r.grammatical_se for r in ref], color="black", marker="o", markersize=3, capsize=2,
                       label="temperature alone", zorder=3)
-    _sparse_labels(ax_trade, [(r.distinct_2, r.grammatical, f"{r.temperature:g}") for r in ref], gap=0.04)
     names = list(families)
     for y, name in enumerate(names):
         rows = sorted(families[name], key=lambda r: r.temperature)
@@ -914,13 +915,15 @@ def comparison_view(reference: Sequence["SweepRow"], families: dict[str, Sequenc
                                  va="bottom" if i == 0 else "top", xytext=(0, 5 if i == 0 else -5),
                                  textcoords="offset points")  # the lowest T above its dot, the others below
             else:
-                ax_gain.annotate(f"T={r.temperature:g}: more diverse than any T alone", (0, y), fontsize=SMALL - 2,
+                side = "more" if r.distinct_2 > max(q.distinct_2 for q in reference) else "less"
+                ax_gain.annotate(f"T={r.temperature:g}: {side} diverse than any T alone", (0, y), fontsize=SMALL - 2,
                                  xytext=(4, -4), textcoords="offset points", color="#555555")
     ax_trade.set_xlabel("distinct-2 (diversity) →")
     ax_trade.set_ylabel("grammatical sentences (quality) →")
     ax_trade.set_title("quality and diversity (labels: T alone)", fontsize=SMALL + 1)
     ax_trade.set_ylim(-0.02, 1.04)
     ax_trade.grid(alpha=0.3)
+    _sparse_labels(ax_trade, [(r.distinct_2, r.grammatical, f"{r.temperature:g}") for r in ref], gap=0.04)
     ax_gain.axvline(0, color="black", linewidth=1)
     ax_gain.set_yticks(range(len(names)), names, fontsize=SMALL)
     ax_gain.set_ylim(len(names) - 0.4, -0.7)
