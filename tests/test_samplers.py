@@ -307,6 +307,20 @@ def test_llama_cpp_order_puts_temperature_last():
     assert hf_order.sum() > llama.sum()  # after T=3 the distribution is flatter: more tokens pass
 
 
+@pytest.mark.parametrize("fields,hf_kept,llama_kept", [
+    (dict(top_k=2), [1, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0]),  # llama.cpp: exactly 2, ties to the lower id
+    (dict(top_p=0.5), [1, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0]),  # the same count, no extra ties
+    (dict(xtc_threshold=0.15, xtc_probability=1.0), [0, 1, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1]),  # one tied choice stays
+])
+def test_llama_cpp_order_cuts_by_rank_where_hf_keeps_ties(fields, hf_kept, llama_kept):
+    logits = np.array([2.0, 1.0, 1.0, 1.0, 0.0, -1.0], np.float32)  # p = .44, .16, .16, .16, .06, .02
+    coin = np.zeros((), np.float32)
+    for order, expected in (("hf", hf_kept), ("llama.cpp", llama_kept)):
+        kept = np.isfinite(np.asarray(filter_logits(logits, Off(order=order, **fields), xtc_coin=coin)))
+        assert kept.astype(int).tolist() == expected, order
+    assert np.isfinite(np.asarray(filter_logits(logits, Off(order="llama.cpp", top_k=9)))).all()  # k >= n: all
+
+
 @pytest.mark.parametrize("order", sampling.ORDERS)
 def test_greedy_is_the_argmax_after_penalties(order):
     logits = np.array([3.0, 2.9, 1.0, 0.5], np.float32)

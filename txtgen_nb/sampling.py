@@ -11,7 +11,9 @@ presence and frequency penalties, no-repeat n-grams, DRY) and ending with Mirost
   epsilon → eta → XTC (top-nσ, not a Hugging Face rule, keeps the same tokens before or after
   temperature);
 * ``"llama.cpp"`` (its default chain): top-nσ → top-k → typical → top-p → min-p → epsilon → eta →
-  XTC → temperature.
+  XTC → temperature. Top-k, top-p and XTC cut by rank there, as llama.cpp does: top-k keeps exactly
+  ``min(k, n)`` tokens and no cut keeps extra tokens tied with its last one (ties ranked by id);
+  the Hugging Face order keeps every token tied at a boundary, as Hugging Face does.
 
 Temperature 0 is greedy in both: the argmax after the penalties.
 
@@ -310,6 +312,35 @@ def apply_top_p(logits: Array, top_p: ArrayLike) -> Array:
     return jnp.where((p >= 1.0) | (logits >= threshold), logits, NEG_INF)
 
 
+def _keep_first(logits: Array, count: Array) -> Array:
+    """Exactly ``count [..., 1]`` tokens by rank (descending logit, ties to the lower id) kept, the
+    rest removed: llama.cpp's cut, which keeps no more tokens than its rank allows."""
+    vocab = logits.shape[-1]
+    count = jnp.clip(count, 1, vocab)
+    last = jnp.take_along_axis(sort_descending(logits), count - 1, axis=-1)  # the count-th largest
+    above = logits > last
+    tied = logits == last
+    room = count - jnp.sum(above, axis=-1, keepdims=True)
+    return jnp.where(above | (tied & (jnp.cumsum(tied, axis=-1) <= room)), logits, NEG_INF)
+
+
+def apply_top_k_by_rank(logits: Array, top_k: ArrayLike) -> Array:
+    """llama.cpp's top-k: exactly ``min(k, n)`` tokens (ties at the k-th to the lower ids); ``top_k
+    <= 0`` disables. Usage: ``apply_top_k_by_rank(logits, 40)``"""
+    k = jnp.broadcast_to(jnp.asarray(top_k, jnp.int32), logits.shape[:-1])[..., None]
+    return jnp.where((k <= 0) | (k >= logits.shape[-1]), logits, _keep_first(logits, k))
+
+
+def apply_top_p_by_rank(logits: Array, top_p: ArrayLike) -> Array:
+    """llama.cpp's top-p: the first tokens by rank until their probability reaches ``top_p`` (the
+    same count as :func:`apply_top_p`, but tokens tied with the last one are not all kept).
+    Usage: ``apply_top_p_by_rank(logits, 0.9)``"""
+    p = _setting(top_p, logits)
+    probs = jax.nn.softmax(sort_descending(logits), axis=-1)
+    count = jnp.maximum(jnp.sum(jnp.cumsum(probs, axis=-1) - probs < p, axis=-1, keepdims=True), 1)
+    return jnp.where(p >= 1.0, logits, _keep_first(logits, count))
+
+
 def apply_min_p(logits: Array, min_p: ArrayLike) -> Array:
     """Keep tokens whose probability is at least ``min_p`` times the top token's; 0 disables.
 
@@ -530,11 +561,13 @@ def apply_eta(logits: Array, epsilon: ArrayLike) -> Array:
     return jnp.where(eps > 0, _cutoff(logits, eta), logits)
 
 
-def apply_xtc(logits: Array, threshold: ArrayLike, probability: ArrayLike, coin: ArrayLike | None = None) -> Array:
+def apply_xtc(logits: Array, threshold: ArrayLike, probability: ArrayLike, coin: ArrayLike | None = None,
+              by_rank: bool = False) -> Array:
     """llama.cpp's XTC ("exclude top choices", by p-e-w): when it fires (``coin <= probability``; no
     coin = fires), remove every token with probability at least ``threshold`` except the least
     likely of them, if there are two or more. ``probability`` 0 or ``threshold > 0.5`` disables.
-    Ties with the least likely top choice are all kept.
+    Ties with the least likely top choice are all kept, unless ``by_rank`` (llama.cpp: only the last
+    of them by rank, ties ranked by id).
 
     Usage: ``apply_xtc(logits, 0.1, 0.5, coin=jax.random.uniform(key))``
     """
@@ -546,7 +579,11 @@ def apply_xtc(logits: Array, threshold: ArrayLike, probability: ArrayLike, coin:
     top = (probs >= t) & jnp.isfinite(logits)  # removed tokens are not candidates, even at threshold 0
     least = jnp.min(jnp.where(top, probs, jnp.inf), axis=-1, keepdims=True)
     enough = jnp.sum(top, axis=-1, keepdims=True) >= 2
-    return jnp.where(fires & enough & top & (probs > least), NEG_INF, logits)
+    removed = top & (probs > least)
+    if by_rank:  # llama.cpp: of the tokens tied with the least likely top choice, only the last by rank stays
+        tied = top & (probs == least)
+        removed |= tied & (jnp.cumsum(tied, axis=-1) < jnp.sum(tied, axis=-1, keepdims=True))
+    return jnp.where(fires & enough & removed, NEG_INF, logits)
 
 
 def mirostat_initial_mu(tau: ArrayLike) -> Array:
@@ -672,6 +709,11 @@ def _run_stages(logits: Array, s: SamplingSettings, context: Array | None, num_g
                                 lambda w: apply_xtc(w, s.xtc_threshold, s.xtc_probability, coin), v),
         "mirostat": lambda v: _guard(jnp.asarray(s.mirostat_tau) > 0, lambda w: apply_mirostat(w, s.mirostat_tau, mu), v),
     }
+    if s.order == "llama.cpp":  # cuts by rank: top-k keeps exactly min(k, n), top-p and XTC no extra ties
+        rules["top_k"] = lambda v: _guard(jnp.asarray(s.top_k) > 0, lambda w: apply_top_k_by_rank(w, s.top_k), v)
+        rules["top_p"] = lambda v: _guard(jnp.asarray(s.top_p) < 1, lambda w: apply_top_p_by_rank(w, s.top_p), v)
+        rules["xtc"] = lambda v: _guard((jnp.asarray(s.xtc_probability) > 0) & (jnp.asarray(s.xtc_threshold) <= 0.5),
+                                        lambda w: apply_xtc(w, s.xtc_threshold, s.xtc_probability, coin, True), v)
     if fused and s.order == "hf":  # temperature → min-p in one sort-free step; greedy keeps the same argmax
         rules["temperature"] = lambda v: filter_logits_fast(v, temperature=s.temperature, top_k=s.top_k,
                                                             top_p=s.top_p, min_p=s.min_p)
