@@ -57,8 +57,9 @@ def repetition(text: str, n: int = 3) -> float:
     return 1.0 - len(set(grams)) / len(grams)
 
 
-SWEEP_BATCH = 16  # rows per generate call in a sweep, every call this one shape (one compile; on the demo
-# model tokens per second are flat from 16 to 256 rows)
+# rows per generate call in a sweep, every call this one shape (one compile); on the demo model tokens
+# per second are flat from 16 to 256 rows
+SWEEP_BATCH = 16
 
 
 @dataclasses.dataclass(frozen=True)

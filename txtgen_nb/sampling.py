@@ -226,12 +226,16 @@ def uses_extras(s: SamplingSettings) -> Array:
         return jnp.bool_(True)
     on = [s.repetition_penalty != 1, s.presence_penalty != 0, s.frequency_penalty != 0, s.no_repeat_ngram_size > 0,
           s.typical_p < 1, s.epsilon_cutoff > 0, s.eta_cutoff > 0, s.top_n_sigma > 0,
-          (s.xtc_probability > 0) & (s.xtc_threshold <= 0.5), _dry_on(s), s.mirostat_tau > 0]
+          _xtc_on(s), _dry_on(s), s.mirostat_tau > 0]
     return jnp.any(jnp.stack([jnp.any(jnp.asarray(x)) for x in on]))
 
 
 def _dry_on(s: SamplingSettings) -> Array:
     return (jnp.asarray(s.dry_multiplier) > 0) & (jnp.asarray(s.dry_penalty_last_n) != 0)
+
+
+def _xtc_on(s: SamplingSettings) -> Array:
+    return (jnp.asarray(s.xtc_probability) > 0) & (jnp.asarray(s.xtc_threshold) <= 0.5)
 
 
 def breaker_ids(tokenizer, breakers: Sequence[str] = DRY_DEFAULT_BREAKERS) -> tuple[int, ...]:
@@ -303,21 +307,28 @@ def apply_top_p(logits: Array, top_p: ArrayLike) -> Array:
     Usage: ``apply_top_p(logits, 0.9)``
     """
     p = _setting(top_p, logits)
-    sorted_desc = sort_descending(logits)
-    probs = jax.nn.softmax(sorted_desc, axis=-1)
-    mass_before = jnp.cumsum(probs, axis=-1) - probs
-    keep_sorted = mass_before < p
-    keep_sorted = keep_sorted.at[..., 0].set(True)
+    sorted_desc, keep_sorted = _nucleus(logits, p)
     threshold = jnp.min(jnp.where(keep_sorted, sorted_desc, jnp.inf), axis=-1, keepdims=True)
     return jnp.where((p >= 1.0) | (logits >= threshold), logits, NEG_INF)
 
 
-def _keep_first(logits: Array, count: Array) -> Array:
+def _nucleus(logits: Array, p: Array) -> tuple[Array, Array]:
+    """The row sorted largest first, and which of its ranks top-p ``p`` keeps (the mass before a rank
+    is below ``p``; rank 0 always)."""
+    sorted_desc = sort_descending(logits)
+    probs = jax.nn.softmax(sorted_desc, axis=-1)
+    keep_sorted = (jnp.cumsum(probs, axis=-1) - probs < p).at[..., 0].set(True)
+    return sorted_desc, keep_sorted
+
+
+def _keep_first(logits: Array, count: Array, sorted_desc: Array | None = None) -> Array:
     """Exactly ``count [..., 1]`` tokens by rank (descending logit, ties to the lower id) kept, the
-    rest removed: llama.cpp's cut, which keeps no more tokens than its rank allows."""
+    rest removed: llama.cpp's cut, which keeps no more tokens than its rank allows. ``sorted_desc``:
+    the row already sorted, when the caller has it."""
     vocab = logits.shape[-1]
     count = jnp.clip(count, 1, vocab)
-    last = jnp.take_along_axis(sort_descending(logits), count - 1, axis=-1)  # the count-th largest
+    sorted_desc = sort_descending(logits) if sorted_desc is None else sorted_desc
+    last = jnp.take_along_axis(sorted_desc, count - 1, axis=-1)  # the count-th largest
     above = logits > last
     tied = logits == last
     room = count - jnp.sum(above, axis=-1, keepdims=True)
@@ -336,9 +347,9 @@ def apply_top_p_by_rank(logits: Array, top_p: ArrayLike) -> Array:
     same count as :func:`apply_top_p`, but tokens tied with the last one are not all kept).
     Usage: ``apply_top_p_by_rank(logits, 0.9)``"""
     p = _setting(top_p, logits)
-    probs = jax.nn.softmax(sort_descending(logits), axis=-1)
-    count = jnp.maximum(jnp.sum(jnp.cumsum(probs, axis=-1) - probs < p, axis=-1, keepdims=True), 1)
-    return jnp.where(p >= 1.0, logits, _keep_first(logits, count))
+    sorted_desc, keep_sorted = _nucleus(logits, p)
+    count = jnp.sum(keep_sorted, axis=-1, keepdims=True)
+    return jnp.where(p >= 1.0, logits, _keep_first(logits, count, sorted_desc))
 
 
 def apply_min_p(logits: Array, min_p: ArrayLike) -> Array:
@@ -688,6 +699,8 @@ def _run_stages(logits: Array, s: SamplingSettings, context: Array | None, num_g
             gen_ids = jnp.where(jnp.arange(ids.shape[-1]) >= first, ids, -1)
     penalties_on = (jnp.asarray(s.repetition_penalty) != 1) | (jnp.asarray(s.presence_penalty) != 0) | (
         jnp.asarray(s.frequency_penalty) != 0)
+    by_rank = s.order == "llama.cpp"  # llama.cpp cuts by rank: top-k keeps exactly min(k, n), no extra ties
+    top_k_rule, top_p_rule = (apply_top_k_by_rank, apply_top_p_by_rank) if by_rank else (apply_top_k, apply_top_p)
     rules = {
         "penalties": lambda v: _guard(penalties_on, lambda w: apply_presence_frequency(
             apply_repetition_penalty(w, ids, s.repetition_penalty), gen_ids, s.presence_penalty,
@@ -699,21 +712,16 @@ def _run_stages(logits: Array, s: SamplingSettings, context: Array | None, num_g
             s.dry_sequence_breakers), v),
         "temperature": lambda v: _temperature(v, s.temperature, out["dry"]),
         "top_n_sigma": lambda v: _guard(jnp.asarray(s.top_n_sigma) > 0, lambda w: apply_top_n_sigma(w, s.top_n_sigma), v),
-        "top_k": lambda v: _guard(jnp.asarray(s.top_k) > 0, lambda w: apply_top_k(w, s.top_k), v),
-        "top_p": lambda v: _guard(jnp.asarray(s.top_p) < 1, lambda w: apply_top_p(w, s.top_p), v),
+        "top_k": lambda v: _guard(jnp.asarray(s.top_k) > 0, lambda w: top_k_rule(w, s.top_k), v),
+        "top_p": lambda v: _guard(jnp.asarray(s.top_p) < 1, lambda w: top_p_rule(w, s.top_p), v),
         "min_p": lambda v: _guard(jnp.asarray(s.min_p) > 0, lambda w: apply_min_p(w, s.min_p), v),
         "typical": lambda v: _guard(jnp.asarray(s.typical_p) < 1, lambda w: apply_typical(w, s.typical_p), v),
         "epsilon": lambda v: _guard(jnp.asarray(s.epsilon_cutoff) > 0, lambda w: apply_epsilon(w, s.epsilon_cutoff), v),
         "eta": lambda v: _guard(jnp.asarray(s.eta_cutoff) > 0, lambda w: apply_eta(w, s.eta_cutoff), v),
-        "xtc": lambda v: _guard((jnp.asarray(s.xtc_probability) > 0) & (jnp.asarray(s.xtc_threshold) <= 0.5),
-                                lambda w: apply_xtc(w, s.xtc_threshold, s.xtc_probability, coin), v),
+        "xtc": lambda v: _guard(_xtc_on(s), lambda w: apply_xtc(w, s.xtc_threshold, s.xtc_probability, coin, by_rank),
+                                v),
         "mirostat": lambda v: _guard(jnp.asarray(s.mirostat_tau) > 0, lambda w: apply_mirostat(w, s.mirostat_tau, mu), v),
     }
-    if s.order == "llama.cpp":  # cuts by rank: top-k keeps exactly min(k, n), top-p and XTC no extra ties
-        rules["top_k"] = lambda v: _guard(jnp.asarray(s.top_k) > 0, lambda w: apply_top_k_by_rank(w, s.top_k), v)
-        rules["top_p"] = lambda v: _guard(jnp.asarray(s.top_p) < 1, lambda w: apply_top_p_by_rank(w, s.top_p), v)
-        rules["xtc"] = lambda v: _guard((jnp.asarray(s.xtc_probability) > 0) & (jnp.asarray(s.xtc_threshold) <= 0.5),
-                                        lambda w: apply_xtc(w, s.xtc_threshold, s.xtc_probability, coin, True), v)
     if fused and s.order == "hf":  # temperature → min-p in one sort-free step; greedy keeps the same argmax
         rules["temperature"] = lambda v: filter_logits_fast(v, temperature=s.temperature, top_k=s.top_k,
                                                             top_p=s.top_p, min_p=s.min_p)
