@@ -40,7 +40,7 @@ def traces(demo):
 
 def reference(logits: np.ndarray, s: SamplingSettings) -> np.ndarray:
     """Probabilities ``[V]`` after filtering, straight from the sampler's own functions."""
-    return np.asarray(sampling.probabilities(s.stages(logits).min_p))
+    return np.asarray(sampling.probabilities(sampling.filter_stages(logits, s).min_p))
 
 
 def as_dense(ids: np.ndarray, probs: np.ndarray, vocab: int) -> np.ndarray:

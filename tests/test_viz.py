@@ -65,9 +65,19 @@ def test_pipeline_and_heatmap_use_the_same_filters(trace, tiny_tok):
     fig = viz.pipeline_view(trace, tiny_tok, 3, settings=SamplingSettings(0.8, 10, 0.9, 0.05))
     titles = [ax.get_title() for ax in fig.axes]
     stages = sampling.filter_stages(trace.logits[0, 3], temperature=0.8, top_k=10, top_p=0.9, min_p=0.05)
-    for title, stage in zip(titles, stages):
-        assert f"{int(np.isfinite(np.asarray(stage)).sum()):,} kept" in title
-    assert len(titles) == 5
+    for title, name in zip(titles, ["raw", "temperature", "top_k", "top_p", "min_p"], strict=True):
+        assert f"{int(np.isfinite(np.asarray(getattr(stages, name))).sum()):,} kept" in title
+
+
+def test_pipeline_has_one_panel_per_rule_that_is_on_titled_by_its_record(trace, tiny_tok):
+    s = SamplingSettings(1.3, 0, repetition_penalty=1.4, typical_p=0.6, xtc_probability=1.0, order="llama.cpp")
+    fig = viz.pipeline_view(trace, tiny_tok, 2, settings=s)
+    titles = [ax.get_title() for ax in fig.axes]
+    chain = [n for n in sampling.CHAINS["llama.cpp"] if sampling.RULE[n].is_on(s)]
+    assert chain == ["penalties", "typical", "xtc", "temperature"]
+    assert len(titles) == 1 + len(chain) and titles[0].startswith("raw")
+    for title, name in zip(titles[1:], chain):
+        assert title.startswith(sampling.RULE[name].panel_title(s, np.zeros(1), np.zeros(1)).split(":")[0])
 
 
 def test_timeline_data_equals_per_step_filtering(trace):

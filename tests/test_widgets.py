@@ -37,7 +37,7 @@ def assert_same_step_data(got: viz.StepData, want: viz.StepData) -> None:
 def test_explorer_opens_on_the_most_uncertain_early_step(demo):
     ex = widgets.SamplingExplorer(*demo, max_new_tokens=40, seed=0)
     first = min(12, int(ex.trace.lengths[0]))
-    stages = ex.settings().stages(ex.trace.logits[0, :first])
+    stages = sampling.filter_stages(ex.trace.logits[0, :first], ex.settings())
     entropy = np.asarray(sampling.entropy(stages.temperature))
     assert ex.step.value == int(np.argmax(entropy)) and ex.step.value > 0
     assert ex.current_step_data().num_kept > 1  # not a step where one token has probability 1

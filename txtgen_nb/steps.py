@@ -3,7 +3,7 @@ different tokens, the first step where a filter stage removes something, the ste
 the chain moves the most probability.
 
 Pure functions over a generation :class:`~txtgen_nb.generation.Trace` (data only, no model call):
-every set of kept tokens comes from ``SamplingSettings.stages``, the same rules the sampler used.
+every set of kept tokens comes from ``sampling.filter_stages``, the same rules the sampler used.
 
 Usage::
 
@@ -48,7 +48,7 @@ def entropy_before_filtering(trace: Trace, row: int = 0, settings: SamplingSetti
     """
     logits = _logits(trace, row)
     s = settings or trace.settings[row]
-    scaled = logits if s.temperature == 0 else np.asarray(s.stages(logits).temperature)
+    scaled = logits if s.temperature == 0 else np.asarray(sampling.filter_stages(logits, s).temperature)
     return np.asarray(sampling.entropy(scaled)).reshape(-1)
 
 

@@ -278,8 +278,8 @@ class Trace:
         """The sampling stages at one step over the exact full logits, with the row's settings or others,
         as the decode loop ran them: with the context, XTC's coin and (Mirostat) the replayed μ."""
         s = settings or self.settings[row]
-        return s.stages(self.step_logits(row, step), self._context(row, step), num_generated=step,
-                        **self._step_state(row, [step], s, scalar=True))
+        return sampling.filter_stages(self.step_logits(row, step), s, self._context(row, step), num_generated=step,
+                                      **self._step_state(row, [step], s, scalar=True))
 
     def row_stages(self, row: int, settings: SamplingSettings | None = None) -> sampling.Stages:
         """The sampling stages ``[L, V]`` of every step of ``row`` in one call, each step with its
@@ -294,7 +294,7 @@ class Trace:
         contexts = np.stack([self._context(row, min(i, last), size=self._context_size(row)) for i in steps])  # [L', T]
         logits = np.zeros((steps.size, self.vocab_size), np.float32)
         logits[:n] = self.row_logits(row)[:n]
-        padded = s.stages(logits, contexts, num_generated=steps, xtc_coin=self._xtc_coins(row, steps))
+        padded = sampling.filter_stages(logits, s, contexts, num_generated=steps, xtc_coin=self._xtc_coins(row, steps))
         stages = sampling.Stages(*(stage[:n] for stage in padded))
         if s.mirostat_tau <= 0 or not n:
             return stages
@@ -391,8 +391,8 @@ class Trace:
         if self.window_size >= self.vocab_size:  # the window is the whole row, reordered
             logits = np.empty(self.vocab_size, np.float32)
             logits[self.top_ids[row, step]] = self.top_logits[row, step]
-            return _kept(s.stages(logits, self._context(row, step), num_generated=step,
-                                  **self._step_state(row, [step], s, scalar=True)).final)
+            return _kept(sampling.filter_stages(logits, s, self._context(row, step), num_generated=step,
+                                                **self._step_state(row, [step], s, scalar=True)).final)
         keep = self._window_mask(row, step, s)
         if keep is None:
             return _kept(self.stages(row, step, s).final)

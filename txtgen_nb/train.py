@@ -377,7 +377,6 @@ def train(config: TrainConfig | None = None, *, progress: bool = True, **overrid
     if config.resume:
         config, previous_log = _resumed_config(config)
     import jax
-    import numpy as np
     from flax import nnx
     from tqdm.auto import tqdm
 

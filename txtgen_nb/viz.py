@@ -27,7 +27,6 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-import jax
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
@@ -137,7 +136,7 @@ def distribution_data(
     Usage: ``distribution_data(trace.logits[0, 3], tok, SamplingSettings(0.8, 50, 0.9))``
     """
     logits = np.asarray(logits, np.float32)
-    stages = settings.stages(logits) if stages is None else stages
+    stages = sampling.filter_stages(logits, settings) if stages is None else stages
     ids = top_order(logits, top_n)
     if chosen is not None and chosen not in ids:
         ids = np.concatenate([ids[:-1], [chosen]])
@@ -309,37 +308,6 @@ def step_view(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
     return StepPlot(top_n).update(step_data(trace, tokenizer, step, row, settings, top_n))
 
 
-def _stage_on(s: SamplingSettings, name: str) -> bool:
-    """Whether stage ``name`` of the sampling chain does anything with settings ``s``."""
-    return {"top_k": s.top_k > 0, "top_p": s.top_p < 1, "min_p": s.min_p > 0,
-            "penalties": s.repetition_penalty != 1 or s.presence_penalty != 0 or s.frequency_penalty != 0,
-            "no_repeat_ngram": s.no_repeat_ngram_size > 0, "dry": s.dry_multiplier > 0 and s.dry_penalty_last_n != 0,
-            "top_n_sigma": s.top_n_sigma > 0, "typical": s.typical_p < 1, "epsilon": s.epsilon_cutoff > 0,
-            "eta": s.eta_cutoff > 0, "xtc": s.xtc_probability > 0 and s.xtc_threshold <= 0.5,
-            "mirostat": s.mirostat_tau > 0}.get(name, False)
-
-
-def _stage_title(s: SamplingSettings, name: str, before: np.ndarray, after: np.ndarray, mu: float | None = None) -> str:
-    """A panel title: the stage, its setting and its key number (computed from its input; Mirostat's
-    μ is the replayed one)."""
-    finite = before[np.isfinite(before)]
-    removed = int(np.isfinite(before).sum() - np.isfinite(after).sum())
-    titles = {
-        "temperature": f"temperature {s.temperature:g}", "top_k": f"top-k {s.top_k}", "top_p": f"top-p {s.top_p:g}",
-        "min_p": f"min-p {s.min_p:g}", "no_repeat_ngram": f"no-repeat {s.no_repeat_ngram_size}-gram",
-        "penalties": "penalties (" + ", ".join(f"{name} {value:g}" for name, value, off in (
-            ("rep", s.repetition_penalty, 1), ("presence", s.presence_penalty, 0),
-            ("frequency", s.frequency_penalty, 0)) if value != off) + ")",
-        "dry": f"DRY ×{s.dry_multiplier:g}",
-        "top_n_sigma": f"top-nσ {s.top_n_sigma:g}: logit ≥ {finite.max() - s.top_n_sigma * finite.std():.2f}",
-        "typical": f"typical {s.typical_p:g}: H={float(sampling.entropy(before)):.2f}",
-        "epsilon": f"ε {s.epsilon_cutoff:g}", "eta": f"η {s.eta_cutoff:g}",
-        "xtc": f"XTC {s.xtc_threshold:g}: {'fired' if removed else 'not fired'}",
-        "mirostat": f"Mirostat τ={s.mirostat_tau:g}" + ("" if mu is None else f": μ={mu:.2f} bits"),
-    }
-    return titles[name] + (f" (−{removed})" if removed and name != "xtc" else "")
-
-
 def pipeline_view(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
                   settings: SamplingSettings | None = None, top_n: int = 12, width: float = WIDTH) -> Figure:
     """The same step through each active stage of the sampling chain, in its order (raw (T=1) →
@@ -360,8 +328,9 @@ def pipeline_view(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
     previous = np.asarray(stages.raw)
     for name in sampling.stage_names(s.order)[1:]:
         logits = np.asarray(getattr(stages, name))
-        if (name == "temperature" and s.temperature != 1) or _stage_on(s, name):
-            panels.append((_stage_title(s, name, previous, logits, mu), logits))
+        rule = sampling.RULE[name]
+        if rule.is_on(s):
+            panels.append((rule.panel_title(s, previous, logits, mu), logits))
         previous = logits
     fig = _new_figure(0.27 * len(data.ids) + 1.9, width)
     axes = fig.subplots(1, len(panels), sharey=True)
@@ -390,9 +359,9 @@ def _row_stages(trace: Trace, row: int, s: SamplingSettings, steps: list[int]) -
     """The stages of ``steps`` of ``row`` ``[n, V]``: in one call without context when only the
     classic rules are on, else as the loop ran them (each step's context, XTC's coin, Mirostat's μ)."""
     if not steps:
-        return s.stages(np.zeros((0, trace.vocab_size), np.float32))
+        return sampling.filter_stages(np.zeros((0, trace.vocab_size), np.float32), s)
     if not bool(sampling.uses_extras(s)):
-        return s.stages(trace.row_logits(row)[steps])
+        return sampling.filter_stages(trace.row_logits(row)[steps], s)
     stages = trace.row_stages(row, s)
     return sampling.Stages(*[np.asarray(stage)[steps] for stage in stages])
 
@@ -422,7 +391,7 @@ def _row_timeline(trace: Trace, row: int, s: SamplingSettings) -> np.ndarray:
         block = np.zeros((TIMELINE_BLOCK, trace.vocab_size), np.float32)
         size = min(TIMELINE_BLOCK, n - start)
         block[:size] = logits[start: start + size]
-        stages = s.stages(block)
+        stages = sampling.filter_stages(block, s)
         heated, final = np.asarray(stages.temperature), np.asarray(stages.final)
         del stages  # the block's other stages, freed before the next block is filtered
         parts.append(_summaries(heated, final, np.resize(ids[start: start + size], TIMELINE_BLOCK))[:, :size])
@@ -447,9 +416,8 @@ def timeline_data(trace: Trace, settings: SamplingSettings | None = None) -> Tim
 
 def _timeline_title(settings: Sequence[SamplingSettings]) -> str:
     """A title that names only the filters these rows use."""
-    rules = (("top-k", lambda s: s.top_k > 0), ("top-p", lambda s: s.top_p < 1), ("min-p", lambda s: s.min_p > 0),
-             ("Mirostat", lambda s: s.mirostat_tau > 0))
-    used = {name for s in settings for name, on in rules if on(s) and s.temperature > 0}
+    rules = {"top-k": "top_k", "top-p": "top_p", "min-p": "min_p", "Mirostat": "mirostat"}
+    used = {name for s in settings for name, stage in rules.items() if sampling.RULE[stage].is_on(s) and s.temperature > 0}
     if not used:
         if any(bool(sampling.uses_extras(s)) for s in settings):
             return "Sampling timeline: confidence and uncertainty at every step, with the rules each label names"

@@ -15,6 +15,7 @@ import secrets
 
 import ipywidgets as widgets
 
+from txtgen_nb import sampling
 from txtgen_nb.sampling import SamplingSettings
 
 COLUMN = "330px"  # the controls column: beside the plot on a 1280 px projector
@@ -23,39 +24,27 @@ _SLIDER = dict(continuous_update=False, style={"description_width": "7.5em"},
 FALLBACK = SamplingSettings(0.8, 50, 1.0, 0.0)
 NEW_TOKENS_MAX = 500  # the length slider's end: a long context (SmolLM2: 8,192) would make it too coarse
 
-# The "Advanced samplers" section: (field, label, min, max, step); every default is "off".
-ADVANCED = (
-    ("repetition_penalty", "Repetition ×", 0.5, 2.0, 0.05),
-    ("presence_penalty", "Presence", -2.0, 2.0, 0.1),
-    ("frequency_penalty", "Frequency", -2.0, 2.0, 0.1),
-    ("no_repeat_ngram_size", "No-repeat n", 0, 6, 1),
-    ("typical_p", "Typical p", 0.05, 1.0, 0.01),
-    ("epsilon_cutoff", "Epsilon", 0.0, 0.02, 0.0005),
-    ("eta_cutoff", "Eta", 0.0, 0.02, 0.0005),
-    ("top_n_sigma", "Top-nσ", 0.0, 5.0, 0.1),
-    ("xtc_threshold", "XTC threshold", 0.0, 0.5, 0.01),
-    ("xtc_probability", "XTC chance", 0.0, 1.0, 0.05),
-    ("dry_multiplier", "DRY ×", 0.0, 2.0, 0.05),
-    ("dry_base", "DRY base", 1.0, 3.0, 0.05),
-    ("dry_allowed_length", "DRY free len", 1, 8, 1),
-    ("mirostat_tau", "Mirostat τ", 0.0, 10.0, 0.1),
-    ("mirostat_eta", "Mirostat η", 0.0, 1.0, 0.01),
-)
-
-
 def advanced_sliders(start: SamplingSettings = FALLBACK) -> dict[str, widgets.Widget]:
-    """One slider per advanced sampler setting (act on release), starting at ``start``'s values.
+    """One slider per advanced sampler setting (act on release; ``sampling.ADVANCED``, in chain
+    order), starting at ``start``'s values.
 
     Usage: ``advanced_sliders()["typical_p"].value = 0.9``
     """
     sliders: dict[str, widgets.Widget] = {}
-    for field, label, low, high, step in ADVANCED:
-        value = getattr(start, field)
-        kind = widgets.IntSlider if isinstance(step, int) else widgets.FloatSlider
-        extra = {} if kind is widgets.IntSlider else {"readout_format": ".4g"}
-        sliders[field] = kind(value=value, min=min(low, value), max=max(high, value), step=step, description=label,
-                              **_SLIDER, **extra)
+    for field in sampling.ADVANCED:
+        low, high, step = field.slider
+        value = getattr(start, field.name)
+        kind = widgets.IntSlider if field.integer else widgets.FloatSlider
+        extra = {} if field.integer else {"readout_format": ".4g"}
+        description = field.title[0].upper() + field.title[1:]
+        sliders[field.name] = kind(value=value, min=min(low, value), max=max(high, value), step=step,
+                                   description=description, tooltip=_origin(field.name), **_SLIDER, **extra)
     return sliders
+
+
+def _origin(field: str) -> str:
+    """Where the rule that reads ``field`` comes from (a slider's tooltip)."""
+    return next(rule.origin for rule in sampling.RULES if any(f.name == field for f in rule.fields))
 
 
 def new_tokens_limit(context: int) -> int:
@@ -148,8 +137,6 @@ def settings_change(old: SamplingSettings | None, new: SamplingSettings) -> str:
     """
     if old is None:
         return ""
-    names = {"temperature": "temperature", "top_k": "top-k", "top_p": "top-p", "min_p": "min-p",
-             **{field: label.lower() for field, label, *_ in ADVANCED}}
-    changes = [f"{label} {getattr(old, field):g} → {getattr(new, field):g}" for field, label in names.items()
-               if getattr(old, field) != getattr(new, field)]
+    changes = [f"{field.title} {getattr(old, name):g} → {getattr(new, name):g}"
+               for name, field in sampling.FIELDS.items() if getattr(old, name) != getattr(new, name)]
     return ", ".join(changes + ([f"order {old.order} → {new.order}"] if old.order != new.order else []))

@@ -1,0 +1,105 @@
+"""The rule records: one per rule, and everything derived from them agrees with the rules themselves."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from txtgen_nb import sampling
+from txtgen_nb.sampling import RULE, RULES, SamplingSettings
+from txtgen_nb.widgets.controls import advanced_sliders, settings_change
+
+LOGITS = jax.random.normal(jax.random.key(3), (4, 64)) * 3.0
+CONTEXT = jnp.asarray(np.tile([5, 9, 5, 9, 5, 7, 1, 2, 5, 9], (4, 1)), jnp.int32)
+EXAMPLES = {name: (SamplingSettings.off(**fields), stage) for name, (fields, stage) in sampling.examples().items()}
+
+
+def _inputs(mu=None, coin=None, by_rank=False):
+    return sampling.ChainInputs(CONTEXT, CONTEXT, LOGITS, mu, coin, by_rank)
+
+
+def test_every_numeric_setting_has_exactly_one_field_record():
+    numeric = {f.name for f in dataclasses.fields(SamplingSettings)} - {"dry_sequence_breakers", "order"}
+    named = [field.name for rule in RULES for field in rule.fields]
+    assert sorted(named) == sorted(numeric)  # none missing, none twice
+    assert set(sampling.NUMERIC_FIELDS) == numeric
+
+
+def test_stages_and_both_chains_are_the_records_in_some_order():
+    stages = [rule.stage for rule in RULES]
+    assert sampling.Stages._fields == ("raw", *stages)
+    for order in sampling.ORDERS:
+        assert sorted(sampling.CHAINS[order]) == sorted(stages)
+        assert sampling.CHAINS[order][-1] == "mirostat"  # final is Mirostat's stage in every chain
+    assert sampling.CHAINS["llama.cpp"][-2] == "temperature"
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: r.stage)
+def test_a_rule_is_off_by_default_and_then_returns_its_input(rule):
+    off = SamplingSettings.off()
+    assert not rule.is_on(off) and not bool(jax.jit(rule.any_on)(off))
+    for by_rank in (False, True):  # the chain may skip a rule no row turns on only because of this
+        np.testing.assert_array_equal(rule.run(LOGITS, off, _inputs(by_rank=by_rank)), LOGITS)
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_each_example_turns_its_rule_on_on_the_host_and_traced_and_changes_the_logits(name):
+    s, stage = EXAMPLES[name]
+    rule = RULE[stage]
+    assert rule.is_on(s) and bool(jax.jit(rule.any_on)(s))
+    assert bool(sampling.uses_extras(s))  # every example is beyond the classic four
+    out = rule.run(LOGITS, s, _inputs(coin=jnp.zeros(4)))
+    assert not np.array_equal(np.asarray(out), np.asarray(LOGITS))
+    assert rule.label(s) in s.label()
+
+
+def test_stacked_rows_turn_a_rule_on_when_any_row_does():
+    rows = SamplingSettings.stack([SamplingSettings.off(), SamplingSettings.off(typical_p=0.8)])
+    assert RULE["typical"].is_on(rows) and bool(RULE["typical"].any_on(rows))
+    assert not RULE["top_k"].is_on(rows)
+
+
+def test_the_label_names_exactly_the_rules_that_are_on():
+    s = SamplingSettings(0.7, 40, 0.9, repetition_penalty=1.2, xtc_probability=0.5, mirostat_tau=3.0)
+    on = [rule.label(s) for rule in RULES if rule.is_on(s) and rule.stage != "temperature"]
+    assert s.label() == " · ".join(["T=0.7", *on])
+    greedy = dataclasses.replace(s, temperature=0.0)  # greedy: only the context processors still act
+    assert greedy.label() == "greedy · rep 1.2"
+
+
+@pytest.mark.parametrize("field", sampling.FIELDS.values(), ids=lambda f: f.name)
+def test_each_field_rejects_values_outside_its_range_by_name(field):
+    default = getattr(SamplingSettings(), field.name)
+    assert field.ok(np.asarray(default))
+    bad = [v for v in (-10.0, -1.5, 0.5, 1.5, 10.0) if not field.ok(np.asarray(v)) or field.integer and v % 1]
+    assert bad, "every field has values it refuses"
+    for value in [bad[0], float("nan"), True]:
+        with pytest.raises(ValueError, match=field.name):
+            SamplingSettings(**{field.name: value})
+
+
+def test_the_advanced_sliders_are_the_records_with_sliders():
+    sliders = advanced_sliders()
+    assert list(sliders) == [f.name for f in sampling.ADVANCED]
+    for field in sampling.ADVANCED:
+        assert sliders[field.name].value == getattr(sampling.SamplingSettings(), field.name)
+        assert field.ok(np.asarray(sliders[field.name].min)) and field.ok(np.asarray(sliders[field.name].max))
+    covered = {f.name for f in sampling.ADVANCED} | {"temperature", "top_k", "top_p", "min_p"}
+    assert set(sampling.FIELDS) - covered == {"dry_penalty_last_n"}  # the one setting without a slider
+
+
+def test_settings_change_names_each_field_by_its_record():
+    old, new = SamplingSettings(), SamplingSettings(top_k=40, dry_base=2.0)
+    assert settings_change(old, new) == "DRY base 1.75 → 2, top-k 50 → 40"
+
+
+def test_usual_values_turn_on_one_rule_each():
+    usual = sampling.usual_values()
+    assert "top-p 0.9" in usual and "min-p 0.1" in usual
+    for name, s in usual.items():
+        on = [rule.stage for rule in RULES if rule.is_on(s) and rule.stage != "temperature"]
+        assert len(on) == 1 and s.label() == f"T=1 · {name}"

@@ -1,0 +1,139 @@
+"""The sampling chain: each rule of :data:`~txtgen_nb.sampling.RULES` in the settings' order, every
+intermediate result kept (``Stages``), and a draw from the result.
+
+Usage: ``filter_stages(logits, SamplingSettings(0.8, 50, 0.9)).top_k``
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from txtgen_nb.sampling.base import NEG_INF, Array, ArrayLike, context_ids, per_row
+from txtgen_nb.sampling.classic import filter_logits_fast
+from txtgen_nb.sampling.records import CHAINS, RULE, ChainInputs, Stages
+from txtgen_nb.sampling.settings import SamplingSettings
+
+VOCAB_BUCKET_MIN = 16
+
+
+def _inputs(x: Array, s: SamplingSettings, context: Array | None, num_generated: Array | None,
+            mu: Array | None, coin: Array | None) -> ChainInputs:
+    ids = generated = None
+    if context is not None:
+        ids = generated = context_ids(context, x)
+        if num_generated is not None:
+            first = ids.shape[-1] - per_row(num_generated, x, jnp.int32)[..., None]
+            generated = jnp.where(jnp.arange(ids.shape[-1]) >= first, ids, -1)
+    return ChainInputs(ids, generated, None, mu, coin, by_rank=s.order == "llama.cpp")
+
+
+def _classic_fused(x: Array, s: SamplingSettings, _inputs: ChainInputs) -> Array:
+    """Temperature → min-p in one sort-free step (the decode loop's way; greedy keeps the same argmax)."""
+    return filter_logits_fast(x, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p)
+
+
+@functools.partial(jax.jit, static_argnames="fused")
+def _run_stages(logits: Array, s: SamplingSettings, context: Array | None, num_generated: Array | None,
+                mu: Array | None, coin: Array | None, fused: bool = False) -> Stages:
+    x = jnp.asarray(logits, jnp.float32)
+    inputs = _inputs(x, s, context, num_generated, mu, coin)
+    fused = fused and s.order == "hf"  # the classic four are adjacent in Hugging Face's order only
+    out = {"raw": x}
+    for name in CHAINS[s.order]:
+        rule = RULE[name]
+        if rule.context and inputs.ids is None:
+            out[name] = x  # no context: nothing to penalise
+            continue
+        if not rule.context and inputs.processed is None:
+            inputs = inputs._replace(processed=x)
+        if fused and rule.classic:
+            run = _classic_fused if name == "temperature" else (lambda v, _s, _c: v)
+            x = out[name] = run(x, s, inputs)
+            continue
+        # a rule no row turns on is skipped (one lax.cond); off, each returns its input anyway
+        x = out[name] = jax.lax.cond(rule.any_on(s), lambda v: rule.run(v, s, inputs), lambda v: v, x)
+    return Stages(**out)
+
+
+def _settings_from(settings: SamplingSettings | None, fields: dict[str, Any]) -> SamplingSettings:
+    if settings is None:
+        return SamplingSettings.off(**fields)
+    if fields:
+        raise ValueError(f"give settings or keyword settings, not both (got {', '.join(sorted(fields))})")
+    return settings
+
+
+def filter_stages(
+    logits: ArrayLike,
+    settings: SamplingSettings | None = None,
+    context: ArrayLike | None = None,
+    *,
+    num_generated: ArrayLike | None = None,
+    mu: ArrayLike | None = None,
+    xtc_coin: ArrayLike | None = None,
+    fused: bool = False,
+    **fields: Any,
+) -> Stages:
+    """Run the sampling chain and keep every intermediate result (for visualisation).
+
+    ``context [..., T]``: right-aligned ids seen so far (needed by the penalties; without it they
+    are skipped); its last ``num_generated`` entries are the generated ones (presence and frequency
+    penalties; default: all). ``mu``: Mirostat's current μ (default ``2 τ``). ``xtc_coin``: a
+    uniform draw per row deciding whether XTC fires (default: it fires). ``fused``: in the Hugging
+    Face order, compute temperature → min-p in one sort-free step (the decode loop's way: the same
+    final result, but ``.temperature`` … ``.min_p`` are then not separate). Instead of ``settings``,
+    keyword fields of :class:`SamplingSettings` may be given; unnamed rules are then off.
+
+    Usage: ``stages = filter_stages(logits, SamplingSettings(0.8, 50, 0.9))``
+    """
+    s = _settings_from(settings, fields)
+    logits = jnp.asarray(logits, jnp.float32)
+    vocab = logits.shape[-1]
+    if isinstance(logits, jax.core.Tracer):
+        return _run_stages(logits, s, context, num_generated, mu, xtc_coin, fused)
+    # pad the vocabulary with removed tokens to a power of two: few shapes, few compiles
+    bucket = max(VOCAB_BUCKET_MIN, 1 << (vocab - 1).bit_length())
+    padded = jnp.pad(logits, [(0, 0)] * (logits.ndim - 1) + [(0, bucket - vocab)], constant_values=NEG_INF)
+    stages = _run_stages(padded, s, context, num_generated, mu, xtc_coin, fused)
+    return Stages(*(stage[..., :vocab] for stage in stages))
+
+
+def filter_logits(
+    logits: ArrayLike,
+    settings: SamplingSettings | None = None,
+    context: ArrayLike | None = None,
+    **kwargs: Any,
+) -> Array:
+    """Logits after the whole chain (:func:`filter_stages`); removed tokens are ``-inf``.
+
+    ``temperature=0`` is greedy (only the argmax after the penalties stays).
+
+    Usage: ``filter_logits(logits, SamplingSettings(0.8, 50), context=ids)`` or
+    ``filter_logits(logits, temperature=0.8, top_k=50)``
+    """
+    return filter_stages(logits, settings, context, **kwargs).final
+
+
+def sample_token(
+    key: Array,
+    logits: ArrayLike,
+    settings: SamplingSettings | None = None,
+    context: ArrayLike | None = None,
+    *,
+    num_generated: ArrayLike | None = None,
+    mu: ArrayLike | None = None,
+    **fields: Any,
+) -> Array:
+    """Draw token ids of shape ``logits.shape[:-1]`` from the filtered distribution (XTC's coin is
+    drawn from ``fold_in(key, 1)``).
+
+    Usage: ``sample_token(jax.random.key(42), logits, SamplingSettings(0.8, 50), context=ids)``
+    """
+    logits = jnp.asarray(logits, jnp.float32)
+    coin = jax.random.uniform(jax.random.fold_in(key, 1), logits.shape[:-1])
+    filtered = filter_logits(logits, settings, context, num_generated=num_generated, mu=mu, xtc_coin=coin, **fields)
+    return jax.random.categorical(key, filtered, axis=-1).astype(jnp.int32)

@@ -1,0 +1,158 @@
+"""``SamplingSettings``: one row's settings (or many rows', stacked), validated from the rule records.
+
+Usage: ``SamplingSettings(temperature=0.7, top_p=0.9, repetition_penalty=1.2).label()``
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from txtgen_nb.sampling.base import Array
+from txtgen_nb.sampling.records import FIELDS, ORDERS, RULE, RULES, Field
+
+
+def _check(field: Field, value: Any) -> None:
+    if isinstance(value, jax.core.Tracer):
+        return  # traced inside a jitted caller: checked where it was built
+    problem = f"{field.name} {field.rule}, got {value!r}"
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(problem)
+    arr = np.asarray(value) if isinstance(value, (int, float, np.ndarray, np.generic, jax.Array)) else None
+    if arr is None or arr.dtype.kind not in "iuf" or not np.all(np.isfinite(arr)) or not np.all(field.ok(arr)):
+        raise ValueError(problem)
+    if field.integer and not np.all(np.mod(arr, 1) == 0):
+        raise ValueError(problem)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingSettings:
+    """One row's sampling settings (or, from :meth:`stack`, one array per field for many rows).
+
+    A JAX pytree: the numeric fields are leaves (traced, so changing them never recompiles);
+    ``dry_sequence_breakers`` and ``order`` are static. Every rule beyond the first four is off by
+    default. Validated on construction from each field's record (:data:`~txtgen_nb.sampling.FIELDS`):
+    a bad value raises one ``ValueError`` naming the field.
+
+    Usage: ``SamplingSettings(temperature=0.7, top_p=0.9, repetition_penalty=1.2)``
+    """
+
+    temperature: float = 0.8  # 0 = greedy (argmax after the penalties)
+    top_k: int = 50  # 0 = off
+    top_p: float = 1.0  # 1 = off
+    min_p: float = 0.0  # 0 = off
+    repetition_penalty: float = 1.0  # HF/CTRL, over prompt and generated ids; 1 = off
+    presence_penalty: float = 0.0  # OpenAI, over generated ids; 0 = off
+    frequency_penalty: float = 0.0  # OpenAI, per occurrence in the generated ids; 0 = off
+    no_repeat_ngram_size: int = 0  # HF: never repeat an n-gram of the context; 0 = off
+    typical_p: float = 1.0  # HF locally typical sampling; 1 = off
+    epsilon_cutoff: float = 0.0  # HF: drop tokens below this probability; 0 = off
+    eta_cutoff: float = 0.0  # HF: entropy-dependent epsilon; 0 = off
+    top_n_sigma: float = 0.0  # llama.cpp: keep logits within n standard deviations of the max; 0 = off
+    xtc_threshold: float = 0.1  # llama.cpp XTC: "top choices" have at least this probability; > 0.5 = off
+    xtc_probability: float = 0.0  # llama.cpp XTC: chance per step to exclude the top choices; 0 = off
+    dry_multiplier: float = 0.0  # llama.cpp DRY penalty scale; 0 = off
+    dry_base: float = 1.75  # DRY: penalty grows as base ** (repeat length - allowed length)
+    dry_allowed_length: int = 2  # DRY: repeats this long are free
+    dry_penalty_last_n: int = -1  # DRY: how many recent tokens to scan; -1 = whole context, 0 = off
+    mirostat_tau: float = 0.0  # llama.cpp Mirostat v2 target surprise in bits; 0 = off
+    mirostat_eta: float = 0.1  # Mirostat learning rate
+    dry_sequence_breakers: tuple[int, ...] = ()  # token ids that end a DRY repeat (static: changing recompiles)
+    order: str = "hf"  # "hf" or "llama.cpp" (temperature last); static
+
+    def __post_init__(self) -> None:
+        for field in FIELDS.values():
+            _check(field, getattr(self, field.name))
+        if self.order not in ORDERS:
+            raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {self.order!r}")
+        breakers = self.dry_sequence_breakers
+        if not isinstance(breakers, tuple) or not all(isinstance(b, (int, np.integer)) and b >= 0 for b in breakers):
+            raise ValueError(f"dry_sequence_breakers must be a tuple of token ids >= 0, got {breakers!r}")
+
+    @classmethod
+    def off(cls, **fields: Any) -> SamplingSettings:
+        """Temperature 1 and every rule off, then ``fields`` (the keyword form of the functions).
+
+        Usage: ``SamplingSettings.off(top_p=0.9)``
+        """
+        return cls(**{"temperature": 1.0, "top_k": 0, **fields})
+
+    @classmethod
+    def stack(cls, rows: Sequence[SamplingSettings]) -> SamplingSettings:
+        """Rows stacked into one settings object of ``[len(rows)]`` arrays (same order and breakers).
+
+        Usage: ``filter_logits(logits[:3], SamplingSettings.stack([a, b, c]))``
+        """
+        rows = list(rows)
+        if not rows:
+            raise ValueError("stack needs at least one row of settings")
+        aux = _flatten(rows[0])[1]
+        if any(_flatten(r)[1] != aux for r in rows):
+            raise ValueError("stacked rows must share order and dry_sequence_breakers")
+        leaves = [np.asarray([getattr(r, f) for r in rows], np.int32 if FIELDS[f].integer else np.float32)
+                  for f in NUMERIC_FIELDS]
+        return _unflatten(aux, leaves)
+
+    def is_greedy(self) -> bool:
+        """Whether every draw ignores the seed: temperature 0, top-k 1 or top-p 0 leave one token
+        (Mirostat aside, which keeps its own choice). Usage: ``SamplingSettings(0.0).is_greedy()``"""
+        return self.mirostat_tau <= 0 and (self.temperature <= 0 or self.top_k == 1 or self.top_p <= 0)
+
+    def label(self) -> str:
+        """A short label naming the active rules, e.g. ``"T=0.8 · top-k 50 · top-p 0.9"`` (at
+        temperature 0 only the context processors, which still act).
+
+        Usage: ``SamplingSettings(0.0, 0, repetition_penalty=1.3).label()  # 'greedy · rep 1.3'``
+        """
+        greedy = self.temperature <= 0
+        parts = [RULE["temperature"].label(self)]
+        parts += [rule.label(self) for rule in RULES
+                  if rule.stage != "temperature" and (rule.context or not greedy) and rule.is_on(self)]
+        if self.order != "hf":
+            parts.append(f"{self.order} order")
+        return " · ".join(parts)
+
+
+NUMERIC_FIELDS = tuple(f.name for f in dataclasses.fields(SamplingSettings) if f.name in FIELDS)
+"""The traced fields, in the dataclass's order (the pytree's leaves)."""
+INT_FIELDS = tuple(name for name in NUMERIC_FIELDS if FIELDS[name].integer)
+
+
+def _flatten(s: SamplingSettings):
+    return tuple(getattr(s, f) for f in NUMERIC_FIELDS), (tuple(s.dry_sequence_breakers), s.order)
+
+
+def _unflatten(aux, leaves) -> SamplingSettings:
+    obj = object.__new__(SamplingSettings)  # leaves may be tracers or placeholders: no validation
+    for name, value in zip(NUMERIC_FIELDS, leaves):
+        object.__setattr__(obj, name, value)
+    object.__setattr__(obj, "dry_sequence_breakers", aux[0])
+    object.__setattr__(obj, "order", aux[1])
+    return obj
+
+
+jax.tree_util.register_pytree_node(SamplingSettings, _flatten, _unflatten)
+
+
+def uses_extras(s: SamplingSettings) -> Array:
+    """Whether any row uses a rule beyond the classic four (temperature, top-k, top-p, min-p) or
+    the llama.cpp order: a traced bool (the decode loop then runs the full chain).
+
+    Usage: ``_decode(..., full=bool(uses_extras(settings)))``
+    """
+    if s.order != "hf":
+        return jnp.bool_(True)
+    return jnp.any(jnp.stack([rule.any_on(s) for rule in RULES if not rule.classic]))
+
+
+def usual_values() -> dict[str, SamplingSettings]:
+    """Each truncation rule at its usual value, untuned, by its label (notebook 07's comparison).
+
+    Usage: ``usual_values()["top-p 0.9"]  # SamplingSettings.off(top_p=0.9)``
+    """
+    rows = [SamplingSettings.off(**rule.usual) for rule in RULES if rule.usual]
+    return {" · ".join(s.label().split(" · ")[1:]): s for s in rows}
