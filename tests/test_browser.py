@@ -343,6 +343,18 @@ TRUNCATED_JS = """(root) => [...root.querySelectorAll(
     .map(e => `${e.className}: ${e.textContent.trim()} (${e.scrollWidth} > ${e.clientWidth})`)"""
 
 
+# the height of the notebook's scrolling area around an element (what a projector shows of it at once)
+SCROLL_AREA_JS = """(el) => { for (let e = el.parentElement; e; e = e.parentElement) {
+    const y = getComputedStyle(e).overflowY;
+    if ((y === 'auto' || y === 'scroll') && e.scrollHeight > e.clientHeight) return e.clientHeight; }
+    return window.innerHeight; }"""
+# the options of a dropdown whose text is wider than the closed menu shows
+SELECT_CUT_JS = """(el) => { const s = el.querySelector('select'); const st = getComputedStyle(s);
+    const ctx = document.createElement('canvas').getContext('2d'); ctx.font = `${st.fontSize} ${st.fontFamily}`;
+    const room = s.clientWidth - parseFloat(st.paddingLeft) - parseFloat(st.paddingRight);
+    return [...s.options].filter(o => ctx.measureText(o.text).width > room).map(o => o.text); }"""
+
+
 def collapse_sidebar(page) -> None:
     page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
     page.wait_for_timeout(300)
@@ -491,6 +503,44 @@ def test_explorers_teach_at_projector_size(lab_root, lab_server, page):
         seed.press("Enter")
         wait_generated(explorer)
         assert seed.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), "the seed box cuts a 6-digit seed"
+
+        # Regenerating does not move the plot (the text keeps its height).
+        plot = explorer.locator("img.tg-plot").first
+        heights = []
+        for value in ("123456", "4242"):
+            before = plot.bounding_box()["y"]
+            seed.fill(value)
+            seed.press("Enter")
+            wait_generated(explorer)
+            wait_idle(page)
+            heights.append(plot.bounding_box()["y"] - before)
+        print(f"plot moved by {heights} px on two regenerations")
+        assert all(abs(dy) <= 2 for dy in heights), f"the plot jumped by {heights} px on regeneration"
+
+        # The controls column with Advanced samplers open fits the projector's notebook area (they scroll inside).
+        scroll_to_top(explorer)
+        explorer.get_by_text("Advanced samplers").first.click()
+        page.wait_for_timeout(500)
+        column = explorer.locator(".tg-controls").first
+        area = column.evaluate(SCROLL_AREA_JS)
+        height = column.bounding_box()["height"]
+        print(f"controls column with Advanced open: {height:.0f} px of a {area} px notebook area")
+        assert height <= area, f"the controls column ({height:.0f} px) is taller than the screen shows ({area} px)"
+        screenshot(page, "explorer-advanced-1280x720")
+        squeezed = column.evaluate("(el) => [...el.querySelectorAll('.widget-hbox, .widget-button, .widget-slider')]"
+                                   ".filter(e => e.offsetParent !== null && e.getBoundingClientRect().height < 20)"
+                                   ".map(e => e.textContent.trim().slice(0, 40))")
+        assert not squeezed, f"controls squeezed to under 20 px in the scrolling column: {squeezed}"
+        generate = column.locator(".widget-button", has_text="Generate").first
+        generate.scroll_into_view_if_needed()
+        assert_visible(generate, "the Generate button after scrolling the controls column")
+        explorer.get_by_text("Advanced samplers").first.click()
+
+        # The Branch menu shows each choice whole.
+        branch = explorers.nth(3)
+        menu = branch.locator(".widget-dropdown").filter(has=page.locator(".widget-label", has_text="Branch with"))
+        cut = menu.first.evaluate(SELECT_CUT_JS)
+        assert not cut, f"Branch choices cut at 1280 px: {cut}"
 
         page.set_viewport_size({"width": 1400, "height": 1000})
         scroll_to_top(explorer)

@@ -920,9 +920,14 @@ EXPLORER_CSS = ("<style>.tg-is-busy .tg-plot{opacity:.55;transition:opacity .15s
                 "border-right-color:transparent;border-radius:50%;animation:tg-spin .8s linear infinite;"
                 "vertical-align:-1px}@keyframes tg-spin{to{transform:rotate(360deg)}}"
                 ".tg-error{color:#b00020;font-weight:bold;font-size:14px}"
-                ".tg-notice{color:#7a4d00;font-size:14px}.tg-model-note{color:#555;font-size:13px;margin:-2px 0 2px 4.2em;line-height:1.3}</style>")
+                ".tg-notice{color:#7a4d00;font-size:14px}"
+                ".tg-model-note{color:#555;font-size:13px;margin:-2px 0 2px 4.2em;line-height:1.3}"
+                ".tg-controls{max-height:calc(100vh - 140px);overflow-y:auto;overflow-x:hidden}"
+                ".tg-controls>*,.tg-controls .widget-vbox>*{flex-shrink:0}</style>")
 """Explorer styling: the plot dims while the kernel works (``tg-is-busy``), text as it is generated,
-busy and error lines."""
+busy and error lines; the controls column scrolls inside once it is taller than the screen shows
+(JupyterLab's bars take about 120 px of it; its rows keep their height instead of shrinking), so a
+720 px projector never needs the page scrolled to reach a control."""
 
 
 def busy_html(message: str) -> str:

@@ -60,9 +60,9 @@ class BranchExplorer(Explorer):
                                       style={"description_width": "3em"}, layout=widgets.Layout(flex="1 1 auto"))
         self.plot = plot_image()
         self.step_plot = viz.StepPlot(self.top_n, height=3.3)
-        self.alternative = widgets.Dropdown(options=[], description="Branch with",
-                                            style={"description_width": "7.5em"},
-                                            layout=widgets.Layout(width="24em"))
+        self.alternative = widgets.Dropdown(options=[], description="Branch with",  # the free width: no choice cut
+                                            style={"description_width": "6.5em"},
+                                            layout=widgets.Layout(flex="1 1 auto", width="auto", min_width="18em"))
         self.branch_button = widgets.Button(description="Continue from here", icon="code-branch",
                                             button_style="info", layout=widgets.Layout(width="auto"))
         self.branch_html = widgets.HTML(value="")
@@ -122,7 +122,7 @@ class BranchExplorer(Explorer):
         rows = list(zip(data.ids.tolist(), data.labels, data.prob_before, data.prob_after, data.kept))
         rows.sort(key=lambda row: not row[4])  # stable: kept first, each group by raw logit
         return [(f"{label}  {before:.1%} → {after:.1%}" + (" (sampled)" if token == data.chosen else "")
-                 + ("" if kept else "  ✗ removed by the filters"), token)
+                 + ("" if kept else "  ✗ removed"), token)
                 for token, label, before, after, kept in rows]
 
     def default_alternative(self) -> int | None:

@@ -22,6 +22,7 @@ COLUMN = "330px"  # the controls column: beside the plot on a 1280 px projector
 _SLIDER = dict(continuous_update=False, style={"description_width": "7.5em"},
                layout=widgets.Layout(width="100%"))
 FALLBACK = SamplingSettings(0.8, 50, 1.0, 0.0)
+ADVANCED_HEIGHT = "12em"  # the open Advanced section: about six sliders shown, the rest scroll
 NEW_TOKENS_MAX = 500  # the length slider's end: a long context (SmolLM2: 8,192) would make it too coarse
 
 def advanced_sliders(start: SamplingSettings = FALLBACK) -> dict[str, widgets.Widget]:
@@ -102,8 +103,10 @@ class SamplingControls:
         self.order = widgets.ToggleButtons(options=[("HF order", "hf"), ("llama.cpp order", "llama.cpp")],
                                            value=start.order, style={"button_width": "auto"},
                                            tooltip="llama.cpp applies temperature last")
-        self.advanced_section = widgets.Accordion(
-            children=[widgets.VBox([self.order, *self.advanced.values()])], selected_index=None,
+        self.advanced_section = widgets.Accordion(  # scrolls inside, so the column stays within a 720 px screen
+            children=[widgets.VBox([self.order, *self.advanced.values()],
+                                   layout=widgets.Layout(max_height=ADVANCED_HEIGHT, overflow="auto"))],
+            selected_index=None,
             layout=widgets.Layout(width="100%"))
         self.advanced_section.set_title(0, "Advanced samplers")
         self.new_sample.on_click(lambda _button: setattr(self.seed, "value", fresh_seed()))
