@@ -389,7 +389,7 @@ def test_generation_never_recompiles_and_filters_with_its_context(tiny_model, ti
     compiled = compiled_programs()  # the same shapes: other rules and values never compile again
     rows = [SamplingSettings(1.0, 0, repetition_penalty=1.5, no_repeat_ngram_size=2, presence_penalty=0.5),
             SamplingSettings(1.5, 0, dry_multiplier=2.0, dry_allowed_length=1, typical_p=0.9, top_n_sigma=2.0),
-            SamplingSettings(1.2, 20, xtc_probability=0.5, mirostat_tau=3.0, eta_cutoff=0.01)]
+            SamplingSettings(1.2, 20, xtc_probability=0.5, mirostat_tau=3.0, eta_cutoff=0.01, dynatemp_range=0.6)]
     result = generate(model, params, tiny_tok, "Once upon", settings=rows, seed=[3, 3, 3], max_new_tokens=20,
                       trace=True)
     assert compiled_programs() == compiled
@@ -418,3 +418,51 @@ def test_stop_strings_cut_the_text(tiny_model, tiny_tok):
     assert len(cut.new_token_ids[0]) <= len(full.new_token_ids[0])
     with pytest.raises(ValueError, match="stop must be"):
         generate(model, params, tiny_tok, "Hi", stop=[""])
+
+
+# ------------------------------------------------------------------ dynamic temperature (llama.cpp temp-ext)
+
+def reference_temp_ext(logits: np.ndarray, temp: float, delta: float, exponent: float) -> np.ndarray:
+    """llama.cpp's ``llama_sampler_temp_ext_apply`` restated on one row (the candidates are its finite logits)."""
+    candidates = logits[np.isfinite(logits)].astype(np.float64)
+    if delta <= 0:
+        return logits / temp
+    if candidates.size <= 1:
+        return logits
+    min_temp, max_temp = max(0.0, temp - delta), temp + delta
+    max_entropy = -np.log(1.0 / candidates.size)
+    p = np.exp(candidates - candidates.max())
+    p /= p.sum()
+    entropy = -np.sum(p[p > 0] * np.log(p[p > 0]))
+    return logits / (min_temp + (max_temp - min_temp) * (entropy / max_entropy) ** exponent)
+
+
+@pytest.mark.parametrize("temp,delta,exponent", [(1.0, 0.5, 1.0), (0.7, 1.0, 2.0), (1.5, 0.3, 0.5), (0.4, 0.8, 1.0)])
+def test_dynamic_temperature_equals_llama_cpp_on_the_tokens_left_in_play(temp, delta, exponent):
+    logits, _ = random_case(4, rows=3)
+    s = Off(temperature=temp, dynatemp_range=delta, dynatemp_exponent=exponent, min_p=0.05, order="llama.cpp")
+    stages = filter_stages(logits, s)  # temperature last: its entropy is over min-p's survivors
+    before, after = np.asarray(stages.min_p), np.asarray(stages.temperature)
+    for row in range(before.shape[0]):
+        expected = reference_temp_ext(before[row], temp, delta, exponent)
+        np.testing.assert_allclose(after[row], expected, rtol=2e-5, atol=1e-6)
+    assert not np.allclose(np.where(np.isfinite(after), after, 0), np.where(np.isfinite(before), before / temp, 0))
+
+
+def test_dynamic_temperature_leaves_one_token_alone_and_greedy_greedy():
+    one = np.full((1, 8), -np.inf, np.float32)
+    one[0, 3] = 2.0
+    np.testing.assert_array_equal(filter_stages(one, Off(temperature=0.5, dynatemp_range=0.4)).temperature, one)
+    logits, _ = random_case(5, rows=2)
+    greedy = np.asarray(filter_logits(logits, Off(temperature=0.0, dynatemp_range=1.0)))
+    assert (np.isfinite(greedy).sum(-1) == 1).all()
+
+
+def test_dynamic_temperature_in_the_decode_loops_fused_step_equals_the_chain():
+    logits, ids = random_case(6, rows=4)
+    rows = SamplingSettings.stack([SamplingSettings(t, k, p, m, dynatemp_range=d, dynatemp_exponent=e)
+                                   for t, k, p, m, d, e in [(1.0, 0, 1.0, 0.0, 0.5, 1.0), (0.8, 10, 0.9, 0.0, 1.0, 2.0),
+                                                            (1.3, 0, 0.95, 0.05, 0.3, 0.5), (0.0, 0, 1.0, 0.0, 0.5, 1.0)]])
+    assert bool(sampling.uses_extras(rows))  # the fast classic loop cannot do it
+    np.testing.assert_allclose(np.asarray(filter_logits(logits, rows, ids, fused=True)),
+                               np.asarray(filter_logits(logits, rows, ids)), rtol=1e-5)

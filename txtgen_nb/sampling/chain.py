@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from txtgen_nb.sampling.base import NEG_INF, Array, ArrayLike, context_ids, per_row
-from txtgen_nb.sampling.classic import filter_logits_fast
+from txtgen_nb.sampling.classic import effective_temperature, filter_logits_fast
 from txtgen_nb.sampling.records import CHAINS, RULE, ChainInputs, Stages
 from txtgen_nb.sampling.settings import SamplingSettings
 
@@ -32,8 +32,10 @@ def _inputs(x: Array, s: SamplingSettings, context: Array | None, num_generated:
 
 
 def _classic_fused(x: Array, s: SamplingSettings, _inputs: ChainInputs) -> Array:
-    """Temperature → min-p in one sort-free step (the decode loop's way; greedy keeps the same argmax)."""
-    return filter_logits_fast(x, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p)
+    """Temperature (dynamic too) → min-p in one sort-free step (the decode loop's way; greedy keeps
+    the same argmax)."""
+    t = effective_temperature(x, s.temperature, s.dynatemp_range, s.dynatemp_exponent)[..., 0]
+    return filter_logits_fast(x, temperature=t, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p)
 
 
 @functools.partial(jax.jit, static_argnames="fused")

@@ -24,6 +24,25 @@ def apply_temperature(logits: Array, temperature: ArrayLike) -> Array:
     return jnp.where((t > 0) | is_max, scaled, NEG_INF)
 
 
+def effective_temperature(logits: Array, temperature: ArrayLike, delta: ArrayLike = 0.0,
+                          exponent: ArrayLike = 1.0) -> Array:
+    """The temperature ``[..., 1]`` each row is divided by: ``temperature``, or with ``delta > 0``
+    llama.cpp's dynamic temperature (``temp-ext``, from koboldcpp): from ``max(0, T - delta)`` to
+    ``T + delta`` as the normalised entropy ``H / ln n`` of the ``n`` tokens still in play, raised
+    to ``exponent``, goes from 0 to 1 (a row with one token in play is left as it is: 1). Rows
+    with ``temperature <= 0`` keep it (greedy).
+
+    Usage: ``logits / effective_temperature(logits, 1.0, delta=0.5)``
+    """
+    t, d, e = column(temperature, logits), column(delta, logits), column(exponent, logits)
+    probs = jax.nn.softmax(logits, axis=-1)
+    h = -jnp.sum(jnp.where(probs > 0, probs * jnp.log(jnp.where(probs > 0, probs, 1.0)), 0.0), axis=-1, keepdims=True)
+    n = jnp.sum(jnp.isfinite(logits), axis=-1, keepdims=True)
+    low = jnp.maximum(0.0, t - d)
+    dynamic = low + (t + d - low) * jnp.power(h / jnp.log(jnp.maximum(n, 2).astype(jnp.float32)), e)
+    return jnp.where((d > 0) & (t > 0), jnp.where(n > 1, dynamic, 1.0), t)
+
+
 TOP_K_CAP = 64
 
 

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from txtgen_nb.sampling import classic, processors, truncation
-from txtgen_nb.sampling.base import NEG_INF, Array, column, entropy
+from txtgen_nb.sampling.base import NEG_INF, Array, entropy
 
 Settings = Any  # a SamplingSettings (records are read by settings.py, so they do not import it)
 
@@ -68,6 +68,7 @@ class Rule:
     title: Callable[[Settings, np.ndarray, np.ndarray, float | None], str] | None = None  # (s, before, after, μ)
     context: bool = False  # a context processor: needs the ids, acts even when greedy
     classic: bool = False  # one of the four rules filter_logits_fast computes
+    beyond_fast: Callable[[Settings], Any] | None = None  # a classic rule's settings the fast path does not do
     examples: tuple[tuple[str, dict[str, Any]], ...] = ()  # (name, fields) that show it at work (notebook 07)
     usual: dict[str, Any] | None = None  # its usual value, untuned (notebook 07's comparison)
 
@@ -78,6 +79,14 @@ class Rule:
     def any_on(self, s: Settings) -> Array:
         """The same for traced settings: a traced ``bool``. Usage: ``lax.cond(rule.any_on(s), ...)``"""
         return jnp.any(jnp.asarray(self.on(s)))
+
+    def needs_full(self, s: Settings) -> Array:
+        """Whether the decode loop needs the full chain for this rule (traced): a rule beyond the
+        classic four when on, a classic one when its settings go beyond the fast path (dynamic
+        temperature). Usage: ``jnp.any(jnp.stack([r.needs_full(s) for r in RULES]))``"""
+        if not self.classic:
+            return self.any_on(s)
+        return jnp.bool_(False) if self.beyond_fast is None else jnp.any(jnp.asarray(self.beyond_fast(s)))
 
     def panel_title(self, s: Settings, before: np.ndarray, after: np.ndarray, mu: float | None = None) -> str:
         """The pipeline panel's title: the rule, its setting, its key number (from its input ``before``)
@@ -107,11 +116,26 @@ def _penalties_label(s: Settings, sep: str = " · ") -> str:
 
 
 def _temperature(x: Array, s: Settings, c: ChainInputs) -> Array:
-    """Divide by the temperature; at ``T <= 0`` keep only the argmax of the processed logits (greedy)."""
+    """Divide by the (dynamic) temperature; at ``T <= 0`` keep only the argmax of the processed logits (greedy)."""
     greedy_from = x if c.processed is None else c.processed
-    t = column(s.temperature, x)
+    t = classic.effective_temperature(x, s.temperature, s.dynatemp_range, s.dynatemp_exponent)
     is_max = jax.nn.one_hot(jnp.argmax(greedy_from, axis=-1), x.shape[-1], dtype=bool)
     return jnp.where(t > 0, x / jnp.where(t > 0, t, 1.0), jnp.where(is_max, greedy_from, NEG_INF))
+
+
+def _temperature_label(s: Settings) -> str:
+    if s.temperature <= 0:
+        return "greedy"
+    dynamic = f"±{s.dynatemp_range:g}" + (f"^{s.dynatemp_exponent:g}" if s.dynatemp_exponent != 1 else "")
+    return f"T={s.temperature:g}" + (dynamic if s.dynatemp_range > 0 else "")
+
+
+def _temperature_title(s: Settings, before: np.ndarray, _after, _mu) -> str:
+    if s.dynatemp_range <= 0 or s.temperature <= 0:
+        return f"temperature {s.temperature:g}"
+    t = float(np.asarray(classic.effective_temperature(jnp.asarray(before), s.temperature, s.dynatemp_range,
+                                                       s.dynatemp_exponent)).reshape(-1)[0])
+    return f"temperature {s.temperature:g}±{s.dynatemp_range:g}: T={t:.2f}"
 
 
 def _top_n_sigma_title(s: Settings, before: np.ndarray, _after, _mu) -> str:
@@ -169,11 +193,13 @@ RULES: tuple[Rule, ...] = (
          on=lambda s: s.top_n_sigma > 0, run=lambda x, s, c: truncation.apply_top_n_sigma(x, s.top_n_sigma),
          label=lambda s: f"top-nσ {s.top_n_sigma:g}", title=_top_n_sigma_title,
          examples=(("top-nσ", dict(top_n_sigma=1.0)),), usual=dict(top_n_sigma=1.0)),
-    Rule("temperature", "Ackley et al. 1985; every library",
-         (_field("temperature", "temperature", "must be >= 0", lambda v: v >= 0),),
-         on=lambda s: s.temperature != 1, run=_temperature,
-         label=lambda s: "greedy" if s.temperature <= 0 else f"T={s.temperature:g}",
-         title=lambda s, _before, _after, _mu: f"temperature {s.temperature:g}", classic=True),
+    Rule("temperature", "Ackley et al. 1985, every library; dynamic: llama.cpp temp-ext (from koboldcpp)",
+         (_field("temperature", "temperature", "must be >= 0", lambda v: v >= 0),
+          _field("dynatemp_range", "dynamic T ±", "must be >= 0 (0 = off)", lambda v: v >= 0, (0.0, 2.0, 0.05)),
+          _field("dynatemp_exponent", "dynamic T exp", "must be >= 0", lambda v: v >= 0, (0.0, 4.0, 0.1))),
+         on=lambda s: (s.temperature != 1) | (s.dynatemp_range > 0), run=_temperature, label=_temperature_label,
+         title=_temperature_title, classic=True, beyond_fast=lambda s: s.dynatemp_range > 0,
+         examples=(("dynamic temperature", dict(temperature=1.0, dynatemp_range=0.8)),)),
     Rule("top_k", "Fan et al. 2018",
          (_field("top_k", "top-k", "must be an integer >= 0", lambda v: v >= 0, integer=True),),
          on=lambda s: s.top_k > 0,
@@ -224,7 +250,7 @@ RULES: tuple[Rule, ...] = (
 )
 RULE: dict[str, Rule] = {rule.stage: rule for rule in RULES}
 FIELDS: dict[str, Field] = {field.name: field for rule in RULES for field in rule.fields}
-ADVANCED: tuple[Field, ...] = tuple(f for rule in RULES if not rule.classic for f in rule.fields if f.slider)
+ADVANCED: tuple[Field, ...] = tuple(f for rule in RULES for f in rule.fields if f.slider)
 """The settings the Advanced section has sliders for, in chain order."""
 
 ORDERS = ("hf", "llama.cpp")

@@ -61,6 +61,8 @@ class SamplingSettings:
     dry_penalty_last_n: int = -1  # DRY: how many recent tokens to scan; -1 = whole context, 0 = off
     mirostat_tau: float = 0.0  # llama.cpp Mirostat v2 target surprise in bits; 0 = off
     mirostat_eta: float = 0.1  # Mirostat learning rate
+    dynatemp_range: float = 0.0  # llama.cpp dynamic T: T ± this, by the entropy of the tokens in play; 0 = off
+    dynatemp_exponent: float = 1.0  # dynamic temperature: how the normalised entropy maps onto the range
     dry_sequence_breakers: tuple[int, ...] = ()  # token ids that end a DRY repeat (static: changing recompiles)
     order: str = "hf"  # "hf" or "llama.cpp" (temperature last); static
 
@@ -139,14 +141,15 @@ jax.tree_util.register_pytree_node(SamplingSettings, _flatten, _unflatten)
 
 
 def uses_extras(s: SamplingSettings) -> Array:
-    """Whether any row uses a rule beyond the classic four (temperature, top-k, top-p, min-p) or
-    the llama.cpp order: a traced bool (the decode loop then runs the full chain).
+    """Whether any row uses a rule beyond the classic four (temperature, top-k, top-p, min-p), a
+    setting of theirs beyond the fast path (dynamic temperature) or the llama.cpp order: a traced
+    bool (the decode loop then runs the full chain).
 
     Usage: ``_decode(..., full=bool(uses_extras(settings)))``
     """
     if s.order != "hf":
         return jnp.bool_(True)
-    return jnp.any(jnp.stack([rule.any_on(s) for rule in RULES if not rule.classic]))
+    return jnp.any(jnp.stack([rule.needs_full(s) for rule in RULES]))
 
 
 def usual_values() -> dict[str, SamplingSettings]:
