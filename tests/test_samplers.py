@@ -3,6 +3,8 @@ samplers against references written here from its algorithm, their statistics, a
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -466,3 +468,40 @@ def test_dynamic_temperature_in_the_decode_loops_fused_step_equals_the_chain():
     assert bool(sampling.uses_extras(rows))  # the fast classic loop cannot do it
     np.testing.assert_allclose(np.asarray(filter_logits(logits, rows, ids, fused=True)),
                                np.asarray(filter_logits(logits, rows, ids)), rtol=1e-5)
+
+
+# ------------------------------------------------------------------ a free order (llama.cpp's --samplers)
+
+def test_a_free_order_names_stages_by_ours_or_llama_cpps_names():
+    assert sampling.chain("top_k;typ_p;temperature") == ("top_k", "typical", "temperature", "mirostat")
+    assert sampling.stage_names("min-p ; temp")[1:] == ("min_p", "temperature", "mirostat")
+    for bad in ("top_k;bogus", "", "top_k;top-k"):
+        with pytest.raises(ValueError, match="order"):
+            SamplingSettings(order=bad)
+    with pytest.raises(ValueError, match="leaves out top_p"):
+        SamplingSettings(1.0, 0, 0.9, order="temperature")
+
+
+def test_a_free_order_runs_its_stages_in_its_order():
+    logits, ids = random_case(7, rows=3)
+    hot = dict(temperature=1.6, min_p=0.1)
+    for free, named in (("temperature;min_p", "hf"), ("min_p;temperature", "llama.cpp")):
+        np.testing.assert_array_equal(np.asarray(filter_logits(logits, Off(**hot, order=free))),
+                                      np.asarray(filter_logits(logits, Off(**hot, order=named))))
+    default = "penalties;dry;top_n_sigma;top_k;typ_p;top_p;min_p;xtc;temperature"  # llama.cpp's --samplers default
+    s = dict(temperature=0.9, top_k=20, top_p=0.9, typical_p=0.8, repetition_penalty=1.3, xtc_probability=1.0)
+    np.testing.assert_array_equal(np.asarray(filter_logits(logits, Off(**s, order=default), ids)),
+                                  np.asarray(filter_logits(logits, Off(**s, order="llama.cpp"), ids)))
+
+
+def test_generation_follows_a_free_order(tiny_model, tiny_tok):
+    model, params, _ = tiny_model
+    s = SamplingSettings(1.4, 0, min_p=0.2, order="min_p;temperature")
+    result = generate(model, params, tiny_tok, "Once upon", settings=s, seed=4, max_new_tokens=12, trace=True)
+    same = generate(model, params, tiny_tok, "Once upon", settings=dataclasses.replace(s, order="llama.cpp"), seed=4,
+                    max_new_tokens=12)
+    assert result.new_token_ids == same.new_token_ids and "order min_p;temperature" in s.label()
+    trace = result.trace
+    for i in range(int(trace.lengths[0])):
+        final = np.asarray(filter_logits(trace.step_logits(0, i), s))
+        assert np.isfinite(final[trace.token_ids[0, i]])

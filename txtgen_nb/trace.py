@@ -402,7 +402,7 @@ class Trace:
 
 def _mirostat_input(stages: sampling.Stages, s: SamplingSettings) -> jax.Array:
     """The logits entering Mirostat (the stage before it: it is last in every chain)."""
-    return getattr(stages, sampling.CHAINS[s.order][-2])
+    return getattr(stages, sampling.stage_names(s.order)[-2])
 
 
 def _kept(final: jax.Array) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,8 @@ Every rule works on logits ``[..., vocab]`` and takes its settings as numbers or
 broadcastable to the leading axes ``[...]`` (one setting per row is fine), so changing a setting
 never recompiles a jitted caller. Removed tokens get ``-inf``. Each rule is off by default.
 
-Two chains (``SamplingSettings.order``), both starting with the context processors (repetition,
+Two chains (``SamplingSettings.order``; or a free order, llama.cpp's ``--samplers`` string: see
+:func:`chain`), both starting with the context processors (repetition,
 presence and frequency penalties, no-repeat n-grams, DRY) and ending with Mirostat:
 
 * ``"hf"`` (Hugging Face ``generate``): top-nσ → temperature → top-k → top-p → min-p → typical →
@@ -44,7 +45,7 @@ from txtgen_nb.sampling.processors import (DRY_DEFAULT_BREAKERS, apply_dry, appl
                                            apply_presence_frequency, apply_repetition_penalty, breaker_ids,
                                            token_counts)
 from txtgen_nb.sampling.records import (ADVANCED, CHAINS, FIELDS, ORDERS, RULE, RULES, ChainInputs, Field, Rule,
-                                        Stages, examples, stage_names)
+                                        Stages, chain, examples, stage_names)
 from txtgen_nb.sampling.settings import INT_FIELDS, NUMERIC_FIELDS, SamplingSettings, usual_values, uses_extras
 from txtgen_nb.sampling.truncation import (apply_epsilon, apply_eta, apply_mirostat, apply_top_n_sigma, apply_typical,
                                            apply_xtc, mirostat_initial_mu, mirostat_update)
@@ -55,7 +56,7 @@ __all__ = [
     "SamplingSettings", "Stages", "apply_dry", "apply_epsilon", "apply_eta", "apply_min_p", "apply_mirostat",
     "apply_no_repeat_ngram", "apply_presence_frequency", "apply_repetition_penalty", "apply_temperature",
     "apply_top_k", "apply_top_k_by_rank", "apply_top_n_sigma", "apply_top_p", "apply_top_p_by_rank", "apply_typical",
-    "apply_xtc", "breaker_ids", "effective_temperature", "entropy", "examples", "filter_logits", "filter_logits_fast",
-    "filter_stages", "mirostat_initial_mu", "mirostat_update", "probabilities", "sample_token", "sort_descending",
+    "apply_xtc", "breaker_ids", "chain", "effective_temperature", "entropy", "examples", "filter_logits",
+    "filter_logits_fast", "filter_stages", "mirostat_initial_mu", "mirostat_update", "probabilities", "sample_token", "sort_descending",
     "stage_names", "token_counts", "uses_extras", "usual_values",
 ]

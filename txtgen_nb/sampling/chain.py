@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from txtgen_nb.sampling.base import NEG_INF, Array, ArrayLike, context_ids, per_row
 from txtgen_nb.sampling.classic import effective_temperature, filter_logits_fast
-from txtgen_nb.sampling.records import CHAINS, RULE, ChainInputs, Stages
+from txtgen_nb.sampling.records import RULE, ChainInputs, Stages, chain
 from txtgen_nb.sampling.settings import SamplingSettings
 
 VOCAB_BUCKET_MIN = 16
@@ -28,7 +28,7 @@ def _inputs(x: Array, s: SamplingSettings, context: Array | None, num_generated:
         if num_generated is not None:
             first = ids.shape[-1] - per_row(num_generated, x, jnp.int32)[..., None]
             generated = jnp.where(jnp.arange(ids.shape[-1]) >= first, ids, -1)
-    return ChainInputs(ids, generated, None, mu, coin, by_rank=s.order == "llama.cpp")
+    return ChainInputs(ids, generated, None, mu, coin, by_rank=s.order != "hf")  # llama.cpp's and free orders
 
 
 def _classic_fused(x: Array, s: SamplingSettings, _inputs: ChainInputs) -> Array:
@@ -45,7 +45,7 @@ def _run_stages(logits: Array, s: SamplingSettings, context: Array | None, num_g
     inputs = _inputs(x, s, context, num_generated, mu, coin)
     fused = fused and s.order == "hf"  # the classic four are adjacent in Hugging Face's order only
     out = {"raw": x}
-    for name in CHAINS[s.order]:
+    for name in chain(s.order):
         rule = RULE[name]
         if rule.context and inputs.ids is None:
             out[name] = x  # no context: nothing to penalise
@@ -58,6 +58,8 @@ def _run_stages(logits: Array, s: SamplingSettings, context: Array | None, num_g
             continue
         # a rule no row turns on is skipped (one lax.cond); off, each returns its input anyway
         x = out[name] = jax.lax.cond(rule.any_on(s), lambda v: rule.run(v, s, inputs), lambda v: v, x)
+    for previous, name in zip(Stages._fields, Stages._fields[1:]):  # a stage a free order leaves out (off)
+        out.setdefault(name, out[previous])  # repeats the one before it in Hugging Face's order
     return Stages(**out)
 
 

@@ -69,6 +69,7 @@ class Rule:
     context: bool = False  # a context processor: needs the ids, acts even when greedy
     classic: bool = False  # one of the four rules filter_logits_fast computes
     beyond_fast: Callable[[Settings], Any] | None = None  # a classic rule's settings the fast path does not do
+    names: tuple[str, ...] = ()  # its other names in a custom order: llama.cpp's --samplers names and aliases
     examples: tuple[tuple[str, dict[str, Any]], ...] = ()  # (name, fields) that show it at work (notebook 07)
     usual: dict[str, Any] | None = None  # its usual value, untuned (notebook 07's comparison)
 
@@ -168,13 +169,14 @@ RULES: tuple[Rule, ...] = (
          on=lambda s: (s.repetition_penalty != 1) | (s.presence_penalty != 0) | (s.frequency_penalty != 0),
          run=_penalties, label=_penalties_label,
          title=lambda s, _before, _after, _mu: f"penalties ({_penalties_label(s, ', ')})", context=True,
+         names=("repetition", "repeat"),
          examples=(("repetition penalty", dict(repetition_penalty=1.5)),
                    ("presence + frequency", dict(presence_penalty=1.0, frequency_penalty=0.5)))),
     Rule("no_repeat_ngram", "Hugging Face NoRepeatNGramLogitsProcessor (from fairseq)",
          (_field("no_repeat_ngram_size", "no-repeat n", "must be an integer >= 0", lambda v: v >= 0, (0, 6, 1), True),),
          on=lambda s: s.no_repeat_ngram_size > 0,
          run=lambda x, s, c: processors.apply_no_repeat_ngram(x, c.ids, s.no_repeat_ngram_size),
-         label=lambda s: f"no-repeat {s.no_repeat_ngram_size}-gram", context=True,
+         label=lambda s: f"no-repeat {s.no_repeat_ngram_size}-gram", context=True, names=("no_repeat",),
          examples=(("no-repeat 2-grams", dict(no_repeat_ngram_size=2)),)),
     Rule("dry", "llama.cpp DRY (from koboldcpp, by pi6am)",
          (_field("dry_multiplier", "DRY ×", "must be >= 0", lambda v: v >= 0, (0.0, 2.0, 0.05)),
@@ -191,46 +193,46 @@ RULES: tuple[Rule, ...] = (
     Rule("top_n_sigma", "llama.cpp top-nσ (Tang et al. 2024)",
          (_field("top_n_sigma", "top-nσ", "must be >= 0", lambda v: v >= 0, (0.0, 5.0, 0.1)),),
          on=lambda s: s.top_n_sigma > 0, run=lambda x, s, c: truncation.apply_top_n_sigma(x, s.top_n_sigma),
-         label=lambda s: f"top-nσ {s.top_n_sigma:g}", title=_top_n_sigma_title,
+         label=lambda s: f"top-nσ {s.top_n_sigma:g}", title=_top_n_sigma_title, names=("top-n-sigma",),
          examples=(("top-nσ", dict(top_n_sigma=1.0)),), usual=dict(top_n_sigma=1.0)),
     Rule("temperature", "Ackley et al. 1985, every library; dynamic: llama.cpp temp-ext (from koboldcpp)",
          (_field("temperature", "temperature", "must be >= 0", lambda v: v >= 0),
           _field("dynatemp_range", "dynamic T ±", "must be >= 0 (0 = off)", lambda v: v >= 0, (0.0, 2.0, 0.05)),
           _field("dynatemp_exponent", "dynamic T exp", "must be >= 0", lambda v: v >= 0, (0.0, 4.0, 0.1))),
          on=lambda s: (s.temperature != 1) | (s.dynatemp_range > 0), run=_temperature, label=_temperature_label,
-         title=_temperature_title, classic=True, beyond_fast=lambda s: s.dynatemp_range > 0,
+         title=_temperature_title, classic=True, beyond_fast=lambda s: s.dynatemp_range > 0, names=("temp",),
          examples=(("dynamic temperature", dict(temperature=1.0, dynatemp_range=0.8)),)),
     Rule("top_k", "Fan et al. 2018",
          (_field("top_k", "top-k", "must be an integer >= 0", lambda v: v >= 0, integer=True),),
          on=lambda s: s.top_k > 0,
          run=lambda x, s, c: (classic.apply_top_k_by_rank if c.by_rank else classic.apply_top_k)(x, s.top_k),
-         label=lambda s: f"top-k {s.top_k}", classic=True, usual=dict(top_k=40)),
+         label=lambda s: f"top-k {s.top_k}", classic=True, usual=dict(top_k=40), names=("top-k",)),
     Rule("top_p", "nucleus sampling (Holtzman et al. 2020)",
          (_field("top_p", "top-p", "must be between 0 and 1", _between(0, 1)),),
          on=lambda s: s.top_p < 1,
          run=lambda x, s, c: (classic.apply_top_p_by_rank if c.by_rank else classic.apply_top_p)(x, s.top_p),
-         label=lambda s: f"top-p {s.top_p:g}", classic=True, usual=dict(top_p=0.9)),
+         label=lambda s: f"top-p {s.top_p:g}", classic=True, usual=dict(top_p=0.9), names=("top-p", "nucleus")),
     Rule("min_p", "min-p (Nguyen et al. 2024)",
          (_field("min_p", "min-p", "must be between 0 and 1", _between(0, 1)),),
          on=lambda s: s.min_p > 0, run=lambda x, s, c: classic.apply_min_p(x, s.min_p),
-         label=lambda s: f"min-p {s.min_p:g}", classic=True, usual=dict(min_p=0.1)),
+         label=lambda s: f"min-p {s.min_p:g}", classic=True, usual=dict(min_p=0.1), names=("min-p",)),
     Rule("typical", "Hugging Face TypicalLogitsWarper (Meister et al. 2022)",
          (_field("typical_p", "typical p", "must be > 0 and <= 1 (1 = off)", lambda v: (0 < v) & (v <= 1),
                  (0.05, 1.0, 0.01)),),
          on=lambda s: s.typical_p < 1, run=lambda x, s, c: truncation.apply_typical(x, s.typical_p),
-         label=lambda s: f"typical {s.typical_p:g}",
+         label=lambda s: f"typical {s.typical_p:g}", names=("typ_p", "typical_p", "typical-p", "typ-p", "typ"),
          title=lambda s, before, _after, _mu: f"typical {s.typical_p:g}: H={float(entropy(before)):.2f}",
          examples=(("typical", dict(typical_p=0.5)),), usual=dict(typical_p=0.9)),
     Rule("epsilon", "Hugging Face EpsilonLogitsWarper (Hewitt et al. 2022)",
          (_field("epsilon_cutoff", "epsilon", "must be >= 0 and < 1", lambda v: (0 <= v) & (v < 1),
                  (0.0, 0.02, 0.0005)),),
          on=lambda s: s.epsilon_cutoff > 0, run=lambda x, s, c: truncation.apply_epsilon(x, s.epsilon_cutoff),
-         label=lambda s: f"ε {s.epsilon_cutoff:g}",
+         label=lambda s: f"ε {s.epsilon_cutoff:g}", names=("epsilon_cutoff",),
          examples=(("epsilon", dict(epsilon_cutoff=0.01)),), usual=dict(epsilon_cutoff=3e-4)),
     Rule("eta", "Hugging Face EtaLogitsWarper (Hewitt et al. 2022)",
          (_field("eta_cutoff", "eta", "must be >= 0 and < 1", lambda v: (0 <= v) & (v < 1), (0.0, 0.02, 0.0005)),),
          on=lambda s: s.eta_cutoff > 0, run=lambda x, s, c: truncation.apply_eta(x, s.eta_cutoff),
-         label=lambda s: f"η {s.eta_cutoff:g}",
+         label=lambda s: f"η {s.eta_cutoff:g}", names=("eta_cutoff",),
          examples=(("eta", dict(eta_cutoff=0.01)),), usual=dict(eta_cutoff=3e-4)),
     Rule("xtc", "llama.cpp XTC, exclude top choices (by p-e-w)",
          (_field("xtc_threshold", "XTC threshold", "must be between 0 and 1", _between(0, 1), (0.0, 0.5, 0.01)),
@@ -261,12 +263,36 @@ CHAINS: dict[str, tuple[str, ...]] = {
 }
 
 
+_BY_NAME = {name: rule.stage for rule in RULES for name in (rule.stage, *rule.names)}
+
+
+def chain(order: str) -> tuple[str, ...]:
+    """The stages an ``order`` applies: ``"hf"``, ``"llama.cpp"`` or a free order like llama.cpp's
+    ``--samplers`` string, stage names (or llama.cpp's, e.g. ``typ_p``) joined by ``;``. A free order
+    runs only the stages it names, cutting by rank as llama.cpp does; Mirostat, the draw, is always
+    last. An unknown or repeated name raises ``ValueError``.
+
+    Usage: ``chain("top_k;typ_p;temperature")  # ('top_k', 'typical', 'temperature', 'mirostat')``
+    """
+    if order in CHAINS:
+        return CHAINS[order]
+    names = [name.strip() for name in str(order).split(";") if name.strip()]
+    unknown = [name for name in names if name not in _BY_NAME]
+    if unknown or not names:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)} or stage names joined by ';' "
+                         f"({', '.join(CHAINS['hf'])}), got {order!r}")
+    stages = [_BY_NAME[name] for name in names if _BY_NAME[name] != "mirostat"]
+    if len(set(stages)) < len(stages):
+        raise ValueError(f"order names a stage twice: {order!r}")
+    return (*stages, "mirostat")
+
+
 def stage_names(order: str = "hf") -> tuple[str, ...]:
     """The stages in the order the chain applies them, ``"raw"`` first.
 
     Usage: ``[getattr(stages, n) for n in stage_names(settings.order)]``
     """
-    return ("raw",) + CHAINS[order]
+    return ("raw",) + chain(order)
 
 
 class Stages(collections.namedtuple("Stages", ("raw",) + CHAINS["hf"])):

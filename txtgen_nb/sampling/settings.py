@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from txtgen_nb.sampling.base import Array
-from txtgen_nb.sampling.records import FIELDS, ORDERS, RULE, RULES, Field
+from txtgen_nb.sampling.records import FIELDS, ORDERS, RULE, RULES, Field, chain
 
 
 def _check(field: Field, value: Any) -> None:
@@ -27,6 +27,11 @@ def _check(field: Field, value: Any) -> None:
         raise ValueError(problem)
     if field.integer and not np.all(np.mod(arr, 1) == 0):
         raise ValueError(problem)
+
+
+def _on_here(rule, s) -> bool:
+    """``rule.is_on(s)``, or ``False`` while the settings are traced (checked where they were built)."""
+    return not any(isinstance(getattr(s, f.name), jax.core.Tracer) for f in rule.fields) and rule.is_on(s)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,13 +69,15 @@ class SamplingSettings:
     dynatemp_range: float = 0.0  # llama.cpp dynamic T: T ± this, by the entropy of the tokens in play; 0 = off
     dynatemp_exponent: float = 1.0  # dynamic temperature: how the normalised entropy maps onto the range
     dry_sequence_breakers: tuple[int, ...] = ()  # token ids that end a DRY repeat (static: changing recompiles)
-    order: str = "hf"  # "hf" or "llama.cpp" (temperature last); static
+    order: str = "hf"  # "hf", "llama.cpp" (temperature last) or stage names joined by ";"; static
 
     def __post_init__(self) -> None:
         for field in FIELDS.values():
             _check(field, getattr(self, field.name))
-        if self.order not in ORDERS:
-            raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {self.order!r}")
+        stages = chain(self.order)  # raises on an unknown order
+        left_out = [rule.stage for rule in RULES if rule.stage not in stages and _on_here(rule, self)]
+        if left_out:
+            raise ValueError(f"order {self.order!r} leaves out {', '.join(left_out)}, which the settings turn on")
         breakers = self.dry_sequence_breakers
         if not isinstance(breakers, tuple) or not all(isinstance(b, (int, np.integer)) and b >= 0 for b in breakers):
             raise ValueError(f"dry_sequence_breakers must be a tuple of token ids >= 0, got {breakers!r}")
@@ -115,7 +122,7 @@ class SamplingSettings:
         parts += [rule.label(self) for rule in RULES
                   if rule.stage != "temperature" and (rule.context or not greedy) and rule.is_on(self)]
         if self.order != "hf":
-            parts.append(f"{self.order} order")
+            parts.append(f"{self.order} order" if self.order in ORDERS else f"order {self.order}")
         return " · ".join(parts)
 
 

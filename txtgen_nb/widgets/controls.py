@@ -100,8 +100,9 @@ class SamplingControls:
         self.button = widgets.Button(description=button, button_style="primary", icon="play",
                                      layout=widgets.Layout(width="auto"))
         self.advanced = advanced_sliders(start) if sliders else {}
-        self.order = widgets.ToggleButtons(options=[("HF order", "hf"), ("llama.cpp order", "llama.cpp")],
-                                           value=start.order, style={"button_width": "auto"},
+        orders = [("HF order", "hf"), ("llama.cpp order", "llama.cpp")]
+        orders += [] if start.order in sampling.ORDERS else [("free order", start.order)]  # given by the caller
+        self.order = widgets.ToggleButtons(options=orders, value=start.order, style={"button_width": "auto"},
                                            tooltip="llama.cpp applies temperature last")
         self.advanced_section = widgets.Accordion(  # scrolls inside, so the column stays within a 720 px screen
             children=[widgets.VBox([self.order, *self.advanced.values()],
