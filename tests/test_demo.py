@@ -6,9 +6,10 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from txtgen_nb import demo_checkpoint, generate, load_model_and_tokenizer
+from txtgen_nb import SamplingSettings, demo_checkpoint, generate, load_model_and_tokenizer
 from txtgen_nb.api import DEMO_DIR
 from txtgen_nb.corpus import complete_sentences, grammatical_rate
 
@@ -58,3 +59,16 @@ def test_cli_without_checkpoint_uses_demo():
                              "--max-length", "10"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "No --checkpoint given: using the bundled demo model" in result.stdout
+
+
+def test_min_new_tokens_keeps_a_story_going_past_its_end(demo):
+    model, params, tokenizer, _ = demo
+    rows = [SamplingSettings(0.0, 0), SamplingSettings(0.0, 0, min_new_tokens=90)]
+    result = generate(model, params, tokenizer, ["Once upon a time"] * 2, settings=rows, max_new_tokens=110,
+                      trace=True)
+    natural, held = (len(ids) for ids in result.new_token_ids)
+    assert result.stop_reasons[0] == "eos" and natural < 90 <= held  # greedy ends at EOS, unless told not yet
+    assert result.new_token_ids[1][:natural - 1] == result.new_token_ids[0][:natural - 1]  # the same story until then
+    trace, eos = result.trace, list(result.trace.stop_ids)
+    early, late = trace.stages(1, 89).min_new_tokens, trace.stages(1, 90).min_new_tokens  # the replay masks as the loop
+    assert not np.isfinite(np.asarray(early)[eos]).any() and np.isfinite(np.asarray(late)[eos]).all()

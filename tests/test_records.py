@@ -19,7 +19,8 @@ EXAMPLES = {name: (SamplingSettings.off(**fields), stage) for name, (fields, sta
 
 
 def _inputs(mu=None, coin=None, by_rank=False):
-    return sampling.ChainInputs(CONTEXT, CONTEXT, LOGITS, mu, coin, by_rank)
+    return sampling.ChainInputs(CONTEXT, CONTEXT, LOGITS, mu, coin, by_rank, stop_ids=jnp.asarray([5, 9, -1]),
+                                steps=jnp.full(4, 3))
 
 
 def test_every_numeric_setting_has_exactly_one_field_record():

@@ -505,3 +505,17 @@ def test_generation_follows_a_free_order(tiny_model, tiny_tok):
     for i in range(int(trace.lengths[0])):
         final = np.asarray(filter_logits(trace.step_logits(0, i), s))
         assert np.isfinite(final[trace.token_ids[0, i]])
+
+
+def test_min_new_tokens_equals_hugging_face():
+    from transformers import MinNewTokensLengthLogitsProcessor
+
+    logits, ids = random_case(8, rows=2)
+    prompt = 6  # the first 6 context ids are the prompt, the rest generated
+    for generated in (3, 8):
+        context = ids[:, :prompt + generated]
+        hf = MinNewTokensLengthLogitsProcessor(prompt, 8, eos_token_id=[2, 5])(torch.tensor(context),
+                                                                                 torch.tensor(logits)).numpy()
+        ours = filter_stages(logits, Off(min_new_tokens=8), context, num_generated=generated, stop_ids=[2, 5, -1])
+        assert_same(ours.min_new_tokens, hf)
+        assert np.isfinite(np.asarray(ours.final)[:, [2, 5]]).all() == (generated >= 8)

@@ -138,7 +138,8 @@ EVERY_RULE = [SamplingSettings(1.0, 0, repetition_penalty=1.5, typical_p=0.5),  
               SamplingSettings(1.0, 0, top_n_sigma=1.0), SamplingSettings(1.0, 0, epsilon_cutoff=0.01),
               SamplingSettings(1.0, 0, eta_cutoff=0.01), SamplingSettings(1.0, 0, xtc_probability=1.0),
               SamplingSettings(1.0, 0, mirostat_tau=3.0), SamplingSettings(1.0, 10, 0.9, order="llama.cpp"),
-              SamplingSettings(1.0, 0, min_p=0.02, dynatemp_range=0.8, order="llama.cpp")]
+              SamplingSettings(1.0, 0, min_p=0.02, dynatemp_range=0.8, order="llama.cpp"),
+              SamplingSettings(1.0, 0, 0.9, min_new_tokens=20)]
 
 
 @pytest.mark.parametrize("settings", EVERY_RULE, ids=lambda s: s.label())

@@ -239,7 +239,7 @@ def _draw_full(inputs: LoopInputs, s: LoopState, top: jax.Array | None) -> tuple
     coins = jax.vmap(lambda key: jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, s.step), 1)))(
         inputs.keys)
     filtered = sampling.filter_logits(s.logits, inputs.settings, context, num_generated=s.step, mu=s.mu,
-                                      xtc_coin=coins, fused=True)
+                                      xtc_coin=coins, stop_ids=inputs.stop_ids, fused=True)
     token = _categorical(inputs, s.step, filtered)
     mu, _ = sampling.mirostat_update(s.mu, filtered, token, inputs.settings.mirostat_tau, inputs.settings.mirostat_eta)
     return token, mu

@@ -294,7 +294,8 @@ class Trace:
         contexts = np.stack([self._context(row, min(i, last), size=self._context_size(row)) for i in steps])  # [L', T]
         logits = np.zeros((steps.size, self.vocab_size), np.float32)
         logits[:n] = self.row_logits(row)[:n]
-        padded = sampling.filter_stages(logits, s, contexts, num_generated=steps, xtc_coin=self._xtc_coins(row, steps))
+        padded = sampling.filter_stages(logits, s, contexts, num_generated=steps, xtc_coin=self._xtc_coins(row, steps),
+                                        stop_ids=self._stop_array())
         stages = sampling.Stages(*(stage[:n] for stage in padded))
         if s.mirostat_tau <= 0 or not n:
             return stages
@@ -331,11 +332,16 @@ class Trace:
         return MirostatReplay(mu=mu, surprise=surprise, tau=float(s.mirostat_tau), eta=float(s.mirostat_eta))
 
     def _step_state(self, row: int, steps: list[int], s: SamplingSettings, scalar: bool = False) -> dict[str, Any]:
-        """The random and carried inputs of ``steps``: XTC's coin and, with Mirostat, μ."""
+        """The random and carried inputs of ``steps``: XTC's coin, with Mirostat μ, and the stop ids."""
         state = dict(xtc_coin=self._xtc_coins(row, np.asarray(steps)))
         if s.mirostat_tau > 0:
             state["mu"] = self.mirostat(row, s).mu[steps]
-        return {k: v[0] if scalar else v for k, v in state.items()}
+        return {**{k: v[0] if scalar else v for k, v in state.items()}, "stop_ids": self._stop_array()}
+
+    def _stop_array(self) -> np.ndarray:
+        """The ids that end a row ``[S]`` (``min_new_tokens`` removes them until then)."""
+        ids = self.stop_ids or (() if self.eos_id is None else (self.eos_id,))
+        return np.asarray(ids, np.int32).reshape(-1)
 
     def _xtc_coins(self, row: int, steps: np.ndarray) -> np.ndarray:
         """XTC's uniform draw at each of ``steps`` ``[n]``: the decode loop's, from the row's seed."""

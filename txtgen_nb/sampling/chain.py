@@ -21,14 +21,16 @@ VOCAB_BUCKET_MIN = 16
 
 
 def _inputs(x: Array, s: SamplingSettings, context: Array | None, num_generated: Array | None,
-            mu: Array | None, coin: Array | None) -> ChainInputs:
-    ids = generated = None
+            mu: Array | None, coin: Array | None, stop_ids: Array | None) -> ChainInputs:
+    ids = generated = steps = None
     if context is not None:
         ids = generated = context_ids(context, x)
+        steps = jnp.sum(ids >= 0, axis=-1)  # by default every context token counts as generated
         if num_generated is not None:
-            first = ids.shape[-1] - per_row(num_generated, x, jnp.int32)[..., None]
-            generated = jnp.where(jnp.arange(ids.shape[-1]) >= first, ids, -1)
-    return ChainInputs(ids, generated, None, mu, coin, by_rank=s.order != "hf")  # llama.cpp's and free orders
+            steps = per_row(num_generated, x, jnp.int32)
+            generated = jnp.where(jnp.arange(ids.shape[-1]) >= ids.shape[-1] - steps[..., None], ids, -1)
+    return ChainInputs(ids, generated, None, mu, coin, by_rank=s.order != "hf",  # llama.cpp's and free orders
+                       stop_ids=stop_ids, steps=steps)
 
 
 def _classic_fused(x: Array, s: SamplingSettings, _inputs: ChainInputs) -> Array:
@@ -40,9 +42,9 @@ def _classic_fused(x: Array, s: SamplingSettings, _inputs: ChainInputs) -> Array
 
 @functools.partial(jax.jit, static_argnames="fused")
 def _run_stages(logits: Array, s: SamplingSettings, context: Array | None, num_generated: Array | None,
-                mu: Array | None, coin: Array | None, fused: bool = False) -> Stages:
+                mu: Array | None, coin: Array | None, stop_ids: Array | None, fused: bool = False) -> Stages:
     x = jnp.asarray(logits, jnp.float32)
-    inputs = _inputs(x, s, context, num_generated, mu, coin)
+    inputs = _inputs(x, s, context, num_generated, mu, coin, stop_ids)
     fused = fused and s.order == "hf"  # the classic four are adjacent in Hugging Face's order only
     out = {"raw": x}
     for name in chain(s.order):
@@ -79,6 +81,7 @@ def filter_stages(
     num_generated: ArrayLike | None = None,
     mu: ArrayLike | None = None,
     xtc_coin: ArrayLike | None = None,
+    stop_ids: ArrayLike | None = None,
     fused: bool = False,
     **fields: Any,
 ) -> Stages:
@@ -87,7 +90,8 @@ def filter_stages(
     ``context [..., T]``: right-aligned ids seen so far (needed by the penalties; without it they
     are skipped); its last ``num_generated`` entries are the generated ones (presence and frequency
     penalties; default: all). ``mu``: Mirostat's current μ (default ``2 τ``). ``xtc_coin``: a
-    uniform draw per row deciding whether XTC fires (default: it fires). ``fused``: in the Hugging
+    uniform draw per row deciding whether XTC fires (default: it fires). ``stop_ids [S]``: the ids
+that end a row (``min_new_tokens`` removes them; -1 unused). ``fused``: in the Hugging
     Face order, compute temperature → min-p in one sort-free step (the decode loop's way: the same
     final result, but ``.temperature`` … ``.min_p`` are then not separate). Instead of ``settings``,
     keyword fields of :class:`SamplingSettings` may be given; unnamed rules are then off.
@@ -98,11 +102,11 @@ def filter_stages(
     logits = jnp.asarray(logits, jnp.float32)
     vocab = logits.shape[-1]
     if isinstance(logits, jax.core.Tracer):
-        return _run_stages(logits, s, context, num_generated, mu, xtc_coin, fused)
+        return _run_stages(logits, s, context, num_generated, mu, xtc_coin, stop_ids, fused)
     # pad the vocabulary with removed tokens to a power of two: few shapes, few compiles
     bucket = max(VOCAB_BUCKET_MIN, 1 << (vocab - 1).bit_length())
     padded = jnp.pad(logits, [(0, 0)] * (logits.ndim - 1) + [(0, bucket - vocab)], constant_values=NEG_INF)
-    stages = _run_stages(padded, s, context, num_generated, mu, xtc_coin, fused)
+    stages = _run_stages(padded, s, context, num_generated, mu, xtc_coin, stop_ids, fused)
     return Stages(*(stage[..., :vocab] for stage in stages))
 
 
@@ -130,6 +134,7 @@ def sample_token(
     *,
     num_generated: ArrayLike | None = None,
     mu: ArrayLike | None = None,
+    stop_ids: ArrayLike | None = None,
     **fields: Any,
 ) -> Array:
     """Draw token ids of shape ``logits.shape[:-1]`` from the filtered distribution (XTC's coin is
@@ -139,5 +144,6 @@ def sample_token(
     """
     logits = jnp.asarray(logits, jnp.float32)
     coin = jax.random.uniform(jax.random.fold_in(key, 1), logits.shape[:-1])
-    filtered = filter_logits(logits, settings, context, num_generated=num_generated, mu=mu, xtc_coin=coin, **fields)
+    filtered = filter_logits(logits, settings, context, num_generated=num_generated, mu=mu, xtc_coin=coin,
+                             stop_ids=stop_ids, **fields)
     return jax.random.categorical(key, filtered, axis=-1).astype(jnp.int32)

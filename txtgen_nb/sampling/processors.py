@@ -147,3 +147,18 @@ def apply_dry(logits: Array, context: ArrayLike, multiplier: ArrayLike, base: Ar
     penalty = mult[..., None] * jnp.power(base_[..., None], exponent)
     breaker_token = jnp.isin(jnp.arange(vocab), jnp.asarray(breakers, jnp.int32)) if breakers else False
     return jnp.where((longest >= allowed[..., None]) & ~breaker_token, logits - penalty, logits)
+
+
+def apply_min_new_tokens(logits: Array, stop_ids: ArrayLike | None, num_generated: ArrayLike,
+                         min_new_tokens: ArrayLike) -> Array:
+    """Hugging Face ``MinNewTokensLengthLogitsProcessor``: every stop id (EOS, end of turn; negative
+    ids unused) removed while fewer than ``min_new_tokens`` tokens have been generated; 0 disables.
+
+    Usage: ``apply_min_new_tokens(logits, stop_ids=[2], num_generated=3, min_new_tokens=10)``
+    """
+    if stop_ids is None:
+        return logits  # no stop ids given: nothing could end the text
+    stops = jnp.asarray(stop_ids, jnp.int32).reshape(-1)
+    is_stop = jnp.any(jnp.arange(logits.shape[-1])[:, None] == stops[None, :], axis=-1)  # [V]
+    early = per_row(num_generated, logits, jnp.int32) < per_row(min_new_tokens, logits, jnp.int32)
+    return jnp.where(early[..., None] & is_stop, NEG_INF, logits)

@@ -53,6 +53,8 @@ class ChainInputs(NamedTuple):
     mu: Array | None  # [...] Mirostat's μ; None: its start, 2τ
     coin: Array | None  # [...] XTC's uniform draw; None: it fires
     by_rank: bool  # llama.cpp's cuts: exactly a count of tokens by rank, no extra ties (static)
+    stop_ids: Array | None = None  # [S] int32 ids that end a row (EOS, end of turn), -1 unused; None: none known
+    steps: Array | None = None  # [...] int32 tokens generated so far (min_new_tokens)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +180,12 @@ RULES: tuple[Rule, ...] = (
          run=lambda x, s, c: processors.apply_no_repeat_ngram(x, c.ids, s.no_repeat_ngram_size),
          label=lambda s: f"no-repeat {s.no_repeat_ngram_size}-gram", context=True, names=("no_repeat",),
          examples=(("no-repeat 2-grams", dict(no_repeat_ngram_size=2)),)),
+    Rule("min_new_tokens", "Hugging Face MinNewTokensLengthLogitsProcessor",
+         (_field("min_new_tokens", "min new tokens", "must be an integer >= 0", lambda v: v >= 0, (0, 100, 1), True),),
+         on=lambda s: s.min_new_tokens > 0,
+         run=lambda x, s, c: processors.apply_min_new_tokens(x, c.stop_ids, c.steps, s.min_new_tokens),
+         label=lambda s: f"at least {s.min_new_tokens} new", context=True, names=("min_length",),
+         examples=(("min new tokens", dict(min_new_tokens=30)),)),
     Rule("dry", "llama.cpp DRY (from koboldcpp, by pi6am)",
          (_field("dry_multiplier", "DRY ×", "must be >= 0", lambda v: v >= 0, (0.0, 2.0, 0.05)),
           _field("dry_base", "DRY base", "must be >= 1", lambda v: v >= 1, (1.0, 3.0, 0.05)),
@@ -258,8 +266,8 @@ ADVANCED: tuple[Field, ...] = tuple(f for rule in RULES for f in rule.fields if 
 ORDERS = ("hf", "llama.cpp")
 CHAINS: dict[str, tuple[str, ...]] = {
     "hf": tuple(rule.stage for rule in RULES),  # RULES are listed in Hugging Face's order
-    "llama.cpp": ("penalties", "no_repeat_ngram", "dry", "top_n_sigma", "top_k", "typical", "top_p", "min_p",
-                  "epsilon", "eta", "xtc", "temperature", "mirostat"),
+    "llama.cpp": ("penalties", "no_repeat_ngram", "min_new_tokens", "dry", "top_n_sigma", "top_k", "typical", "top_p",
+                  "min_p", "epsilon", "eta", "xtc", "temperature", "mirostat"),
 }
 
 

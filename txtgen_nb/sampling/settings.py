@@ -68,6 +68,7 @@ class SamplingSettings:
     mirostat_eta: float = 0.1  # Mirostat learning rate
     dynatemp_range: float = 0.0  # llama.cpp dynamic T: T ± this, by the entropy of the tokens in play; 0 = off
     dynatemp_exponent: float = 1.0  # dynamic temperature: how the normalised entropy maps onto the range
+    min_new_tokens: int = 0  # HF: the stop ids (EOS, end of turn) removed until this many new tokens; 0 = off
     dry_sequence_breakers: tuple[int, ...] = ()  # token ids that end a DRY repeat (static: changing recompiles)
     order: str = "hf"  # "hf", "llama.cpp" (temperature last) or stage names joined by ";"; static
 
