@@ -24,7 +24,7 @@ def _inputs(mu=None, coin=None, by_rank=False):
 
 
 def test_every_numeric_setting_has_exactly_one_field_record():
-    numeric = {f.name for f in dataclasses.fields(SamplingSettings)} - {"dry_sequence_breakers", "order"}
+    numeric = {f.name for f in dataclasses.fields(SamplingSettings)} - set(sampling.STATIC_FIELDS)
     named = [field.name for rule in RULES for field in rule.fields]
     assert sorted(named) == sorted(numeric)  # none missing, none twice
     assert set(sampling.NUMERIC_FIELDS) == numeric
@@ -104,3 +104,11 @@ def test_usual_values_turn_on_one_rule_each():
     for name, s in usual.items():
         on = [rule.stage for rule in RULES if rule.is_on(s) and rule.stage != "temperature"]
         assert len(on) == 1 and s.label() == f"T=1 · {name}"
+
+
+def test_the_rules_without_numeric_settings_are_the_static_ones():
+    static = [rule.stage for rule in RULES if not rule.fields]
+    assert static == ["logit_bias", "bad_words"]
+    s = SamplingSettings.off(logit_bias={3: 1.0}, bad_words=[[4]])
+    assert all(RULE[name].is_on(s) for name in static) and s.static_key() != SamplingSettings.off().static_key()
+    assert s.label() == "T=1 · bias 3:+1 · 1 banned word"

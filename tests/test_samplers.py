@@ -72,7 +72,7 @@ def test_settings_keep_positional_order_label_and_stack():
     assert "llama.cpp order" in SamplingSettings(order="llama.cpp", xtc_probability=0.5).label()
     stacked = SamplingSettings.stack([s, SamplingSettings(1.2, 0, mirostat_tau=5.0)])
     assert stacked.top_k.tolist() == [50, 0] and stacked.mirostat_tau.dtype == np.float32
-    with pytest.raises(ValueError, match="share order"):
+    with pytest.raises(ValueError, match="must share .*order"):
         SamplingSettings.stack([s, SamplingSettings(order="llama.cpp")])
     leaves, tree = jax.tree.flatten(s)
     assert len(leaves) == len(sampling.NUMERIC_FIELDS) and jax.tree.unflatten(tree, leaves) == s
@@ -519,3 +519,41 @@ def test_min_new_tokens_equals_hugging_face():
         ours = filter_stages(logits, Off(min_new_tokens=8), context, num_generated=generated, stop_ids=[2, 5, -1])
         assert_same(ours.min_new_tokens, hf)
         assert np.isfinite(np.asarray(ours.final)[:, [2, 5]]).all() == (generated >= 8)
+
+
+# ------------------------------------------------------------------ logit bias and banned words (static settings)
+
+def test_logit_bias_equals_hugging_faces_sequence_bias_on_single_tokens():
+    from transformers import SequenceBiasLogitsProcessor
+
+    logits, ids = random_case(9, rows=2)
+    bias = {3: -100.0, 10: 4.5, VOCAB + 5: 1.0}  # an id beyond the vocabulary is ignored
+    hf = SequenceBiasLogitsProcessor({(3,): -100.0, (10,): 4.5})(torch.tensor(ids), torch.tensor(logits)).numpy()
+    ours = filter_stages(logits, Off(logit_bias=bias), ids)
+    np.testing.assert_allclose(np.asarray(ours.logit_bias), hf, rtol=1e-6)
+    greedy = Off(temperature=0.0, logit_bias={int(np.argmax(logits[0])): -100.0})  # bias acts before greedy's argmax
+    assert int(np.argmax(np.asarray(filter_logits(logits, greedy))[0])) != int(np.argmax(logits[0]))
+
+
+def test_bad_words_equal_hugging_face():
+    from transformers import NoBadWordsLogitsProcessor
+
+    logits, ids = random_case(10, rows=3, id_range=4)
+    words = [[7], [ids[0, -1], 9], [ids[1, -2], ids[1, -1], 11], [1, 2, 3, 12]]
+    hf = NoBadWordsLogitsProcessor([list(map(int, w)) for w in words], eos_token_id=VOCAB - 1)(
+        torch.tensor(ids), torch.tensor(logits)).numpy()
+    ours = np.asarray(filter_stages(logits, Off(bad_words=words), ids).bad_words)
+    assert_same(ours, hf)
+    assert np.isinf(ours[0, 9]) and np.isinf(ours[1, 11]) and np.isinf(ours[:, 7]).all()
+
+
+def test_generation_never_emits_a_biased_away_or_banned_token(tiny_model, tiny_tok):
+    model, params, _ = tiny_model
+    plain = generate(model, params, tiny_tok, "Once upon", temperature=0.0, max_new_tokens=12).new_token_ids[0]
+    first = plain[0]
+    rows = [SamplingSettings(0.0, 0, logit_bias={first: -100.0}), SamplingSettings(0.0, 0, bad_words=[[first]])]
+    for s in rows:  # static settings: one call each (a batch shares them)
+        ids = generate(model, params, tiny_tok, "Once upon", settings=s, max_new_tokens=12).new_token_ids[0]
+        assert first not in ids and ids != plain
+    with pytest.raises(ValueError, match="share"):
+        SamplingSettings.stack(rows)

@@ -151,8 +151,8 @@ def _grid(settings: Sequence[SamplingSettings] | None, temperatures: Sequence[fl
 
 def _chunks(rows: list[tuple[SamplingSettings, int]], batch: int) -> list[list[tuple[SamplingSettings, int]]]:
     """``rows`` in calls of at most ``batch``, a new call wherever the static part of the settings
-    (``order``, DRY breakers) changes: one batch shares them."""
-    static = lambda row: (row[0].order, row[0].dry_sequence_breakers)  # noqa: E731
+    (``static_key``: order, DRY breakers, logit bias, banned words) changes: one batch shares them."""
+    static = lambda row: row[0].static_key()  # noqa: E731
     chunks: list[list[tuple[SamplingSettings, int]]] = []
     for row in rows:
         if not chunks or len(chunks[-1]) == batch or static(chunks[-1][0]) != static(row):

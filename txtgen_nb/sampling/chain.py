@@ -52,7 +52,7 @@ def _run_stages(logits: Array, s: SamplingSettings, context: Array | None, num_g
         if rule.context and inputs.ids is None:
             out[name] = x  # no context: nothing to penalise
             continue
-        if not rule.context and inputs.processed is None:
+        if not rule.processor and inputs.processed is None:
             inputs = inputs._replace(processed=x)
         if fused and rule.classic:
             run = _classic_fused if name == "temperature" else (lambda v, _s, _c: v)

@@ -162,3 +162,39 @@ def apply_min_new_tokens(logits: Array, stop_ids: ArrayLike | None, num_generate
     is_stop = jnp.any(jnp.arange(logits.shape[-1])[:, None] == stops[None, :], axis=-1)  # [V]
     early = per_row(num_generated, logits, jnp.int32) < per_row(min_new_tokens, logits, jnp.int32)
     return jnp.where(early[..., None] & is_stop, NEG_INF, logits)
+
+
+def apply_logit_bias(logits: Array, bias: Sequence[tuple[int, float]]) -> Array:
+    """OpenAI's / llama.cpp's ``logit_bias``: ``(token id, bias)`` pairs added to the raw logits (-100
+    all but bans a token); ids beyond the vocabulary are ignored.
+
+    Usage: ``apply_logit_bias(logits, [(42, -100.0)])``
+    """
+    if not bias:
+        return logits
+    ids = jnp.asarray([i for i, _ in bias], jnp.int32)
+    add = jnp.zeros(logits.shape[-1], jnp.float32).at[ids].add(jnp.asarray([b for _, b in bias], jnp.float32),
+                                                                 mode="drop")
+    return logits + add
+
+
+def apply_bad_words(logits: Array, context: ArrayLike, bad_words: Sequence[Sequence[int]]) -> Array:
+    """Hugging Face ``NoBadWordsLogitsProcessor``: a banned sequence's last token is removed wherever the
+    context ends with the rest of it (a one-token sequence always).
+
+    Usage: ``apply_bad_words(logits, ids, [[7], [3, 9]])``
+    """
+    ids = context_ids(context, logits)
+    banned = jnp.zeros(logits.shape, bool)
+    for words in bad_words:
+        *prefix, last = (int(w) for w in words)
+        if last >= logits.shape[-1]:
+            continue
+        if prefix:
+            size = len(prefix)
+            ends = ids[..., -size:] if ids.shape[-1] >= size else None
+            hit = jnp.zeros(logits.shape[:-1], bool) if ends is None else jnp.all(ends == jnp.asarray(prefix), -1)
+        else:
+            hit = jnp.ones(logits.shape[:-1], bool)
+        banned = banned.at[..., last].set(banned[..., last] | hit)
+    return jnp.where(banned, NEG_INF, logits)

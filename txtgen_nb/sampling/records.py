@@ -69,11 +69,17 @@ class Rule:
     label: Callable[[Settings], str]  # its part of SamplingSettings.label()
     title: Callable[[Settings, np.ndarray, np.ndarray, float | None], str] | None = None  # (s, before, after, μ)
     context: bool = False  # a context processor: needs the ids, acts even when greedy
+    greedy_too: bool = False  # acts on the raw logits before greedy's argmax, though it needs no context
     classic: bool = False  # one of the four rules filter_logits_fast computes
     beyond_fast: Callable[[Settings], Any] | None = None  # a classic rule's settings the fast path does not do
     names: tuple[str, ...] = ()  # its other names in a custom order: llama.cpp's --samplers names and aliases
-    examples: tuple[tuple[str, dict[str, Any]], ...] = ()  # (name, fields) that show it at work (notebook 07)
+    examples: tuple[tuple[str, dict[str, Any]], ...] = ()  # (name, numeric fields) at work (notebook 07's batch)
     usual: dict[str, Any] | None = None  # its usual value, untuned (notebook 07's comparison)
+
+    @property
+    def processor(self) -> bool:
+        """Whether it acts before greedy's argmax (the context processors and logit bias)."""
+        return self.context or self.greedy_too
 
     def is_on(self, s: Settings) -> bool:
         """Whether any row of ``s`` (host values) turns the rule on. Usage: ``RULE["top_k"].is_on(s)``"""
@@ -163,7 +169,18 @@ def _dry_on(s: Settings) -> Any:
     return (s.dry_multiplier > 0) & (s.dry_penalty_last_n != 0)
 
 
+def _bias_label(s: Settings) -> str:
+    return "bias " + ", ".join(f"{i}:{b:+g}" for i, b in s.logit_bias[:3]) + (" …" if len(s.logit_bias) > 3 else "")
+
+
+def _bad_words_label(s: Settings) -> str:
+    return f"{len(s.bad_words)} banned word" + ("s" if len(s.bad_words) != 1 else "")
+
+
 RULES: tuple[Rule, ...] = (
+    Rule("logit_bias", "OpenAI logit_bias; llama.cpp logit-bias (its first sampler)", (),
+         on=lambda s: bool(s.logit_bias), run=lambda x, s, c: processors.apply_logit_bias(x, s.logit_bias),
+         label=_bias_label, greedy_too=True, names=("logit-bias", "bias")),
     Rule("penalties", "repetition: Hugging Face / CTRL (Keskar et al. 2019); presence, frequency: OpenAI",
          (_field("repetition_penalty", "repetition ×", "must be > 0 (1 = off)", lambda v: v > 0, (0.5, 2.0, 0.05)),
           _field("presence_penalty", "presence", "must be between -2 and 2", _between(-2, 2), (-2.0, 2.0, 0.1)),
@@ -180,6 +197,10 @@ RULES: tuple[Rule, ...] = (
          run=lambda x, s, c: processors.apply_no_repeat_ngram(x, c.ids, s.no_repeat_ngram_size),
          label=lambda s: f"no-repeat {s.no_repeat_ngram_size}-gram", context=True, names=("no_repeat",),
          examples=(("no-repeat 2-grams", dict(no_repeat_ngram_size=2)),)),
+    Rule("bad_words", "Hugging Face NoBadWordsLogitsProcessor (bad_words_ids)", (),
+         on=lambda s: bool(s.bad_words),
+         run=lambda x, s, c: processors.apply_bad_words(x, c.ids, s.bad_words),
+         label=_bad_words_label, context=True, names=("bad_words_ids", "banned")),
     Rule("min_new_tokens", "Hugging Face MinNewTokensLengthLogitsProcessor",
          (_field("min_new_tokens", "min new tokens", "must be an integer >= 0", lambda v: v >= 0, (0, 100, 1), True),),
          on=lambda s: s.min_new_tokens > 0,
@@ -266,8 +287,8 @@ ADVANCED: tuple[Field, ...] = tuple(f for rule in RULES for f in rule.fields if 
 ORDERS = ("hf", "llama.cpp")
 CHAINS: dict[str, tuple[str, ...]] = {
     "hf": tuple(rule.stage for rule in RULES),  # RULES are listed in Hugging Face's order
-    "llama.cpp": ("penalties", "no_repeat_ngram", "min_new_tokens", "dry", "top_n_sigma", "top_k", "typical", "top_p",
-                  "min_p", "epsilon", "eta", "xtc", "temperature", "mirostat"),
+    "llama.cpp": ("logit_bias", "penalties", "no_repeat_ngram", "bad_words", "min_new_tokens", "dry", "top_n_sigma",
+                  "top_k", "typical", "top_p", "min_p", "epsilon", "eta", "xtc", "temperature", "mirostat"),
 }
 
 

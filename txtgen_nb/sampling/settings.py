@@ -29,6 +29,37 @@ def _check(field: Field, value: Any) -> None:
         raise ValueError(problem)
 
 
+def _is_id(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0
+
+
+def _bias_pairs(bias: Any) -> tuple[tuple[int, float], ...]:
+    """``logit_bias`` as sorted ``(id, bias)`` pairs, from pairs or a ``{id: bias}`` dict (the OpenAI form)."""
+    problem = f"logit_bias must be {{token id: finite bias}} or (id, bias) pairs, got {bias!r}"
+    try:
+        pairs = [(i, b) for i, b in (bias.items() if isinstance(bias, dict) else bias)]
+    except (TypeError, ValueError):
+        raise ValueError(problem) from None
+    finite = [isinstance(b, (int, float, np.number)) and not isinstance(b, bool) and np.isfinite(b) for _, b in pairs]
+    if not all(_is_id(i) for i, _ in pairs) or not all(finite):
+        raise ValueError(problem)
+    return tuple(sorted((int(i), float(b)) for i, b in pairs))
+
+
+def _sequences(words: Any) -> tuple[tuple[int, ...], ...]:
+    """``bad_words`` as a tuple of non-empty tuples of token ids."""
+    problem = f"bad_words must be sequences of token ids >= 0, e.g. [[42], [7, 9]], got {words!r}"
+    if isinstance(words, (str, bytes)):
+        raise ValueError(problem)
+    try:
+        out = tuple(tuple(seq) for seq in words)
+    except TypeError:
+        raise ValueError(problem) from None
+    if not all(seq and all(_is_id(i) for i in seq) for seq in out):
+        raise ValueError(problem)
+    return tuple(tuple(int(i) for i in seq) for seq in out)
+
+
 def _on_here(rule, s) -> bool:
     """``rule.is_on(s)``, or ``False`` while the settings are traced (checked where they were built)."""
     return not any(isinstance(getattr(s, f.name), jax.core.Tracer) for f in rule.fields) and rule.is_on(s)
@@ -71,6 +102,8 @@ class SamplingSettings:
     min_new_tokens: int = 0  # HF: the stop ids (EOS, end of turn) removed until this many new tokens; 0 = off
     dry_sequence_breakers: tuple[int, ...] = ()  # token ids that end a DRY repeat (static: changing recompiles)
     order: str = "hf"  # "hf", "llama.cpp" (temperature last) or stage names joined by ";"; static
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias) added to the raw logits (a dict works); static
+    bad_words: tuple[tuple[int, ...], ...] = ()  # HF bad_words_ids: token sequences never completed; static
 
     def __post_init__(self) -> None:
         for field in FIELDS.values():
@@ -80,8 +113,10 @@ class SamplingSettings:
         if left_out:
             raise ValueError(f"order {self.order!r} leaves out {', '.join(left_out)}, which the settings turn on")
         breakers = self.dry_sequence_breakers
-        if not isinstance(breakers, tuple) or not all(isinstance(b, (int, np.integer)) and b >= 0 for b in breakers):
+        if not isinstance(breakers, tuple) or not all(_is_id(b) for b in breakers):
             raise ValueError(f"dry_sequence_breakers must be a tuple of token ids >= 0, got {breakers!r}")
+        object.__setattr__(self, "logit_bias", _bias_pairs(self.logit_bias))
+        object.__setattr__(self, "bad_words", _sequences(self.bad_words))
 
     @classmethod
     def off(cls, **fields: Any) -> SamplingSettings:
@@ -93,7 +128,7 @@ class SamplingSettings:
 
     @classmethod
     def stack(cls, rows: Sequence[SamplingSettings]) -> SamplingSettings:
-        """Rows stacked into one settings object of ``[len(rows)]`` arrays (same order and breakers).
+        """Rows stacked into one settings object of ``[len(rows)]`` arrays (the same static fields).
 
         Usage: ``filter_logits(logits[:3], SamplingSettings.stack([a, b, c]))``
         """
@@ -102,10 +137,17 @@ class SamplingSettings:
             raise ValueError("stack needs at least one row of settings")
         aux = _flatten(rows[0])[1]
         if any(_flatten(r)[1] != aux for r in rows):
-            raise ValueError("stacked rows must share order and dry_sequence_breakers")
+            raise ValueError(f"stacked rows must share {', '.join(STATIC_FIELDS)}")
         leaves = [np.asarray([getattr(r, f) for r in rows], np.int32 if FIELDS[f].integer else np.float32)
                   for f in NUMERIC_FIELDS]
         return _unflatten(aux, leaves)
+
+    def static_key(self) -> tuple:
+        """The static fields' values: rows with equal keys share one compiled program and one batch.
+
+        Usage: ``a.static_key() == b.static_key()``
+        """
+        return _flatten(self)[1]
 
     def is_greedy(self) -> bool:
         """Whether every draw ignores the seed: temperature 0, top-k 1 or top-p 0 leave one token
@@ -121,7 +163,7 @@ class SamplingSettings:
         greedy = self.temperature <= 0
         parts = [RULE["temperature"].label(self)]
         parts += [rule.label(self) for rule in RULES
-                  if rule.stage != "temperature" and (rule.context or not greedy) and rule.is_on(self)]
+                  if rule.stage != "temperature" and (rule.processor or not greedy) and rule.is_on(self)]
         if self.order != "hf":
             parts.append(f"{self.order} order" if self.order in ORDERS else f"order {self.order}")
         return " · ".join(parts)
@@ -132,16 +174,18 @@ NUMERIC_FIELDS = tuple(f.name for f in dataclasses.fields(SamplingSettings) if f
 INT_FIELDS = tuple(name for name in NUMERIC_FIELDS if FIELDS[name].integer)
 
 
+STATIC_FIELDS = ("dry_sequence_breakers", "order", "logit_bias", "bad_words")
+"""The fields that are part of the compiled program (changing one recompiles; rows stacked together share them)."""
+
+
 def _flatten(s: SamplingSettings):
-    return tuple(getattr(s, f) for f in NUMERIC_FIELDS), (tuple(s.dry_sequence_breakers), s.order)
+    return tuple(getattr(s, f) for f in NUMERIC_FIELDS), tuple(getattr(s, f) for f in STATIC_FIELDS)
 
 
 def _unflatten(aux, leaves) -> SamplingSettings:
     obj = object.__new__(SamplingSettings)  # leaves may be tracers or placeholders: no validation
-    for name, value in zip(NUMERIC_FIELDS, leaves):
+    for name, value in [*zip(NUMERIC_FIELDS, leaves), *zip(STATIC_FIELDS, aux)]:
         object.__setattr__(obj, name, value)
-    object.__setattr__(obj, "dry_sequence_breakers", aux[0])
-    object.__setattr__(obj, "order", aux[1])
     return obj
 
 

@@ -79,6 +79,7 @@ class SamplingControls:
         except ValueError as err:  # a bad starting value: keep the defaults, the explorer shows why
             self.problem = str(err)
             start = FALLBACK
+        self.start = start
         temperature, top_k, top_p, min_p = start.temperature, start.top_k, start.top_p, start.min_p
         self.temperature = widgets.FloatSlider(value=temperature, min=0.0, max=max(2.0, temperature), step=0.05,
                                                description="Temperature", readout_format=".2f", **_SLIDER)
@@ -127,11 +128,12 @@ class SamplingControls:
         return [*self.filters, *self.advanced.values(), self.order] if self.advanced else self.filters
 
     def settings(self) -> SamplingSettings:
-        """The settings the sliders show. Usage: ``controls.settings()``"""
+        """The settings the sliders show (fields without a slider, such as a logit bias or DRY's
+        breakers, as the controls started). Usage: ``controls.settings()``"""
         extra = {field: slider.value for field, slider in self.advanced.items()}
-        return SamplingSettings(temperature=float(self.temperature.value), top_k=int(self.top_k.value),
-                                top_p=float(self.top_p.value), min_p=float(self.min_p.value),
-                                order=self.order.value, **extra)
+        return dataclasses.replace(self.start, temperature=float(self.temperature.value), top_k=int(self.top_k.value),
+                                   top_p=float(self.top_p.value), min_p=float(self.min_p.value),
+                                   order=self.order.value, **extra)
 
 
 def settings_change(old: SamplingSettings | None, new: SamplingSettings) -> str:
