@@ -112,3 +112,24 @@ def test_the_rules_without_numeric_settings_are_the_static_ones():
     s = SamplingSettings.off(logit_bias={3: 1.0}, bad_words=[[4]])
     assert all(RULE[name].is_on(s) for name in static) and s.static_key() != SamplingSettings.off().static_key()
     assert s.label() == "T=1 · bias 3:+1 · 1 banned word"
+
+
+def test_defaults_from_a_hugging_face_generation_config(tmp_path):
+    from transformers import GenerationConfig
+
+    given = dict(do_sample=True, temperature=0.6, top_p=0.92, repetition_penalty=1.1, no_repeat_ngram_size=3,
+                 min_new_tokens=4, bad_words_ids=[[5, 6]], eos_token_id=2, max_new_tokens=64)
+    GenerationConfig(**given).save_pretrained(tmp_path)  # the file as transformers writes it
+    s = SamplingSettings.from_generation_config(tmp_path / "generation_config.json")
+    assert (s.temperature, s.top_k, s.top_p, s.repetition_penalty) == (0.6, 50, 0.92, 1.1)  # HF's top-k 50 default
+    assert (s.no_repeat_ngram_size, s.min_new_tokens, s.bad_words) == (3, 4, ((5, 6),))
+    assert SamplingSettings.from_generation_config({"do_sample": False, "temperature": 0.7}).temperature == 0.0
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingSettings.from_generation_config({"top_p": 1.5})
+    with pytest.raises(ValueError, match="cannot read"):
+        SamplingSettings.from_generation_config(tmp_path / "missing.json")
+    from txtgen_nb.api import model_defaults
+
+    assert model_defaults(tmp_path) == s and model_defaults(tmp_path / "model.safetensors") == s
+    (tmp_path / "empty").mkdir()
+    assert model_defaults(tmp_path / "empty") is None

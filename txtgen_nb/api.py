@@ -23,6 +23,7 @@ from txtgen_nb.checkpoint import load_run
 from txtgen_nb.config import ModelConfig
 from txtgen_nb.generation import generate_stream
 from txtgen_nb.model import Transformer
+from txtgen_nb.sampling import SamplingSettings
 
 DEMO_DIR = Path(__file__).resolve().parent / "assets" / "demo"
 
@@ -102,6 +103,18 @@ def load_model_and_tokenizer(
     enable_compilation_cache()
     return load_run(demo_checkpoint() if checkpoint_dir is None else checkpoint_dir, tokenizer_path, log=log,
                     dtype=dtype)
+
+
+def model_defaults(checkpoint: str | Path) -> SamplingSettings | None:
+    """The sampling defaults the model's own ``generation_config.json`` gives (a Hugging Face folder,
+    or the folder holding the checkpoint), or ``None`` when it has none. The CLI and
+    :func:`generate_text` keep the guide's defaults; pass these as ``settings=`` to use them.
+
+    Usage: ``generate(model, params, tok, "Hi", settings=model_defaults("my_hf_folder"))``
+    """
+    path = Path(checkpoint)
+    config = (path if path.is_dir() else path.parent) / "generation_config.json"
+    return SamplingSettings.from_generation_config(config) if config.is_file() else None
 
 
 def generate_text(

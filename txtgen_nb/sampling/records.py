@@ -42,6 +42,7 @@ class Field:
     title: str  # in "what changed" lines: "top-k 50 → 40"
     integer: bool = False
     slider: tuple[float, float, float] | None = None  # (low, high, step) in the Advanced section; None: none there
+    hf: bool = False  # a Hugging Face generation_config.json key of the same name and meaning
 
 
 class ChainInputs(NamedTuple):
@@ -105,8 +106,12 @@ class Rule:
         return text + (f" (−{removed})" if removed else "")
 
 
+HF_KEYS = {"temperature", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "repetition_penalty",
+           "no_repeat_ngram_size", "min_new_tokens"}
+
+
 def _field(name: str, title: str, rule: str, ok, slider=None, integer: bool = False) -> Field:
-    return Field(name, rule, ok, title, integer, slider)
+    return Field(name, rule, ok, title, integer, slider, hf=name in HF_KEYS)
 
 
 def _between(low: float, high: float) -> Callable[[np.ndarray], np.ndarray]:

@@ -6,6 +6,8 @@ Usage: ``SamplingSettings(temperature=0.7, top_p=0.9, repetition_penalty=1.2).la
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Any, Sequence
 
 import jax
@@ -141,6 +143,28 @@ class SamplingSettings:
         leaves = [np.asarray([getattr(r, f) for r in rows], np.int32 if FIELDS[f].integer else np.float32)
                   for f in NUMERIC_FIELDS]
         return _unflatten(aux, leaves)
+
+    @classmethod
+    def from_generation_config(cls, config: dict[str, Any] | str | Path) -> SamplingSettings:
+        """The defaults a Hugging Face ``generation_config.json`` (a path or its dict) gives: its
+        sampling keys (the fields whose record says ``hf``, and ``bad_words_ids``) over Hugging Face's
+        own defaults (temperature 1, top-k 50); ``do_sample`` false is greedy. Other keys are ignored.
+
+        Usage: ``SamplingSettings.from_generation_config("smollm2/generation_config.json")``
+        """
+        if not isinstance(config, dict):
+            path = Path(config)
+            try:
+                config = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as err:
+                raise ValueError(f"cannot read generation config {path}: {err}") from None
+        fields = {"temperature": 1.0, "top_k": 50}
+        fields.update({name: config[name] for name, f in FIELDS.items() if f.hf and config.get(name) is not None})
+        if config.get("bad_words_ids"):
+            fields["bad_words"] = config["bad_words_ids"]
+        if config.get("do_sample") is False:
+            fields["temperature"] = 0.0
+        return cls(**fields)
 
     def static_key(self) -> tuple:
         """The static fields' values: rows with equal keys share one compiled program and one batch.
