@@ -35,12 +35,16 @@ def effective_temperature(logits: Array, temperature: ArrayLike, delta: ArrayLik
     Usage: ``logits / effective_temperature(logits, 1.0, delta=0.5)``
     """
     t, d, e = column(temperature, logits), column(delta, logits), column(exponent, logits)
-    probs = jax.nn.softmax(logits, axis=-1)
-    h = -jnp.sum(jnp.where(probs > 0, probs * jnp.log(jnp.where(probs > 0, probs, 1.0)), 0.0), axis=-1, keepdims=True)
-    n = jnp.sum(jnp.isfinite(logits), axis=-1, keepdims=True)
-    low = jnp.maximum(0.0, t - d)
-    dynamic = low + (t + d - low) * jnp.power(h / jnp.log(jnp.maximum(n, 2).astype(jnp.float32)), e)
-    return jnp.where((d > 0) & (t > 0), jnp.where(n > 1, dynamic, 1.0), t)
+
+    def dynamic() -> Array:
+        probs = jax.nn.softmax(logits, axis=-1)
+        h = -jnp.sum(jnp.where(probs > 0, probs * jnp.log(jnp.where(probs > 0, probs, 1.0)), 0.0), -1, keepdims=True)
+        n = jnp.sum(jnp.isfinite(logits), axis=-1, keepdims=True)
+        low = jnp.maximum(0.0, t - d)
+        scaled = low + (t + d - low) * jnp.power(h / jnp.log(jnp.maximum(n, 2).astype(jnp.float32)), e)
+        return jnp.where((d > 0) & (t > 0), jnp.where(n > 1, scaled, 1.0), t)
+
+    return jax.lax.cond(jnp.any(d > 0), dynamic, lambda: t)  # no softmax over the row when no row is dynamic
 
 
 TOP_K_CAP = 64
