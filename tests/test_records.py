@@ -124,8 +124,12 @@ def test_defaults_from_a_hugging_face_generation_config(tmp_path):
     assert (s.temperature, s.top_k, s.top_p, s.repetition_penalty) == (0.6, 50, 0.92, 1.1)  # HF's top-k 50 default
     assert (s.no_repeat_ngram_size, s.min_new_tokens, s.bad_words) == (3, 4, ((5, 6),))
     assert SamplingSettings.from_generation_config({"do_sample": False, "temperature": 0.7}).temperature == 0.0
+    assert SamplingSettings.from_generation_config({"temperature": 0.7}).temperature == 0.0  # HF: greedy by default
+    assert SamplingSettings.from_generation_config({"do_sample": True, "top_k": 40.0}).top_k == 40
     with pytest.raises(ValueError, match="top_p"):
-        SamplingSettings.from_generation_config({"top_p": 1.5})
+        SamplingSettings.from_generation_config({"do_sample": True, "top_p": 1.5})
+    with pytest.raises(ValueError, match="JSON object"):
+        SamplingSettings.from_generation_config([1, 2])
     with pytest.raises(ValueError, match="cannot read"):
         SamplingSettings.from_generation_config(tmp_path / "missing.json")
     from txtgen_nb.api import model_defaults
@@ -133,3 +137,11 @@ def test_defaults_from_a_hugging_face_generation_config(tmp_path):
     assert model_defaults(tmp_path) == s and model_defaults(tmp_path / "model.safetensors") == s
     (tmp_path / "empty").mkdir()
     assert model_defaults(tmp_path / "empty") is None
+
+
+@pytest.mark.parametrize("fields", [dict(top_k=10**10), dict(no_repeat_ngram_size=2**33),
+                                    dict(logit_bias={2**40: 1.0}), dict(bad_words=[[2**40, 1]])],
+                         ids=lambda f: next(iter(f)))
+def test_integers_beyond_int32_are_refused_by_name_not_inside_jit(fields):
+    with pytest.raises(ValueError, match=next(iter(fields))):
+        SamplingSettings(**fields)

@@ -111,7 +111,7 @@ def test_bad_row_or_stage_is_one_clear_error(trace):
     with pytest.raises(ValueError, match="row must be between 0 and 3"):
         steps.most_informative_step(trace, row=4)
     with pytest.raises(ValueError, match="stage must be one of"):
-        steps.removed_counts(trace, stage="temperature")
+        steps.removed_counts(trace, stage="top_q")
 
 
 def test_stage_shift_finds_where_a_sampler_acts_most(tiny_model, tiny_tok):

@@ -297,9 +297,10 @@ def compiled_programs() -> int:
 def warm_up(model: Transformer, params: nnx.State, *, batch: int = 1, max_new_tokens: int = 100,
             trace: bool | str = False, trace_k: int | None = None) -> int:
     """Compile now what a generation of ``batch`` rows and ``max_new_tokens`` will need, for any
-    prompt of up to ``PROMPT_BUCKET_MIN`` tokens and any settings: the loop's start, both prefill
-    chunk sizes and every sampler chain (classic; every rule in Hugging Face's order and in
-    llama.cpp's, Mirostat included). Returns how many programs it compiled
+    prompt of up to ``PROMPT_BUCKET_MIN`` tokens and any numeric settings: the loop's start, both
+    prefill chunk sizes and every sampler chain (classic; every rule in Hugging Face's order and in
+    llama.cpp's, Mirostat included). A free order or a new value of another static field (logit
+    bias, banned words, DRY breakers) compiles once when first used. Returns how many programs it compiled
     (0 the second time). Explorers run it in the background when they load a model.
 
     Usage: ``warm_up(model, params, max_new_tokens=40, trace=True)``
@@ -321,7 +322,7 @@ def warm_up(model: Transformer, params: nnx.State, *, batch: int = 1, max_new_to
                                chunk=size).logits.block_until_ready()
         state, inputs = start()
         _decode(graphdef, params, state, inputs, np.int32(1), full=full).tokens.block_until_ready()
-        _PREPARED.add(_shape_key(graphdef, a["prompt"].shape, steps, layout, full, settings.order))
+        _PREPARED.add(_shape_key(graphdef, a["prompt"].shape, steps, layout, full, a["settings"].static_key()))
     return compiled_programs() - before
 
 
@@ -374,10 +375,11 @@ def _ids_through_stop(tokenizer: Tokenizer, ids: list[int], stops: list[str]) ->
 
 
 def _shape_key(graphdef, prompt_shape: tuple[int, int], max_steps: int, layout: TraceLayout | None, full: bool,
-               order: str) -> tuple:
+               static: tuple) -> tuple:
     """What the compiled programs depend on: the model, the batch and prompt slots, the loop's
-    length, the trace layout, the chain and its order (one key, one set of programs)."""
-    return graphdef, tuple(prompt_shape), max_steps, layout, full, order
+    length, the trace layout, the chain and the settings' static fields (``static_key()``: order,
+    DRY breakers, logit bias, banned words); one key, one set of programs."""
+    return graphdef, tuple(prompt_shape), max_steps, layout, full, static
 
 
 @dataclasses.dataclass(frozen=True)
@@ -399,7 +401,7 @@ class _Request:
     def shape_key(self, graphdef) -> tuple:
         """What the compiled programs depend on (:func:`_shape_key`)."""
         return _shape_key(graphdef, self.arrays["prompt"].shape, self.max_steps, self.layout, self.full,
-                          self.arrays["settings"].order)
+                          self.arrays["settings"].static_key())
 
     @property
     def stop_ids(self) -> tuple[int, ...]:

@@ -181,8 +181,9 @@ def sweep(
 
     Every setting uses seeds ``0 .. seeds-1``, so settings are compared on the same random draws.
     The rows run ``batch`` at a time, each call the same shape (a short call filled with repeats),
-    so a sweep of any size compiles at most once per chain (classic or full, each order); rows of
-    different ``order`` or DRY breakers go in separate calls. ``progress`` shows a bar of decoding
+    so a sweep of any size compiles at most once per chain (classic or full) and static fields;
+    rows of different ``static_key()`` (order, DRY breakers, logit bias, banned words) go in
+    separate calls. ``progress`` shows a bar of decoding
     steps while it runs.
 
     Usage: ``sweep(model, params, tok, "", temperatures=[0.5, 1.0], top_ps=[1.0, 0.9], seeds=32)`` or

@@ -21,9 +21,6 @@ import numpy as np
 from txtgen_nb import sampling
 from txtgen_nb.generation import SamplingSettings, Trace
 
-STAGES = ("temperature", "top_k", "top_p", "min_p")  # the filter stages, in pipeline order
-
-
 def _check_row(trace: Trace, row: int) -> None:
     if not 0 <= row < trace.num_rows:
         raise ValueError(f"row must be between 0 and {trace.num_rows - 1}, got {row}")
@@ -100,13 +97,15 @@ def first_step_where_differ(trace: Trace, a: SamplingSettings, b: SamplingSettin
 
 def removed_counts(trace: Trace, settings: SamplingSettings | None = None, row: int = 0,
                    stage: str = "min_p") -> np.ndarray:
-    """How many tokens ``stage`` removes at each step among those the earlier stages kept, ``[L]``.
+    """How many tokens ``stage`` removes at each step among those the earlier stages (in the
+    settings' order) kept, ``[L]``.
 
     Usage: ``removed_counts(trace, SamplingSettings(1.2, 0, 1.0, min_p=0.1), stage="min_p")``
     """
-    if stage not in STAGES[1:]:
-        raise ValueError(f"stage must be one of {', '.join(STAGES[1:])}, got {stage!r}")
-    before = kept_mask(trace, settings, row, STAGES[STAGES.index(stage) - 1])
+    chain = sampling.stage_names((settings or trace.settings[row]).order)  # the stage before it in its order
+    if stage not in chain[1:]:
+        raise ValueError(f"stage must be one of {', '.join(chain[1:])}, got {stage!r}")
+    before = kept_mask(trace, settings, row, chain[chain.index(stage) - 1])
     return (before & ~kept_mask(trace, settings, row, stage)).sum(-1)
 
 

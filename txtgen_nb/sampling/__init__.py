@@ -5,8 +5,8 @@ broadcastable to the leading axes ``[...]`` (one setting per row is fine), so ch
 never recompiles a jitted caller. Removed tokens get ``-inf``. Each rule is off by default.
 
 Two chains (``SamplingSettings.order``; or a free order, llama.cpp's ``--samplers`` string: see
-:func:`chain`), both starting with the context processors (repetition,
-presence and frequency penalties, no-repeat n-grams, DRY) and ending with Mirostat:
+:func:`chain`), both starting with the processors (logit bias, repetition, presence and frequency
+penalties, no-repeat n-grams, banned words, ``min_new_tokens``, DRY) and ending with Mirostat:
 
 * ``"hf"`` (Hugging Face ``generate``): top-nσ → temperature → top-k → top-p → min-p → typical →
   epsilon → eta → XTC (top-nσ, not a Hugging Face rule, keeps the same tokens before or after
@@ -16,7 +16,10 @@ presence and frequency penalties, no-repeat n-grams, DRY) and ending with Mirost
   ``min(k, n)`` tokens and no cut keeps extra tokens tied with its last one (ties ranked by id);
   the Hugging Face order keeps every token tied at a boundary, as Hugging Face does.
 
-Temperature 0 is greedy in both: the argmax after the penalties.
+Temperature 0 is greedy: the argmax after the processors in Hugging Face's order (which skips the
+warpers when greedy), the argmax of the tokens still in play in llama.cpp's and free orders (its
+temperature at 0). Dynamic temperature (``dynatemp_range``) at temperature 0 is greedy too, where
+llama.cpp would sample between 0 and the range.
 
 ``context`` is an int array ``[..., T]`` of the token ids seen so far (prompt then generated),
 right-aligned: the newest token last, padding (negative ids) only on the left.

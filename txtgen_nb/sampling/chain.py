@@ -22,12 +22,11 @@ VOCAB_BUCKET_MIN = 16
 
 def _inputs(x: Array, s: SamplingSettings, context: Array | None, num_generated: Array | None,
             mu: Array | None, coin: Array | None, stop_ids: Array | None) -> ChainInputs:
-    ids = generated = steps = None
+    ids = generated = None
+    steps = per_row(0 if num_generated is None else num_generated, x, jnp.int32)
     if context is not None:
-        ids = generated = context_ids(context, x)
-        steps = jnp.sum(ids >= 0, axis=-1)  # by default every context token counts as generated
+        ids = generated = context_ids(context, x)  # by default every context token counts as generated
         if num_generated is not None:
-            steps = per_row(num_generated, x, jnp.int32)
             generated = jnp.where(jnp.arange(ids.shape[-1]) >= ids.shape[-1] - steps[..., None], ids, -1)
     return ChainInputs(ids, generated, None, mu, coin, by_rank=s.order != "hf",  # llama.cpp's and free orders
                        stop_ids=stop_ids, steps=steps)
@@ -87,9 +86,10 @@ def filter_stages(
 ) -> Stages:
     """Run the sampling chain and keep every intermediate result (for visualisation).
 
-    ``context [..., T]``: right-aligned ids seen so far (needed by the penalties; without it they
-    are skipped); its last ``num_generated`` entries are the generated ones (presence and frequency
-    penalties; default: all). ``mu``: Mirostat's current μ (default ``2 τ``). ``xtc_coin``: a
+    ``context [..., T]``: right-aligned ids seen so far (needed by the penalties, no-repeat n-grams,
+    banned words and DRY; without it they are skipped); its last ``num_generated`` entries are the
+    generated ones (presence and frequency penalties; default: all; ``min_new_tokens`` counts
+    ``num_generated``, default 0). ``mu``: Mirostat's current μ (default ``2 τ``). ``xtc_coin``: a
     uniform draw per row deciding whether XTC fires (default: it fires). ``stop_ids [S]``: the ids
 that end a row (``min_new_tokens`` removes them; -1 unused). ``fused``: in the Hugging
     Face order, compute temperature → min-p in one sort-free step (the decode loop's way: the same
@@ -118,7 +118,7 @@ def filter_logits(
 ) -> Array:
     """Logits after the whole chain (:func:`filter_stages`); removed tokens are ``-inf``.
 
-    ``temperature=0`` is greedy (only the argmax after the penalties stays).
+    ``temperature=0`` is greedy (one token stays: see the package docstring for each order).
 
     Usage: ``filter_logits(logits, SamplingSettings(0.8, 50), context=ids)`` or
     ``filter_logits(logits, temperature=0.8, top_k=50)``

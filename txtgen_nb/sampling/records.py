@@ -130,8 +130,10 @@ def _penalties_label(s: Settings, sep: str = " · ") -> str:
 
 
 def _temperature(x: Array, s: Settings, c: ChainInputs) -> Array:
-    """Divide by the (dynamic) temperature; at ``T <= 0`` keep only the argmax of the processed logits (greedy)."""
-    greedy_from = x if c.processed is None else c.processed
+    """Divide by the (dynamic) temperature; at ``T <= 0`` keep only one token (greedy): the argmax of
+    the processed logits in Hugging Face's order (it skips the warpers), of the tokens still in play
+    in llama.cpp's and free orders (llama.cpp's temperature at 0)."""
+    greedy_from = x if c.processed is None or c.by_rank else c.processed
     t = classic.effective_temperature(x, s.temperature, s.dynatemp_range, s.dynatemp_exponent)
     is_max = jax.nn.one_hot(jnp.argmax(greedy_from, axis=-1), x.shape[-1], dtype=bool)
     return jnp.where(t > 0, x / jnp.where(t > 0, t, 1.0), jnp.where(is_max, greedy_from, NEG_INF))
@@ -210,7 +212,7 @@ RULES: tuple[Rule, ...] = (
          (_field("min_new_tokens", "min new tokens", "must be an integer >= 0", lambda v: v >= 0, (0, 100, 1), True),),
          on=lambda s: s.min_new_tokens > 0,
          run=lambda x, s, c: processors.apply_min_new_tokens(x, c.stop_ids, c.steps, s.min_new_tokens),
-         label=lambda s: f"at least {s.min_new_tokens} new", context=True, names=("min_length",),
+         label=lambda s: f"at least {s.min_new_tokens} new", greedy_too=True, names=("min_length",),
          examples=(("min new tokens", dict(min_new_tokens=30)),)),
     Rule("dry", "llama.cpp DRY (from koboldcpp, by pi6am)",
          (_field("dry_multiplier", "DRY ×", "must be >= 0", lambda v: v >= 0, (0.0, 2.0, 0.05)),
@@ -303,10 +305,11 @@ _BY_NAME = {name: rule.stage for rule in RULES for name in (rule.stage, *rule.na
 def chain(order: str) -> tuple[str, ...]:
     """The stages an ``order`` applies: ``"hf"``, ``"llama.cpp"`` or a free order like llama.cpp's
     ``--samplers`` string, stage names (or llama.cpp's, e.g. ``typ_p``) joined by ``;``. A free order
-    runs only the stages it names, cutting by rank as llama.cpp does; Mirostat, the draw, is always
-    last. An unknown or repeated name raises ``ValueError``.
+    runs only the stages it names, cutting by rank as llama.cpp does; a logit bias (not a
+    ``--samplers`` name) runs first unless named elsewhere, Mirostat, the draw, always last. An
+    unknown or repeated name raises ``ValueError``.
 
-    Usage: ``chain("top_k;typ_p;temperature")  # ('top_k', 'typical', 'temperature', 'mirostat')``
+    Usage: ``chain("top_k;typ_p;temperature")  # ('logit_bias', 'top_k', 'typical', 'temperature', 'mirostat')``
     """
     if order in CHAINS:
         return CHAINS[order]
@@ -318,7 +321,8 @@ def chain(order: str) -> tuple[str, ...]:
     stages = [_BY_NAME[name] for name in names if _BY_NAME[name] != "mirostat"]
     if len(set(stages)) < len(stages):
         raise ValueError(f"order names a stage twice: {order!r}")
-    return (*stages, "mirostat")
+    first = () if "logit_bias" in stages else ("logit_bias",)  # llama.cpp always applies a logit bias first
+    return (*first, *stages, "mirostat")
 
 
 def stage_names(order: str = "hf") -> tuple[str, ...]:

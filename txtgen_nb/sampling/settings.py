@@ -27,12 +27,15 @@ def _check(field: Field, value: Any) -> None:
     arr = np.asarray(value) if isinstance(value, (int, float, np.ndarray, np.generic, jax.Array)) else None
     if arr is None or arr.dtype.kind not in "iuf" or not np.all(np.isfinite(arr)) or not np.all(field.ok(arr)):
         raise ValueError(problem)
-    if field.integer and not np.all(np.mod(arr, 1) == 0):
+    if field.integer and (not np.all(np.mod(arr, 1) == 0) or np.any(np.abs(arr) >= INT32_LIMIT)):
         raise ValueError(problem)
 
 
+INT32_LIMIT = 2**31  # integer settings and token ids are int32 in the compiled program
+
+
 def _is_id(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= value < INT32_LIMIT
 
 
 def _bias_pairs(bias: Any) -> tuple[tuple[int, float], ...]:
@@ -62,6 +65,11 @@ def _sequences(words: Any) -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(int(i) for i in seq) for seq in out)
 
 
+def _whole(name: str, value: Any) -> Any:
+    """An integer setting written as a whole float in JSON (``40.0``) as an int; other values as they are."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _on_here(rule, s) -> bool:
     """``rule.is_on(s)``, or ``False`` while the settings are traced (checked where they were built)."""
     return not any(isinstance(getattr(s, f.name), jax.core.Tracer) for f in rule.fields) and rule.is_on(s)
@@ -72,14 +80,15 @@ class SamplingSettings:
     """One row's sampling settings (or, from :meth:`stack`, one array per field for many rows).
 
     A JAX pytree: the numeric fields are leaves (traced, so changing them never recompiles);
-    ``dry_sequence_breakers`` and ``order`` are static. Every rule beyond the first four is off by
-    default. Validated on construction from each field's record (:data:`~txtgen_nb.sampling.FIELDS`):
-    a bad value raises one ``ValueError`` naming the field.
+    :data:`STATIC_FIELDS` (``order``, DRY breakers, ``logit_bias``, ``bad_words``) are static.
+    Every rule beyond the first four is off by default. Validated on construction from each
+    field's record (:data:`~txtgen_nb.sampling.FIELDS`): a bad value raises one ``ValueError``
+    naming the field.
 
     Usage: ``SamplingSettings(temperature=0.7, top_p=0.9, repetition_penalty=1.2)``
     """
 
-    temperature: float = 0.8  # 0 = greedy (argmax after the penalties)
+    temperature: float = 0.8  # 0 = greedy (argmax after the processors; in llama.cpp order of the tokens left)
     top_k: int = 50  # 0 = off
     top_p: float = 1.0  # 1 = off
     min_p: float = 0.0  # 0 = off
@@ -146,23 +155,28 @@ class SamplingSettings:
 
     @classmethod
     def from_generation_config(cls, config: dict[str, Any] | str | Path) -> SamplingSettings:
-        """The defaults a Hugging Face ``generation_config.json`` (a path or its dict) gives: its
-        sampling keys (the fields whose record says ``hf``, and ``bad_words_ids``) over Hugging Face's
-        own defaults (temperature 1, top-k 50); ``do_sample`` false is greedy. Other keys are ignored.
+        """The defaults a Hugging Face ``generation_config.json`` (a path or its dict) gives, as
+        ``generate`` reads them: greedy unless ``do_sample`` is true (Hugging Face's default is
+        false), else its sampling keys (the fields whose record says ``hf``, and ``bad_words_ids``)
+        over Hugging Face's own defaults (temperature 1, top-k 50). Other keys (beams,
+        ``sequence_bias``, ``suppress_tokens``, ...) are ignored.
 
         Usage: ``SamplingSettings.from_generation_config("smollm2/generation_config.json")``
         """
-        if not isinstance(config, dict):
+        if isinstance(config, (str, Path)):
             path = Path(config)
             try:
                 config = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as err:
                 raise ValueError(f"cannot read generation config {path}: {err}") from None
+        if not isinstance(config, dict):
+            raise ValueError(f"a generation config is a JSON object of settings, got {type(config).__name__}")
         fields = {"temperature": 1.0, "top_k": 50}
         fields.update({name: config[name] for name, f in FIELDS.items() if f.hf and config.get(name) is not None})
+        fields.update({name: _whole(name, fields[name]) for name in fields if FIELDS[name].integer})
         if config.get("bad_words_ids"):
             fields["bad_words"] = config["bad_words_ids"]
-        if config.get("do_sample") is False:
+        if not config.get("do_sample", False):
             fields["temperature"] = 0.0
         return cls(**fields)
 
@@ -218,7 +232,7 @@ jax.tree_util.register_pytree_node(SamplingSettings, _flatten, _unflatten)
 
 def uses_extras(s: SamplingSettings) -> Array:
     """Whether any row uses a rule beyond the classic four (temperature, top-k, top-p, min-p), a
-    setting of theirs beyond the fast path (dynamic temperature) or the llama.cpp order: a traced
+    setting of theirs beyond the fast path (dynamic temperature) or an order other than ``"hf"``: a traced
     bool (the decode loop then runs the full chain).
 
     Usage: ``_decode(..., full=bool(uses_extras(settings)))``
