@@ -1,6 +1,6 @@
 """Processors, before the truncation rules: logit bias, penalties that read the ids seen so far
-(repetition, presence and frequency, no-repeat n-grams, banned words, DRY) and ``min_new_tokens``. ``context [..., T]`` is right-aligned: newest token last, padding (negative
-ids) only on the left.
+(repetition, presence and frequency, no-repeat n-grams, banned words, DRY) and ``min_new_tokens``.
+``context [..., T]`` is right-aligned: newest token last, padding (negative ids) only on the left.
 
 Usage: ``apply_repetition_penalty(logits, ids, 1.2)``
 """
