@@ -194,9 +194,14 @@ class Trace:
                    top_ids=order.astype(np.int32), top_logits=np.take_along_axis(logits, order, axis=-1),
                    logsumexp=lse, entropy=entropy, full_logits=logits)
 
+    @property
+    def stops(self) -> tuple[int, ...]:
+        """Every id that ends a row: ``stop_ids``, else the EOS alone (none without one)."""
+        return self.stop_ids or (() if self.eos_id is None else (self.eos_id,))
+
     def is_stop(self, token_id: int) -> bool:
         """Whether ``token_id`` ends a row (the model's EOS or an end-of-turn token)."""
-        return int(token_id) in (self.stop_ids or (self.eos_id,))
+        return int(token_id) in self.stops
 
     @property
     def num_rows(self) -> int:
@@ -339,9 +344,8 @@ class Trace:
         return {**{k: v[0] if scalar else v for k, v in state.items()}, "stop_ids": self._stop_array()}
 
     def _stop_array(self) -> np.ndarray:
-        """The ids that end a row ``[S]`` (``min_new_tokens`` removes them until then)."""
-        ids = self.stop_ids or (() if self.eos_id is None else (self.eos_id,))
-        return np.asarray(ids, np.int32).reshape(-1)
+        """:attr:`stops` as the ``[S]`` array the chain takes (``min_new_tokens`` removes them until then)."""
+        return np.asarray(self.stops, np.int32).reshape(-1)
 
     def _xtc_coins(self, row: int, steps: np.ndarray) -> np.ndarray:
         """XTC's uniform draw at each of ``steps`` ``[n]``: the decode loop's, from the row's seed."""

@@ -417,7 +417,8 @@ def timeline_data(trace: Trace, settings: SamplingSettings | None = None) -> Tim
 def _timeline_title(settings: Sequence[SamplingSettings]) -> str:
     """A title that names only the filters these rows use."""
     rules = {"top-k": "top_k", "top-p": "top_p", "min-p": "min_p", "Mirostat": "mirostat"}
-    used = {name for s in settings for name, stage in rules.items() if sampling.RULE[stage].is_on(s) and s.temperature > 0}
+    used = {name for s in settings if s.temperature > 0
+            for name, stage in rules.items() if sampling.RULE[stage].is_on(s)}
     if not used:
         if any(bool(sampling.uses_extras(s)) for s in settings):
             return "Sampling timeline: confidence and uncertainty at every step, with the rules each label names"
