@@ -504,16 +504,22 @@ def test_explorers_teach_at_projector_size(lab_root, lab_server, page):
         wait_generated(explorer)
         assert seed.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), "the seed box cuts a 6-digit seed"
 
-        # Regenerating does not move the plot (the text keeps its height).
+        # Regenerating does not move the plot within the explorer (the text keeps its height); measured from
+        # the explorer's top, so a page scroll (filling the seed box scrolls it into view) is not a jump.
+        wait_idle(page)
         plot = explorer.locator("img.tg-plot").first
+
+        def plot_offset() -> float:
+            return plot.bounding_box()["y"] - explorer.bounding_box()["y"]
+
         heights = []
         for value in ("123456", "4242"):
-            before = plot.bounding_box()["y"]
+            before = plot_offset()
             seed.fill(value)
             seed.press("Enter")
             wait_generated(explorer)
             wait_idle(page)
-            heights.append(plot.bounding_box()["y"] - before)
+            heights.append(plot_offset() - before)
         print(f"plot moved by {heights} px on two regenerations")
         assert all(abs(dy) <= 2 for dy in heights), f"the plot jumped by {heights} px on regeneration"
 
