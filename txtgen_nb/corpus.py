@@ -16,15 +16,21 @@ cast, so names, pronouns and objects stay consistent across the story. For recog
 binding is widened to its word class (``$H.sub`` to he/she/they), so ``is_grammatical`` is a
 context-free check of one sentence, done by a memoised top-down parser with first-word indexing.
 
+The same grammar is also a *prefix oracle*: ``valid_next_tokens`` gives the tokens that keep a text the
+start of some grammatical story (an incremental Earley parser, one chart per word, cached), the ground
+truth a sampler's cutoff can be judged against at every step.
+
 Usage::
 
     stories = generate_stories(100, seed=0)
     is_grammatical('"Can we play?" asked Lily.')        # True
     grammatical_rate(stories)                           # 1.0
+    valid_next_tokens(tok, "Once upon a time")          # {id of ','}
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import random
 import re
@@ -832,6 +838,290 @@ def is_grammatical(sentence: str) -> bool:
         return memo[key]
 
     return n in ends(START, 0)
+
+
+# --------------------------------------------------------------------------------------------
+# Prefix recognition: which next tokens keep a text on the grammar's path
+# --------------------------------------------------------------------------------------------
+
+# An Earley item of a sentence's parse: (nonterminal, rule index, dot, start position).
+Item = tuple[str, int, int, int]
+_ARTICLES = ("a", "an", "A", "An")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Chart:
+    """One Earley chart column: the parse items after a sentence's words, and what may come next."""
+
+    items: frozenset[Item]
+    waiting: dict[str, tuple[Item, ...]]  # nonterminal -> items whose dot is before it
+    words: frozenset[str]  # literal words and class words the next word may be (lower-case forms)
+    article: bool  # whether the next word may be the article "a" / "an"
+    done: bool  # whether a whole sentence ends here
+
+
+def _opened(sentence: tuple[str, ...]) -> bool:
+    """Whether the next word of ``sentence`` starts a sentence or a quote (so it is capitalised)."""
+    return not sentence or (sentence[-1] == '"' and sentence.count('"') % 2 == 1)
+
+
+def _vowel_key(sentence: tuple[str, ...], following: str) -> bool | None:
+    """What a chart after ``sentence`` needs to know about the word after it: whether it starts with
+    a vowel sound when ``sentence`` ends in "a"/"an" (the article agrees with it), else nothing."""
+    return starts_with_vowel_sound(following) if sentence and sentence[-1] in _ARTICLES else None
+
+
+@lru_cache(maxsize=1 << 14)
+def _chart(sentence: tuple[str, ...], vowel_next: bool | None = None) -> _Chart:
+    """The Earley chart after the words of one (partial) sentence; ``vowel_next`` as in :func:`_vowel_key`."""
+    rules, _, classes = _recogniser()
+    n = len(sentence)
+    if n == 0:
+        seeds = {(START, r, 0, 0) for r in range(len(rules[START]))}
+    else:
+        previous = _chart(sentence[:-1], _vowel_key(sentence[:-1], sentence[-1]))
+        seeds = {(name, r, dot + 1, origin) for name, r, dot, origin in previous.items
+                 if dot < len(rules[name][r]) and _scans(rules[name][r][dot], sentence, vowel_next, classes)}
+    return _close(seeds, sentence, rules, classes)
+
+
+def _scans(symbol: Symbol, sentence: tuple[str, ...], vowel_next: bool | None,
+           classes: dict[str, frozenset[str]]) -> bool:
+    """Whether the last word of ``sentence`` matches a terminal ``symbol`` (as ``is_grammatical`` does)."""
+    kind, value = symbol
+    word = sentence[-1]
+    opened = word != '"' and _opened(sentence[:-1])
+    if opened and word[0].islower():
+        return False
+    forms = (word, word[0].lower() + word[1:]) if opened else (word,)
+    if kind == "w":
+        return value in forms
+    if kind == "c":
+        return any(f in classes[value] for f in forms)
+    return kind == "a" and vowel_next is not None and ("an" if vowel_next else "a") in forms
+
+
+def _close(seeds: set[Item], sentence: tuple[str, ...], rules: dict[str, list[tuple[Symbol, ...]]],
+           classes: dict[str, frozenset[str]]) -> _Chart:
+    """Earley prediction and completion from ``seeds`` (the grammar has no empty rules)."""
+    n = len(sentence)
+    items, todo = set(seeds), list(seeds)
+    while todo:
+        name, r, dot, origin = todo.pop()
+        body = rules[name][r]
+        if dot < len(body):
+            kind, value = body[dot]
+            new = [(value, r2, 0, n) for r2 in range(len(rules[value]))] if kind == "n" else []
+        else:
+            earlier = _chart(sentence[:origin], _vowel_key(sentence[:origin], sentence[origin]))
+            new = [(pn, pr, pd + 1, po) for pn, pr, pd, po in earlier.waiting.get(name, ())]
+        for item in new:
+            if item not in items:
+                items.add(item)
+                todo.append(item)
+    waiting: dict[str, list[Item]] = {}
+    words: set[str] = set()
+    article = False
+    for name, r, dot, origin in items:
+        body = rules[name][r]
+        if dot == len(body):
+            continue
+        kind, value = body[dot]
+        if kind == "n":
+            waiting.setdefault(value, []).append((name, r, dot, origin))
+        elif kind == "w":
+            words.add(value)
+        elif kind == "c":
+            words |= classes[value]
+        else:
+            article = True
+    done = any(name == START and origin == 0 and dot == len(rules[name][r]) for name, r, dot, origin in items)
+    return _Chart(frozenset(items), {k: tuple(v) for k, v in waiting.items()}, frozenset(words), article, done)
+
+
+def _sentence_charts(sentence: tuple[str, ...]) -> tuple[_Chart, ...]:
+    """The charts a sentence may continue from: one, or two when it ends in "a"/"an" (the next word
+    decides whether that was the article)."""
+    if sentence and sentence[-1] in _ARTICLES:
+        return _chart(sentence, True), _chart(sentence, False)
+    return (_chart(sentence),)
+
+
+@lru_cache(maxsize=1 << 14)
+def _starts(story: tuple[str, ...]) -> frozenset[int]:
+    """Where the current sentence of ``story`` (its words so far) may have started; empty when the words
+    are no prefix of any sequence of grammatical sentences."""
+    if not story:
+        return frozenset((0,))
+    before = story[:-1]
+    options = set(_starts(before)) | ({len(before)} if _ends(before) else set())
+    return frozenset(s for s in options if _live(story[s:]))
+
+
+def _live(sentence: tuple[str, ...]) -> bool:
+    """Whether some word may follow ``sentence``: after "a"/"an" as the article, one that agrees with it."""
+    charts = _sentence_charts(sentence)
+    if len(charts) == 1:
+        return bool(charts[0].items)
+    return any(starts_with_vowel_sound(word) == vowel for chart, vowel in zip(charts, (True, False))
+               for word in chart.words | ({"a", "an"} if chart.article else set()))
+
+
+def _ends(story: tuple[str, ...]) -> bool:
+    """Whether ``story``'s words end at a sentence boundary (a story may stop, or a new sentence start)."""
+    return bool(story) and any(_chart(story[s:]).done for s in _starts(story))
+
+
+def _piece(story: tuple[str, ...], sentence: tuple[str, ...], word: str) -> str:
+    """How ``word`` is written after ``story``, as ``_finish`` and ``tell_story`` join words: no space at
+    the start, after an opening quote, before punctuation and before a closing quote."""
+    glue = not story or (bool(sentence) and _opened(sentence))
+    closing = word == '"' and sentence.count('"') % 2 == 1
+    return word if glue or closing or word in _PUNCT else " " + word
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pieces:
+    """The next words after a story's words, as the text each adds (see :func:`_piece`)."""
+
+    words: dict[str, tuple[str, ...]]  # text it adds -> the words it may be
+    texts: tuple[str, ...]  # those texts, sorted
+    lengths: frozenset[int]  # their lengths
+
+    def continue_with(self, text: str) -> bool:
+        """Whether some piece starts with ``text``."""
+        i = bisect.bisect_left(self.texts, text)
+        return i < len(self.texts) and self.texts[i].startswith(text)
+
+
+@lru_cache(maxsize=1 << 11)
+def _pieces(story: tuple[str, ...]) -> _Pieces:
+    """Every next word after ``story``'s words."""
+    out: dict[str, set[str]] = {}
+
+    def add(sentence: tuple[str, ...], chart: _Chart, vowel: bool | None) -> None:
+        candidates = set(chart.words) | ({"a", "an"} if chart.article else set())
+        for word in candidates:
+            if vowel is not None and starts_with_vowel_sound(word) != vowel:
+                continue
+            written = word[0].upper() + word[1:] if word != '"' and _opened(sentence) else word
+            if written in _ARTICLES and not _live(sentence + (written,)):
+                continue  # "an" before words that all take "a", or the other way round
+            out.setdefault(_piece(story, sentence, written), set()).add(written)
+
+    for start in _starts(story):
+        sentence = story[start:]
+        charts = _sentence_charts(sentence)
+        for chart, vowel in zip(charts, (True, False) if len(charts) == 2 else (None,)):
+            add(sentence, chart, vowel)
+    if _ends(story):
+        add((), _chart(()), None)
+    return _Pieces({piece: tuple(sorted(words)) for piece, words in out.items()}, tuple(sorted(out)),
+                   frozenset(map(len, out)))
+
+
+def _consume(story: tuple[str, ...], text: str) -> set[tuple[tuple[str, ...], str]]:
+    """The states ``(words, pending)`` that ``text`` after ``story`` may lead to: whole words read, and
+    the start of the next one (a prefix of one of its pieces). Empty when ``text`` leaves the grammar."""
+    pieces = _pieces(story)
+    states: set[tuple[tuple[str, ...], str]] = set()
+    if pieces.continue_with(text):
+        states.add((story, text))
+    for length in pieces.lengths:
+        if length > len(text) or text[:length] not in pieces.words or _splits_word(text, length):
+            continue
+        for word in pieces.words[text[:length]]:
+            states |= _consume(story + (word,), text[length:])
+    return states
+
+
+def _splits_word(text: str, at: int) -> bool:
+    """Whether ``text`` goes on with the same word at ``at`` (a word ends before a space or a mark)."""
+    return text[at - 1].isalpha() and (text[at:at + 1].isalpha() or text[at:at + 1] == "'")
+
+
+def story_prefix_states(text: str) -> set[tuple[tuple[str, ...], str]]:
+    """How ``text`` reads as the start of a grammatical story: each way is its whole words and the
+    start of the next word; empty when no story starts with ``text``.
+
+    A story here is grammatical sentences joined by single spaces, each sentence in the sense of
+    :func:`is_grammatical` (names and the story's shape are not checked).
+
+    Usage: ``story_prefix_states("Once upon a ti")  # {(('Once', 'upon', 'a'), ' ti')}``
+    """
+    return _consume((), text)
+
+
+def valid_next_tokens(tokenizer, text: str) -> set[int]:
+    """The token ids that keep ``text`` the start of some grammatical story (see
+    :func:`story_prefix_states`), the tokenizer's EOS included where the story may end.
+
+    Exact for the tokenizer's pieces; cached, so calling it at every step of a generation costs one
+    parse step per new word. Usage: ``valid_next_tokens(tok, "Once upon a time")  # {id of ',', ...}``
+    """
+    from txtgen_nb.tokenizer import special_tokens
+
+    table = _token_table(tokenizer)
+    valid: set[int] = set()
+    for story, pending in story_prefix_states(text):
+        valid |= _valid_from(story, pending, table)
+        if not pending and _ends(story) and special_tokens(tokenizer).eos is not None:
+            valid.add(special_tokens(tokenizer).eos)
+    return valid
+
+
+def _valid_from(story: tuple[str, ...], pending: str, table: "_TokenTable") -> set[int]:
+    """Token ids whose text, after ``pending``, stays on the grammar's path from ``story``."""
+    valid: set[int] = set()
+    for piece in _pieces(story).texts:
+        if len(piece) == len(pending) or not piece.startswith(pending):
+            continue  # a piece typed whole: the state with its word read covers what follows
+        rest = piece[len(pending):]
+        for length in range(1, len(rest) + 1):
+            valid.update(table.ids.get(rest[:length], ()))
+        for token in table.longer(rest):
+            if not _splits_word(pending + token, len(piece)) and _consume(story, pending + token):
+                valid.update(table.ids[token])
+    return valid
+
+
+@dataclasses.dataclass(frozen=True)
+class _TokenTable:
+    """A tokenizer's vocabulary as text: the text each id appends -> its ids, and those texts sorted."""
+
+    ids: dict[str, tuple[int, ...]]
+    texts: tuple[str, ...]
+
+    def longer(self, prefix: str) -> list[str]:
+        """The token texts that start with ``prefix`` and go on past it."""
+        start = bisect.bisect_right(self.texts, prefix)
+        end = bisect.bisect_left(self.texts, prefix + "\U0010ffff")
+        return list(self.texts[start:end])
+
+
+_TABLES: dict[int, tuple[object, _TokenTable]] = {}
+
+
+def _token_table(tokenizer) -> _TokenTable:
+    """The text of every non-special token (byte-level pieces decoded; ``▁`` read as a space), cached."""
+    from txtgen_nb.tokenizer import _byte_level_bytes
+
+    cached = _TABLES.get(id(tokenizer))
+    if cached is not None and cached[0] is tokenizer:
+        return cached[1]
+    special = {i for i, added in tokenizer.get_added_tokens_decoder().items() if added.special}
+    ids: dict[str, list[int]] = {}
+    for piece, i in tokenizer.get_vocab(with_added_tokens=True).items():
+        raw = _byte_level_bytes(piece)
+        try:
+            text = raw.decode("utf-8") if raw is not None else piece.replace("\u2581", " ")
+        except UnicodeDecodeError:
+            continue
+        if i not in special and text:
+            ids.setdefault(text, []).append(i)
+    table = _TokenTable({t: tuple(sorted(v)) for t, v in ids.items()}, tuple(sorted(ids)))
+    _TABLES[id(tokenizer)] = (tokenizer, table)
+    return table
 
 
 def split_sentences(text: str) -> list[str]:
