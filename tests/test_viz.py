@@ -302,7 +302,7 @@ def test_comparison_view_plots_each_setting_against_temperature_alone():
 def test_step_legend_names_only_the_rules_that_are_on(trace, tiny_tok):
     def legend(settings):
         fig = viz.step_view(trace, tiny_tok, 2, settings=settings)
-        return [t.get_text() for t in fig.axes[0].get_legend().get_texts()][3:]
+        return [t.get_text() for t in fig.axes[0].get_legend().get_texts() if t.get_visible()][3:]
 
     assert legend(SamplingSettings(1.0, 0, 1.0)) == ["cumulative p", "top-p off", "top-k off"]
     assert legend(SamplingSettings(1.0, 5, 0.9)) == ["cumulative p\nafter top-k", "top-p threshold (0.9)",

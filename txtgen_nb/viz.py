@@ -41,6 +41,7 @@ from txtgen_nb.tokenizer import decode, show_token, shown_prompt
 
 if TYPE_CHECKING:
     from txtgen_nb.metrics import SweepRow
+    from txtgen_nb.truth import CutoffQuality, CutoffSummary, Oracle
 
 # One colour-blind-safe scheme (Okabe–Ito) for every view; cividis for continuous values.
 BEFORE = "#56B4E9"  # sky blue: probability before filtering (after temperature)
@@ -52,6 +53,7 @@ REMOVED = "#BBBBBB"
 ROW_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000")
 READABLE_COLORS = tuple(c for c in ROW_COLORS if c != "#F0E442")  # for small markers: yellow is lost on white
 CMAP = "cividis"
+VALID, INVALID = "#0072B2", "#000000"  # an oracle's verdict on a candidate: ✓ in blue, ✗ in black
 WIDTH = 10.0  # inches; at DPI 100 a figure is 1000 px wide, which fits a 1280 px projector
 DPI = 100
 SMALL = 10  # points: 14 px at DPI 100, readable from the back of a classroom
@@ -76,6 +78,8 @@ class StepData:
     settings: SamplingSettings
     context: str
     step: int | None
+    valid: np.ndarray | None = None  # [N] bool: whether an oracle (the story grammar) allows each candidate
+    off_grammar: bool = False  # the oracle allows nothing: the context itself has left the grammar
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,9 +133,11 @@ def distribution_data(
     step: int | None = None,
     top_n: int = 20,
     stages: sampling.Stages | None = None,
+    valid: set[int] | None = None,
 ) -> StepData:
     """The numbers behind :func:`distribution_view` for one vector of raw logits ``[V]`` (``stages``:
-    already filtered with the context the penalties need, as :meth:`Trace.stages` gives them).
+    already filtered with the context the penalties need, as :meth:`Trace.stages` gives them; ``valid``:
+    the token ids an oracle allows, marked ✓ / ✗ on the candidates).
 
     Usage: ``distribution_data(trace.logits[0, 3], tok, SamplingSettings(0.8, 50, 0.9))``
     """
@@ -149,12 +155,14 @@ def distribution_data(
         kept=np.isfinite(final[ids]), cumulative=cumulative, chosen=chosen, num_kept=int(np.isfinite(final).sum()),
         vocab_size=logits.size, entropy_before=float(sampling.entropy(stages.temperature)),
         entropy_after=float(sampling.entropy(final)), settings=settings, context=context, step=step,
+        valid=None if valid is None else np.isin(ids, list(valid)), off_grammar=valid is not None and not valid,
     )
 
 
 def step_data(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
-              settings: SamplingSettings | None = None, top_n: int = 20) -> StepData:
-    """The numbers behind :func:`step_view`; ``settings`` re-filters the stored logits.
+              settings: SamplingSettings | None = None, top_n: int = 20, oracle: "Oracle | None" = None) -> StepData:
+    """The numbers behind :func:`step_view`; ``settings`` re-filters the stored logits; ``oracle``
+    (e.g. ``corpus.valid_next_tokens``) marks which candidates the grammar allows after the context.
 
     Usage: ``step_data(trace, tok, step=2, settings=SamplingSettings(temperature=1.2, top_p=0.9))``
     """
@@ -162,8 +170,9 @@ def step_data(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
         raise ValueError(f"step must be between 0 and {int(trace.lengths[row]) - 1} for row {row}, got {step}")
     context = decode(tokenizer, trace.context_ids(row, step))
     s = settings or trace.settings[row]
+    valid = None if oracle is None else set(oracle(tokenizer, context))
     return distribution_data(trace.step_logits(row, step), tokenizer, s, chosen=int(trace.token_ids[row, step]),
-                             context=context, step=step, top_n=top_n, stages=trace.stages(row, step, s))
+                             context=context, step=step, top_n=top_n, stages=trace.stages(row, step, s), valid=valid)
 
 
 def _new_figure(height: float, width: float = WIDTH) -> Figure:
@@ -214,10 +223,15 @@ class StepPlot:
         self.curve_ax.tick_params(labelsize=SMALL)
         self.removed = Rectangle((0, 0), 1, 1, facecolor=REMOVED, hatch="///", edgecolor="#777777",
                                  label="removed by the filters")
-        handles = [self.before, self.after, self.removed, self.curve, self.top_p_line, self.top_k_line]
-        self.legend = ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.13, 1.0), fontsize=SMALL - 1,
+        truth = Line2D([], [], linestyle="", marker="$✓$", markersize=9, color=VALID)
+        handles = [self.before, self.after, self.removed, self.curve, self.top_p_line, self.top_k_line, truth]
+        labels = [h.get_label() for h in handles[:-1]] + ["the grammar allows it\n(✓) or not (✗)"]
+        self.legend = ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.13, 1.0), fontsize=SMALL - 1,
                                 frameon=False, borderaxespad=0)
-        self.title = ax.set_title("", fontsize=SMALL, loc="left")
+        # the oracle's ✓ / ✗ over each candidate, just above the axes (shown only with an oracle)
+        self.marks = [ax.text(i, 1.01, "", transform=ax.get_xaxis_transform(), ha="center", va="bottom",
+                              fontsize=SMALL, fontweight="bold") for i in range(top_n)]
+        self.title = ax.set_title("", fontsize=SMALL, loc="left", pad=14)
 
     def update(self, data: StepData, title: str | None = None) -> Figure:
         """Show ``data`` (from :func:`step_data` or :func:`distribution_data`); returns the figure."""
@@ -266,8 +280,20 @@ class StepPlot:
         labels[4].set_text(f"top-p threshold ({s.top_p:g})" if s.top_p < 1 else "top-p off")
         labels[5].set_text(f"top-k cut-off (k={s.top_k})" if s.top_k > 0 else "top-k off")
         self.curve.set_data(x, data.cumulative)
+        self._mark_truth(data)
         self.title.set_text(_title(data) if title is None else title)
         return self.figure
+
+    def _mark_truth(self, data: StepData) -> None:
+        """The oracle's ✓ / ✗ over each candidate and its legend entry, or nothing without an oracle."""
+        for i, mark in enumerate(self.marks):
+            shown = data.valid is not None and i < len(data.ids)
+            mark.set_visible(shown)
+            if shown:
+                mark.set_text("✓" if data.valid[i] else "✗")
+                mark.set_color(VALID if data.valid[i] else INVALID)
+        self.legend.legend_handles[-1].set_visible(data.valid is not None)
+        self.legend.get_texts()[-1].set_visible(data.valid is not None)
 
     def png(self, data: StepData, title: str | None = None) -> bytes:
         """:meth:`update`, then the PNG bytes. Usage: ``image.value = plot.png(data)``"""
@@ -277,6 +303,7 @@ class StepPlot:
 def _title(data: StepData) -> str:
     where = f"step {data.step}" if data.step is not None else "next token"
     context = f" after “{tail(data.context, 34)}”" if data.context else ""
+    context += " (off the grammar: nothing is valid)" if data.off_grammar else ""
     return (f"{where}{context}\n{data.settings.label()}: kept {data.num_kept:,} of {data.vocab_size:,}; "
             f"entropy {data.entropy_before:.2f} → {data.entropy_after:.2f} nats")
 
@@ -309,18 +336,19 @@ def step_view(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
 
 
 def pipeline_view(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
-                  settings: SamplingSettings | None = None, top_n: int = 12, width: float = WIDTH) -> Figure:
+                  settings: SamplingSettings | None = None, top_n: int = 12, width: float = WIDTH,
+                  oracle: "Oracle | None" = None) -> Figure:
     """The same step through each active stage of the sampling chain, in its order (raw (T=1) →
     temperature → top-k → top-p → min-p, and whichever other samplers are on; no temperature panel
     at temperature 1, which changes nothing).
 
     Each panel shows the probabilities after that stage, its setting and key number in the title;
     tokens removed so far stay as grey bars at their last probability, so what a stage takes away
-    stays visible.
+    stays visible. With an ``oracle`` (``corpus.valid_next_tokens``) each candidate is marked ✓ / ✗.
 
     Usage: ``pipeline_view(trace, tok, step=0)``
     """
-    data = step_data(trace, tokenizer, step, row, settings, top_n)
+    data = step_data(trace, tokenizer, step, row, settings, top_n, oracle)
     s = data.settings
     stages = trace.stages(row, step, s)
     mu = float(trace.mirostat(row, s).mu[step]) if s.mirostat_tau > 0 else None
@@ -333,7 +361,7 @@ def pipeline_view(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
             panels.append((rule.panel_title(s, previous, logits, mu), logits))
         previous = logits
     fig = _new_figure(0.27 * len(data.ids) + 1.9, width)
-    axes = fig.subplots(1, len(panels), sharey=True)
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]  # one panel when no rule is on
     y = np.arange(len(data.ids))
     shown = np.zeros(len(data.ids))
     for ax, (name, logits) in zip(axes, panels):
@@ -348,11 +376,21 @@ def pipeline_view(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
         ax.tick_params(labelsize=SMALL)
         ax.set_xlim(0, _probability_limit(float(probs.max()) * 1.1))
         ax.xaxis.set_major_locator(MaxNLocator(nbins=3))
-    axes[0].set_yticks(y, data.labels)
+    axes[0].set_yticks(y, _truth_labels(data))
+    if data.valid is not None:
+        for tick, valid in zip(axes[0].get_yticklabels(), data.valid):
+            tick.set_color(VALID if valid else INVALID)
     axes[0].invert_yaxis()
     fig.suptitle(f"{_title(data)}\nsampled token in vermillion; removed tokens in grey at their last probability",
                  fontsize=SMALL)
     return fig
+
+
+def _truth_labels(data: StepData) -> list[str]:
+    """The candidates' labels, each after the oracle's ✓ / ✗ when there is one."""
+    if data.valid is None:
+        return data.labels
+    return [f"{'✓' if valid else '✗'} {label}" for label, valid in zip(data.labels, data.valid)]
 
 
 def _row_stages(trace: Trace, row: int, s: SamplingSettings, steps: list[int]) -> sampling.Stages:
@@ -902,6 +940,84 @@ def comparison_view(reference: Sequence["SweepRow"], families: dict[str, Sequenc
     ax_gain.grid(alpha=0.3, axis="x")
     fig.legend(*ax_trade.get_legend_handles_labels(), loc="outside lower center", ncol=min(5, len(names) + 1),
                fontsize=SMALL - 1, frameon=False)
+    return fig
+
+
+def cutoff_view(quality: "CutoffQuality") -> Figure:
+    """One row's cutoff judged at every step against the grammar (:func:`txtgen_nb.truth.cutoff_quality`):
+    the share of the valid probability kept (top) and the chance of sampling an invalid token (bottom), the
+    sampler's settings beside the best "r most likely" cut of each step; steps after the text left the
+    grammar shaded (nothing is valid there), a ✗ where the generation sampled an invalid token.
+
+    Usage: ``cutoff_view(truth.cutoff_quality(trace, tok, SamplingSettings(1.0, 0, 0.9)))``
+    """
+    q = quality
+    fig = _new_figure(4.6)
+    ax_kept, ax_bad = fig.subplots(2, 1, sharex=True)
+    steps = np.arange(q.valid_kept.size)
+    panels = ((ax_kept, q.valid_kept, q.best_valid_kept, "share of the valid probability kept ↑"),
+              (ax_bad, q.invalid_chance, q.best_invalid_chance, "chance of sampling an invalid token ↓"))
+    for ax, ours, best, title in panels:
+        ax.plot(steps, np.where(q.judged, ours, np.nan), color=AFTER, marker="o", markersize=3,
+                label=q.settings.label())
+        ax.plot(steps, np.where(q.judged, best, np.nan), color="black", linestyle=":", linewidth=1.5,
+                label="best top-r cut of each step")
+        off = np.flatnonzero(~q.judged)
+        if off.size:
+            ax.axvspan(off[0] - 0.5, steps[-1] + 0.5, color=REMOVED, alpha=0.35, linewidth=0,
+                       label="off the grammar (nothing valid)")
+        ax.set_title(title, fontsize=SMALL, loc="left")
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        ax.set_ylim(-0.03, 1.05)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=SMALL)
+    wrong = np.flatnonzero(q.judged & ~q.chosen_valid)
+    if wrong.size:
+        ax_bad.plot(wrong, np.full(wrong.size, 1.0), linestyle="", marker="$✗$", markersize=10, color=CHOSEN,
+                    label="the sampled token was invalid")
+    ax_bad.set_xlabel("generation step", fontsize=SMALL)
+    if q.judged.any():
+        mean = {name: np.mean(getattr(q, name)[q.judged]) for name in ("valid_kept", "best_valid_kept", "invalid_chance")}
+        summary = (f"{int(q.judged.sum())} of {steps.size} steps on the grammar: on average it keeps "
+                   f"{mean['valid_kept']:.1%} of the valid probability (best cut {mean['best_valid_kept']:.1%}), "
+                   f"invalid chance {mean['invalid_chance']:.2%}")
+    else:
+        summary = "the text is off the grammar from the first step"
+    fig.suptitle(f"{q.settings.label()} judged by the grammar\n{summary}", fontsize=SMALL)
+    handles, labels = ax_bad.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=SMALL - 1, frameon=False)
+    return fig
+
+
+def cutoff_sweep_view(rows: Sequence["CutoffSummary"], best: "CutoffSummary") -> Figure:
+    """Samplers at equal footing (:func:`txtgen_nb.truth.cutoff_sweep`: every setting on the same steps):
+    the valid probability each keeps against the chance it samples an invalid token (±1 standard error),
+    one line per sampler through its settings, the best per-step top-r cut as a star. Up and to the left
+    is better; the labels are the settings.
+
+    Usage: ``cutoff_sweep_view(*truth.cutoff_sweep(trace, tok, {"top-p": [SamplingSettings(1.0, 0, 0.9)]}))``
+    """
+    fig = _new_figure(4.6, 8.0)
+    ax = fig.subplots()
+    families = list(dict.fromkeys(r.family for r in rows))
+    for i, family in enumerate(families):
+        line = [r for r in rows if r.family == family]
+        color, marker = READABLE_COLORS[i % len(READABLE_COLORS)], "osD^v<>pXh"[i % 10]
+        ax.errorbar([r.invalid_chance for r in line], [r.valid_kept for r in line],
+                    xerr=[r.invalid_chance_se for r in line], yerr=[r.valid_kept_se for r in line], color=color,
+                    marker=marker, markersize=5, capsize=2, label=family)
+    ax.plot(best.invalid_chance, best.valid_kept, marker="*", markersize=16, color="black", linestyle="",
+            label=f"{best.family} (knows the answer)")
+    _sparse_labels(ax, [(r.invalid_chance, r.valid_kept, r.settings.label().split(" · ")[-1]) for r in rows],
+                   gap=0.05)
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax.set_xlabel("chance of sampling an invalid token  (← better)", fontsize=SMALL)
+    ax.set_ylabel("valid probability kept  (better →)", fontsize=SMALL)
+    ax.set_title(f"Every sampler on the same {best.steps:,} steps, judged by the grammar", fontsize=SMALL + 1)
+    ax.grid(alpha=0.3)
+    ax.tick_params(labelsize=SMALL)
+    ax.legend(loc="lower right", fontsize=SMALL - 1)
     return fig
 
 
