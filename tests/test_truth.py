@@ -132,5 +132,5 @@ def test_the_cutoff_views_draw_what_they_are_given(demo):
     assert f"{np.mean(q.valid_kept[q.judged]):.1%}" in fig.get_suptitle()
     rows, best = truth.cutoff_sweep(trace, tok, {"top-p": [SamplingSettings(1.0, 0, p) for p in (0.5, 0.9)]})
     fig = viz.cutoff_sweep_view(rows, best)
-    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "top-p" in texts and any("knows the answer" in t for t in texts)

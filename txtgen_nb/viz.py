@@ -327,12 +327,13 @@ def distribution_view(
 
 
 def step_view(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
-              settings: SamplingSettings | None = None, top_n: int = 20) -> Figure:
-    """One generation step: top candidates before vs after filtering, the sampled token marked.
+              settings: SamplingSettings | None = None, top_n: int = 20, oracle: "Oracle | None" = None) -> Figure:
+    """One generation step: top candidates before vs after filtering, the sampled token marked (with an
+    ``oracle`` such as ``corpus.valid_next_tokens``, each candidate marked ✓ / ✗ too).
 
-    Usage: ``step_view(trace, tok, step=3)``
+    Usage: ``step_view(trace, tok, step=3, oracle=corpus.valid_next_tokens)``
     """
-    return StepPlot(top_n).update(step_data(trace, tokenizer, step, row, settings, top_n))
+    return StepPlot(top_n).update(step_data(trace, tokenizer, step, row, settings, top_n, oracle))
 
 
 def pipeline_view(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
@@ -1017,7 +1018,9 @@ def cutoff_sweep_view(rows: Sequence["CutoffSummary"], best: "CutoffSummary") ->
     ax.set_title(f"Every sampler on the same {best.steps:,} steps, judged by the grammar", fontsize=SMALL + 1)
     ax.grid(alpha=0.3)
     ax.tick_params(labelsize=SMALL)
-    ax.legend(loc="lower right", fontsize=SMALL - 1)
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 5), fontsize=SMALL - 1,
+               frameon=False)
     return fig
 
 
