@@ -12,7 +12,7 @@ from hypothesis import given, settings as hyp_settings, strategies as st
 
 from txtgen_nb import SamplingSettings, generate, load_model_and_tokenizer, sampling
 from txtgen_nb.generation import (
-    _decode, _prefill_chunk, _row_key, _start, _trace_layout, compiled_programs, default_trace_k, seed_words,
+    _decode_loop, _prefill_chunk, _row_key, _start, _trace_layout, compiled_programs, default_trace_k, seed_words,
 )
 from txtgen_nb.trace import Trace, TraceLayout, record_step, trace_buffers
 
@@ -170,7 +170,7 @@ def test_trace_buffer_follows_new_tokens_in_power_of_two_buckets(demo):
     model, params, tok, config = demo
     _start.clear_cache()  # count compiles from here, whatever earlier tests compiled
     _prefill_chunk.clear_cache()
-    _decode.clear_cache()
+    _decode_loop.clear_cache()
     generate(model, params, tok, "Once upon", max_new_tokens=9, trace=True)
     compiled = compiled_programs()
     for n in (1, 10, 17, 100):  # every length up to 128 steps: one bucket, as the decode loop

@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import time
 import warnings
-from typing import Iterator, Sequence
+from typing import Callable, Collection, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.experimental import io_callback
 from tokenizers import Tokenizer
 
 from txtgen_nb import sampling
@@ -101,6 +103,7 @@ class LoopInputs:
     keys: jax.Array  # [B] PRNG keys, one per row (from its seed)
     settings: SamplingSettings  # of [B] arrays: traced, so a slider never recompiles
     stop_ids: jax.Array  # [STOP_SLOTS] int32: ids that end a row (EOS, end of turn), -1 unused
+    constraint: jax.Array  # [] int32: the request's key in _CONSTRAINTS (constrained decoding), -1 none
 
 
 @jax.tree_util.register_dataclass
@@ -125,14 +128,15 @@ def _mask(slots: jax.Array, query_slots: jax.Array, pad: jax.Array) -> jax.Array
 
 
 @functools.partial(jax.jit, static_argnames=("config", "max_steps", "trace_layout"))
-def _start(prompt, pad, limit, seeds, settings, stop_ids, *, config, max_steps: int,
+def _start(prompt, pad, limit, seeds, settings, stop_ids, constraint, *, config, max_steps: int,
            trace_layout: TraceLayout | None = None) -> tuple[LoopState, LoopInputs]:
     """The loop's inputs and an empty state (zeroed cache with ``P + max_steps`` slots) for the
     left-padded ``prompt`` [B, P]: ``pad`` [B] padding per row, ``limit`` [B] new tokens per row,
     ``seeds`` [B, 2] uint32. No model call: :func:`prefill` fills the cache chunk by chunk."""
     batch, prompt_len = prompt.shape
     inputs = LoopInputs(prompt=jnp.where(jnp.arange(prompt_len)[None] >= pad[:, None], prompt, -1), pad=pad,
-                        limit=limit, keys=jax.vmap(_row_key)(seeds), settings=settings, stop_ids=stop_ids)
+                        limit=limit, keys=jax.vmap(_row_key)(seeds), settings=settings, stop_ids=stop_ids,
+                        constraint=constraint)
     trace = None if trace_layout is None else trace_buffers(trace_layout, batch, config.vocab_size)
     state = LoopState(step=jnp.int32(0), cache=init_cache(config, batch, prompt_len + max_steps),
                       logits=jnp.zeros((batch, config.vocab_size), jnp.float32),
@@ -163,8 +167,8 @@ def start_loop(config, arrays: dict, *, max_steps: int,
     """:func:`_start` of a batch laid out by :func:`_batch_arrays`: the loop's inputs and an empty
     state. Usage: ``state, inputs = start_loop(model.config, arrays, max_steps=128)``"""
     a = arrays
-    return _start(a["prompt"], a["pad"], a["limit"], a["seeds"], a["settings"], a["stop_ids"], config=config,
-                  max_steps=max_steps, trace_layout=trace_layout)
+    return _start(a["prompt"], a["pad"], a["limit"], a["seeds"], a["settings"], a["stop_ids"],
+                  a.get("constraint", np.int32(-1)), config=config, max_steps=max_steps, trace_layout=trace_layout)
 
 
 def prefill_sizes(batch: int, prompt_len: int) -> tuple[int, int]:
@@ -245,8 +249,35 @@ def _draw_full(inputs: LoopInputs, s: LoopState, top: jax.Array | None) -> tuple
     return token, mu
 
 
-def _step(model: Transformer, inputs: LoopInputs, s: LoopState, draw) -> LoopState:
-    """Draw each unfinished row's next token, record the trace, and run the tokens through the model."""
+_CONSTRAINTS: dict[int, tuple[Callable[[list[int]], Collection[int]], int]] = {}
+"""Constrained requests while they run: key -> (the ids allowed after a context's ids, vocabulary size)."""
+_CONSTRAINT_KEYS = itertools.count()
+
+
+def _allowed_on_host(key, prompt, tokens, step, done) -> np.ndarray:
+    """``[B, V]`` bool: the tokens the request's constraint allows next in each unfinished row (its
+    prompt without the left padding, then the tokens generated so far); every token in a finished row."""
+    allowed_after, vocab = _CONSTRAINTS[int(key)]
+    prompt, tokens, step = np.asarray(prompt), np.asarray(tokens), int(step)
+    out = np.ones((prompt.shape[0], vocab), bool)
+    for b in np.flatnonzero(~np.asarray(done)):
+        ids = prompt[b][prompt[b] >= 0].tolist() + tokens[b, :step].tolist()
+        out[b] = False
+        out[b, [i for i in allowed_after(ids) if i < vocab]] = True
+    return out
+
+
+def _constrain(inputs: LoopInputs, s: LoopState) -> LoopState:
+    """The state with its logits masked to the tokens the constraint allows (asked of the host each step)."""
+    allowed = io_callback(_allowed_on_host, jax.ShapeDtypeStruct(s.logits.shape, jnp.bool_), inputs.constraint,
+                          inputs.prompt, s.tokens, s.step, s.done)
+    return dataclasses.replace(s, logits=jnp.where(allowed, s.logits, sampling.NEG_INF))
+
+
+def _step(model: Transformer, inputs: LoopInputs, s: LoopState, draw, constrained: bool = False) -> LoopState:
+    """Draw each unfinished row's next token, record the trace, and run the tokens through the model
+    (``constrained``: from the tokens the request's constraint allows; the trace records those logits)."""
+    s = _constrain(inputs, s) if constrained else s
     top = None if s.trace is None else jax.lax.top_k(s.logits, s.trace["top_ids"].shape[-1])  # ([B, K], [B, K])
     # the classic sampler reuses the window when it is exactly its own top_k (a slice of a larger
     # top_k makes XLA:CPU sort the whole row instead: measured 2x slower on the GPT-2-small shape)
@@ -266,14 +297,23 @@ def _step(model: Transformer, inputs: LoopInputs, s: LoopState, draw) -> LoopSta
                      lengths=lengths, done=done, mu=mu, trace=trace)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "full"), donate_argnames=("state",))
-def _decode(graphdef, params, state: LoopState, inputs: LoopInputs, until, *, full: bool = False) -> LoopState:
+def _decode(graphdef, params, state: LoopState, inputs: LoopInputs, until, *, full: bool = False,
+            constrained: bool = False) -> LoopState:
     """Decode from ``state`` until ``until`` steps (a traced int: any chunk size, one compile) or every
     row is done. The cache and buffers of ``state`` are donated: the next chunk reuses them in place.
 
     ``full``: the chain with every rule (:func:`_draw_full`), else the classic one. Two programs, not
     one with both loops: a run with classic settings never compiles or holds the full chain (on
-    SmolLM2 that is about 170 MB of peak memory and 5 s of its first call)."""
+    SmolLM2 that is about 170 MB of peak memory and 5 s of its first call). ``constrained``: each step
+    masks the logits to what the request's constraint allows (:func:`_constrain`), a program of its own.
+    (The flags go to the compiled loop by position, so every caller shares its cache, however it passes them.)"""
+    return _decode_loop(graphdef, params, state, inputs, until, bool(full), bool(constrained))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5, 6), donate_argnums=(2,))
+def _decode_loop(graphdef, params, state: LoopState, inputs: LoopInputs, until, full: bool,
+                 constrained: bool) -> LoopState:
+    """:func:`_decode`'s compiled loop."""
     draw = _draw_full if full else _draw_classic
 
     reduced = any(leaf.dtype != jnp.float32 for leaf in jax.tree.leaves(params))
@@ -282,7 +322,7 @@ def _decode(graphdef, params, state: LoopState, inputs: LoopInputs, until, *, fu
         # in reduced precision the barrier makes the weights loop-variant: XLA cannot hoist their
         # conversions to float32 (XLA:CPU's dots) out of the loop and keep copies of all (model._tie)
         weights, s = jax.lax.optimization_barrier((params, s)) if reduced else (params, s)
-        return _step(nnx.merge(graphdef, weights), inputs, s, draw)
+        return _step(nnx.merge(graphdef, weights), inputs, s, draw, constrained)
 
     keep_going = lambda s: (s.step < until) & ~jnp.all(s.done)  # noqa: E731
     return jax.lax.while_loop(keep_going, body, state)
@@ -291,7 +331,7 @@ def _decode(graphdef, params, state: LoopState, inputs: LoopInputs, until, *, fu
 def compiled_programs() -> int:
     """How many generation programs are compiled so far (prefill and decode loop): a test of
     "moving a slider never recompiles". Usage: ``before = compiled_programs()``"""
-    return _start._cache_size() + _prefill_chunk._cache_size() + _decode._cache_size()
+    return _start._cache_size() + _prefill_chunk._cache_size() + _decode_loop._cache_size()
 
 
 def warm_up(model: Transformer, params: nnx.State, *, batch: int = 1, max_new_tokens: int = 100,
@@ -375,11 +415,11 @@ def _ids_through_stop(tokenizer: Tokenizer, ids: list[int], stops: list[str]) ->
 
 
 def _shape_key(graphdef, prompt_shape: tuple[int, int], max_steps: int, layout: TraceLayout | None, full: bool,
-               static: tuple) -> tuple:
+               static: tuple, constrained: bool = False) -> tuple:
     """What the compiled programs depend on: the model, the batch and prompt slots, the loop's
-    length, the trace layout, the chain and the settings' static fields (``static_key()``: order,
-    DRY breakers, logit bias, banned words); one key, one set of programs."""
-    return graphdef, tuple(prompt_shape), max_steps, layout, full, static
+    length, the trace layout, the chain, the settings' static fields (``static_key()``: order,
+    DRY breakers, logit bias, banned words) and a constraint; one key, one set of programs."""
+    return graphdef, tuple(prompt_shape), max_steps, layout, full, static, constrained
 
 
 @dataclasses.dataclass(frozen=True)
@@ -397,11 +437,12 @@ class _Request:
     layout: TraceLayout | None
     chat: bool  # each prompt is the user's message in the model's chat template
     full: bool  # a row uses a rule beyond temperature, top-k, top-p and min-p: the full chain's program
+    allowed_after: Callable[[list[int]], Collection[int]] | None = None  # constrained: the ids allowed after a context
 
     def shape_key(self, graphdef) -> tuple:
         """What the compiled programs depend on (:func:`_shape_key`)."""
         return _shape_key(graphdef, self.arrays["prompt"].shape, self.max_steps, self.layout, self.full,
-                          self.arrays["settings"].static_key())
+                          self.arrays["settings"].static_key(), self.allowed_after is not None)
 
     @property
     def stop_ids(self) -> tuple[int, ...]:
@@ -410,7 +451,8 @@ class _Request:
 
 
 def _prepare(model, params, tokenizer, prompts, *, max_new_tokens=100, temperature=0.8, top_k=50, top_p=1.0,
-             min_p=0.0, seed=42, num_samples=1, trace=False, trace_k=None, settings=None, stop=None, chat=False):
+             min_p=0.0, seed=42, num_samples=1, trace=False, trace_k=None, settings=None, stop=None, chat=False,
+             constrain=None):
     """Check the arguments of :func:`generate` and lay out the batch; returns ``(model, params, request)``."""
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     _check_arguments(prompts, max_new_tokens, num_samples, trace, trace_k)
@@ -425,10 +467,33 @@ def _prepare(model, params, tokenizer, prompts, *, max_new_tokens=100, temperatu
                            special_tokens(tokenizer).stop)
     longest = int(arrays["limit"].max())
     layout = _trace_layout(trace, trace_k, longest, model.config) if trace else None
+    allowed_after = _constraint(constrain, tokenizer, rows_prompts, prompt_ids)
+    if allowed_after is not None:
+        arrays["constraint"] = np.int32(next(_CONSTRAINT_KEYS))
     request = _Request(rows_prompts, prompt_ids, seeds, settings, stops, max_new_tokens, arrays,
                        decode_steps(longest, model.config.max_len), layout, chat,
-                       bool(sampling.uses_extras(arrays["settings"])))
+                       bool(sampling.uses_extras(arrays["settings"])), allowed_after)
     return model, params, request
+
+
+def _constraint(constrain: str | None, tokenizer: Tokenizer, rows_prompts: list[str],
+                prompt_ids: list[list[int]]) -> Callable[[list[int]], Collection[int]] | None:
+    """The ids a ``constrain`` allows after a context's ids (``"grammar"``: the story grammar's prefix
+    oracle), checked on every prompt; ``None`` without one."""
+    if constrain is None:
+        return None
+    if constrain != "grammar":
+        raise ValueError(f"constrain must be None or 'grammar', got {constrain!r}")
+    from txtgen_nb.corpus import valid_next_tokens
+
+    def allowed_after(ids: list[int]) -> Collection[int]:
+        return valid_next_tokens(tokenizer, decode(tokenizer, ids))
+
+    for text, ids in zip(rows_prompts, prompt_ids):
+        if not allowed_after(ids):
+            raise ValueError(f"constrain='grammar': no grammatical story starts with {text!r}, so no token may "
+                             "follow it; give a prompt the story grammar can continue, such as 'Once upon a time'")
+    return allowed_after
 
 
 def _check_arguments(prompts: list[str], max_new_tokens, num_samples, trace, trace_k) -> None:
@@ -592,6 +657,16 @@ class Stream:
         if self._iterated:
             raise ValueError("a Stream runs once: iterate it once and read .result (or call generate_stream again)")
         self._iterated = True
+        key = int(self.request.arrays.get("constraint", -1))
+        if key >= 0:
+            _CONSTRAINTS[key] = (self.request.allowed_after, self._vocab_size)
+        try:
+            yield from self._run()
+        finally:
+            _CONSTRAINTS.pop(key, None)
+
+    def _run(self) -> Iterator[list[str]]:
+        """The prefill, then chunks of decode steps until every row is done, the limit or a stop."""
         state, inputs, prefilled = prefill(self._graphdef, self._params, self._config, self.request.arrays,
                                            max_steps=self.request.max_steps, trace_layout=self.request.layout,
                                            should_stop=lambda: self._stopped)
@@ -624,7 +699,8 @@ class Stream:
         returns the new state and its tokens, lengths and done flags on the host."""
         start, taken, programs = time.perf_counter(), self.steps_done, compiled_programs()
         until = min(taken + self._chunk_size(_STEP_SECONDS.get(speed_key)), self.request.max_steps)
-        state = _decode(self._graphdef, self._params, state, inputs, np.int32(until), full=self.request.full)
+        state = _decode(self._graphdef, self._params, state, inputs, np.int32(until), full=self.request.full,
+                        constrained=self.request.allowed_after is not None)
         tokens, lengths, done = (np.asarray(x) for x in jax.device_get((state.tokens, state.lengths, state.done)))
         self.steps_done = int(state.step)
         if self.steps_done > taken and compiled_programs() == programs:  # a chunk that compiled says nothing of speed
@@ -698,7 +774,8 @@ def _trace(request: _Request, tokens: np.ndarray, lengths: np.ndarray, buffers: 
                  settings=request.settings, seeds=request.seeds, eos_id=stop_ids[0] if stop_ids else None,
                  stop_ids=tuple(stop_ids), vocab_size=vocab_size, templated=request.chat,
                  top_ids=kept["top_ids"], top_logits=kept["top_logits"], logsumexp=kept["logsumexp"],
-                 entropy=kept["entropy"], full_logits=kept.get("logits"), graphdef=graphdef, params=params)
+                 entropy=kept["entropy"], full_logits=kept.get("logits"), graphdef=graphdef, params=params,
+                 allowed_after=request.allowed_after)
 
 
 def generate_stream(model: Transformer, params: nnx.State, tokenizer: Tokenizer, prompts: str | Sequence[str], *,
@@ -730,6 +807,7 @@ def generate(
     settings: SamplingSettings | Sequence[SamplingSettings] | None = None,
     stop: str | Sequence[str] | None = None,
     chat: bool = False,
+    constrain: str | None = None,
 ) -> GenerationResult:
     """Generate continuations for one or more prompts in one compiled call.
 
@@ -740,6 +818,10 @@ def generate(
     a single call. ``stop``: strings that end a row's text (cut before the first one to appear;
     stop reason ``"stop"``). ``chat``: each prompt is the user's message in the model's chat template
     (the text is the prompt followed by the assistant's reply, which ends at the end of its turn).
+    ``constrain="grammar"``: every token is drawn from those the story grammar allows next
+    (``corpus.valid_next_tokens``, asked at each step from inside the compiled loop), so every story is
+    grammatical; the trace keeps the masked logits the sampler saw (``Trace.allowed_after``,
+    :meth:`Trace.constraint_mass`: how much of the model's probability the grammar kept).
 
     ``trace=True`` keeps a compact :class:`Trace` per step (the ``trace_k`` largest raw logits, by
     default :func:`default_trace_k`, with their ids, the whole row's log-sum-exp and entropy; full
@@ -751,7 +833,7 @@ def generate(
     model, params, request = _prepare(model, params, tokenizer, prompts, max_new_tokens=max_new_tokens,
                                       temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed,
                                       num_samples=num_samples, trace=trace, trace_k=trace_k, settings=settings,
-                                      stop=stop, chat=chat)
+                                      stop=stop, chat=chat, constrain=constrain)
     return Stream(model, params, tokenizer, request, chunk_seconds=STOP_CHUNK_SECONDS if request.stops else None).run()
 
 

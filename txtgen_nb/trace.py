@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Collection
 
 import jax
 import jax.numpy as jnp
@@ -156,7 +156,10 @@ class Trace:
     logits come from :meth:`step_logits`, :meth:`row_logits` or :attr:`logits`: stored for a full
     trace, otherwise recomputed exactly with one model forward (``graphdef`` + ``params``) and cached.
     Settings are per row. ``params`` is a reference, not a copy: keep the weights unchanged while
-    the trace is in use. Build one from full logits with :meth:`from_logits`.
+    the trace is in use. Build one from full logits with :meth:`from_logits`. Of a constrained
+    generation (``allowed_after``) every logit is the masked one the sampler saw (``-inf`` where the
+    constraint forbade a token); :meth:`constraint_mass` says how much of the model's own probability
+    that kept.
     """
 
     prompt_ids: list[list[int]]  # B prompts' token ids (BOS first)
@@ -175,6 +178,7 @@ class Trace:
     templated: bool = False  # the prompts are the model's chat template around the user's messages
     graphdef: nnx.GraphDef | None = None  # with params: the model that recomputes full logits
     params: nnx.State | None = None
+    allowed_after: Callable[[list[int]], Collection[int]] | None = None  # constrained decoding: ids allowed after a context
     _cache: dict[Any, np.ndarray] = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
@@ -261,8 +265,34 @@ class Trace:
             self._cache["all"] = self._recompute(list(range(self.num_rows)))
         return self._cache["all"]
 
-    def _recompute(self, rows: list[int]) -> np.ndarray:
-        """Raw logits ``[len(rows), N, V]``: one forward over the rows' contexts, left-padded as in prefill."""
+    def constraint_mass(self, row: int) -> np.ndarray:
+        """How much of the model's own probability (temperature 1, before any rule) the constraint
+        allowed at each step of ``row`` ``[L]``: 1 minus it is what renormalising cost. One forward.
+
+        Usage: ``1 - trace.constraint_mass(0)  # the probability the grammar took away at each step``
+        """
+        if self.allowed_after is None:
+            raise ValueError("this trace is not of a constrained generation (generate(..., constrain='grammar'))")
+        n = int(self.lengths[row])
+        raw = self._recompute([row], constrained=False)[0][:n]
+        probs = np.exp(raw - raw.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        return (probs * self._allowed(row)[:n]).sum(-1)
+
+    def _allowed(self, row: int) -> np.ndarray:
+        """``[N, V]`` bool: what the constraint allowed at each step of ``row`` (everything past its end), cached."""
+        key = ("allowed", row)
+        if key not in self._cache:
+            mask = np.ones((self.num_steps, self.vocab_size), bool)
+            for step in range(int(self.lengths[row])):
+                mask[step] = False
+                mask[step, [i for i in self.allowed_after(self.context_ids(row, step)) if i < self.vocab_size]] = True
+            self._cache[key] = mask
+        return self._cache[key]
+
+    def _recompute(self, rows: list[int], constrained: bool = True) -> np.ndarray:
+        """Raw logits ``[len(rows), N, V]``: one forward over the rows' contexts, left-padded as in
+        prefill; masked as the sampler saw them in a constrained generation (unless ``constrained=False``)."""
         if self.graphdef is None or self.params is None:
             raise ValueError("this trace keeps only the top-K window and no model to recompute full logits")
         contexts = [self.context_ids(r, max(int(self.lengths[r]) - 1, 0)) for r in rows]
@@ -277,6 +307,8 @@ class Trace:
         for i, r in enumerate(rows):
             n = int(self.lengths[r])
             out[i, :n] = logits[i, size - n:] if n else 0.0  # step j's logits sit after context token P + j - 1
+            if constrained and self.allowed_after is not None:
+                out[i] = np.where(self._allowed(r), out[i], sampling.NEG_INF)
         return out
 
     def stages(self, row: int, step: int, settings: SamplingSettings | None = None) -> sampling.Stages:
