@@ -97,3 +97,19 @@ def test_bad_constraints_and_prompts_off_the_grammar_are_refused(demo):
         generate(model, params, tok, "Once upon a time", constrain="json")
     with pytest.raises(ValueError, match="no grammatical story starts with 'The capital of France is'"):
         generate(model, params, tok, "The capital of France is", constrain="grammar")
+
+
+def test_the_views_say_what_the_constraint_took_away(demo):
+    from txtgen_nb import viz
+
+    _, _, tok, _, constrained = demo
+    trace = constrained.trace
+    data = viz.step_data(trace, tok, 3)
+    assert data.constraint_mass == pytest.approx(float(trace.constraint_mass(0)[3]))
+    title = viz.StepPlot().update(data).axes[0].get_title(loc="left")
+    assert f"the grammar kept {data.constraint_mass:.0%} of p" in title
+    fig = viz.constraint_view(trace, rows=[0, 1])
+    lines = fig.axes[0].get_lines()
+    np.testing.assert_allclose(lines[1].get_ydata(), 1 - trace.constraint_mass(1), rtol=1e-6)
+    every = np.concatenate([1 - trace.constraint_mass(r) for r in (0, 1)])
+    assert f"{every.mean():.1%} of the model's probability on average" in fig.axes[0].get_title(loc="left")

@@ -437,7 +437,7 @@ class _Request:
     layout: TraceLayout | None
     chat: bool  # each prompt is the user's message in the model's chat template
     full: bool  # a row uses a rule beyond temperature, top-k, top-p and min-p: the full chain's program
-    allowed_after: Callable[[list[int]], Collection[int]] | None = None  # constrained: the ids allowed after a context
+    allowed_after: Callable[[list[int]], Collection[int]] | None = None  # constrained: ids allowed after a context
 
     def shape_key(self, graphdef) -> tuple:
         """What the compiled programs depend on (:func:`_shape_key`)."""

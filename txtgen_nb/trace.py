@@ -178,7 +178,7 @@ class Trace:
     templated: bool = False  # the prompts are the model's chat template around the user's messages
     graphdef: nnx.GraphDef | None = None  # with params: the model that recomputes full logits
     params: nnx.State | None = None
-    allowed_after: Callable[[list[int]], Collection[int]] | None = None  # constrained decoding: ids allowed after a context
+    allowed_after: Callable[[list[int]], Collection[int]] | None = None  # constrained: the ids allowed after a context
     _cache: dict[Any, np.ndarray] = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
@@ -273,11 +273,14 @@ class Trace:
         """
         if self.allowed_after is None:
             raise ValueError("this trace is not of a constrained generation (generate(..., constrain='grammar'))")
-        n = int(self.lengths[row])
-        raw = self._recompute([row], constrained=False)[0][:n]
-        probs = np.exp(raw - raw.max(-1, keepdims=True))
-        probs /= probs.sum(-1, keepdims=True)
-        return (probs * self._allowed(row)[:n]).sum(-1)
+        key = ("constraint_mass", row)
+        if key not in self._cache:
+            n = int(self.lengths[row])
+            raw = self._recompute([row], constrained=False)[0][:n]
+            probs = np.exp(raw - raw.max(-1, keepdims=True))
+            probs /= probs.sum(-1, keepdims=True)
+            self._cache[key] = (probs * self._allowed(row)[:n]).sum(-1)
+        return self._cache[key]
 
     def _allowed(self, row: int) -> np.ndarray:
         """``[N, V]`` bool: what the constraint allowed at each step of ``row`` (everything past its end), cached."""

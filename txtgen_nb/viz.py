@@ -17,6 +17,9 @@ Usage::
     colored_text(result.trace, tok).save("story.html")    # tokens coloured by probability
     temperature_view(result.trace.step_logits(0, 0), tok)      # one distribution at several temperatures
     sweep_view(metrics.sweep(model, params, tok, "", temperatures=[0.5, 1.0]))  # quality vs diversity
+    step_view(result.trace, tok, 0, oracle=corpus.valid_next_tokens)   # ✓ / ✗: what the story grammar allows
+    cutoff_view(truth.cutoff_quality(result.trace, tok))   # a cutoff judged by the grammar at every step
+    constraint_view(generate(..., constrain="grammar", trace=True).trace)  # what the constraint took away
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ class StepData:
     step: int | None
     valid: np.ndarray | None = None  # [N] bool: whether an oracle (the story grammar) allows each candidate
     off_grammar: bool = False  # the oracle allows nothing: the context itself has left the grammar
+    constraint_mass: float | None = None  # constrained decoding: the model's probability the constraint kept
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,8 +175,11 @@ def step_data(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
     context = decode(tokenizer, trace.context_ids(row, step))
     s = settings or trace.settings[row]
     valid = None if oracle is None else set(oracle(tokenizer, context))
-    return distribution_data(trace.step_logits(row, step), tokenizer, s, chosen=int(trace.token_ids[row, step]),
+    data = distribution_data(trace.step_logits(row, step), tokenizer, s, chosen=int(trace.token_ids[row, step]),
                              context=context, step=step, top_n=top_n, stages=trace.stages(row, step, s), valid=valid)
+    if trace.allowed_after is None:
+        return data
+    return dataclasses.replace(data, constraint_mass=float(trace.constraint_mass(row)[step]))
 
 
 def _new_figure(height: float, width: float = WIDTH) -> Figure:
@@ -304,8 +311,9 @@ def _title(data: StepData) -> str:
     where = f"step {data.step}" if data.step is not None else "next token"
     context = f" after “{tail(data.context, 34)}”" if data.context else ""
     context += " (off the grammar: nothing is valid)" if data.off_grammar else ""
+    constrained = "" if data.constraint_mass is None else f"; the grammar kept {data.constraint_mass:.0%} of p"
     return (f"{where}{context}\n{data.settings.label()}: kept {data.num_kept:,} of {data.vocab_size:,}; "
-            f"entropy {data.entropy_before:.2f} → {data.entropy_after:.2f} nats")
+            f"entropy {data.entropy_before:.2f} → {data.entropy_after:.2f} nats{constrained}")
 
 
 def distribution_view(
@@ -978,7 +986,8 @@ def cutoff_view(quality: "CutoffQuality") -> Figure:
                     label="the sampled token was invalid")
     ax_bad.set_xlabel("generation step", fontsize=SMALL)
     if q.judged.any():
-        mean = {name: np.mean(getattr(q, name)[q.judged]) for name in ("valid_kept", "best_valid_kept", "invalid_chance")}
+        names = ("valid_kept", "best_valid_kept", "invalid_chance")
+        mean = {name: np.mean(getattr(q, name)[q.judged]) for name in names}
         summary = (f"{int(q.judged.sum())} of {steps.size} steps on the grammar: on average it keeps "
                    f"{mean['valid_kept']:.1%} of the valid probability (best cut {mean['best_valid_kept']:.1%}), "
                    f"invalid chance {mean['invalid_chance']:.2%}")
@@ -987,6 +996,35 @@ def cutoff_view(quality: "CutoffQuality") -> Figure:
     fig.suptitle(f"{q.settings.label()} judged by the grammar\n{summary}", fontsize=SMALL)
     handles, labels = ax_bad.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=SMALL - 1, frameon=False)
+    return fig
+
+
+def constraint_view(trace: Trace, rows: Sequence[int] | None = None) -> Figure:
+    """What a grammar-constrained generation cost (``generate(..., constrain="grammar", trace=True)``): at each
+    step of each row, the share of the model's own probability the grammar took away before the draw (what
+    renormalising over the allowed tokens hides), one line per row.
+
+    Usage: ``constraint_view(generate(model, params, tok, prompts, constrain="grammar", trace=True).trace)``
+    """
+    rows = list(range(trace.num_rows)) if rows is None else list(rows)
+    fig = _new_figure(3.2)
+    ax = fig.subplots()
+    costs = [1 - trace.constraint_mass(row) for row in rows]
+    for i, (row, cost) in enumerate(zip(rows, costs)):
+        ax.plot(np.arange(cost.size), cost, color=READABLE_COLORS[i % len(READABLE_COLORS)], marker="o",
+                markersize=3, linewidth=1.2, label=f"row {row}")
+    every = np.concatenate(costs) if costs else np.zeros(0)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax.set_ylim(0, max(0.05, float(every.max(initial=0)) * 1.1))
+    ax.set_xlabel("generation step", fontsize=SMALL)
+    ax.set_ylabel("probability taken away", fontsize=SMALL)
+    ax.tick_params(labelsize=SMALL)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"What the grammar took away before each draw: {every.mean() if every.size else 0:.1%} of the "
+                 f"model's probability on average, at most {every.max(initial=0):.0%}", fontsize=SMALL, loc="left")
+    if len(rows) <= 8:
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=len(rows), fontsize=SMALL - 1,
+                   frameon=False)
     return fig
 
 
