@@ -523,6 +523,15 @@ def test_explorers_teach_at_projector_size(lab_root, lab_server, page):
         print(f"plot moved by {heights} px on two regenerations")
         assert all(abs(dy) <= 2 for dy in heights), f"the plot jumped by {heights} px on regeneration"
 
+        # The grammar's verdict on the bars: tick the box, the plot is redrawn with a ✓ / ✗ per candidate.
+        scroll_to_top(explorer)
+        before = plot.get_attribute("src")
+        explorer.get_by_text("Mark what the grammar allows").first.click()
+        page.wait_for_function("([el, old]) => el.getAttribute('src') !== old", arg=[plot.element_handle(), before],
+                               timeout=REDRAW_S * 1000)
+        wait_idle(page)
+        screenshot(page, "explorer-grammar-1280x720")
+
         # The controls column with Advanced samplers open fits the projector's notebook area (they scroll inside).
         scroll_to_top(explorer)
         explorer.get_by_text("Advanced samplers").first.click()

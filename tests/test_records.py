@@ -36,7 +36,7 @@ def test_stages_and_both_chains_are_the_records_in_some_order():
     for order in sampling.ORDERS:
         assert sorted(sampling.CHAINS[order]) == sorted(stages)
         assert sampling.CHAINS[order][-1] == "mirostat"  # final is Mirostat's stage in every chain
-    assert sampling.CHAINS["llama.cpp"][-2] == "temperature"
+    assert sampling.CHAINS["llama.cpp"][-3:] == ("temperature", "adaptive_p", "mirostat")  # temperature, then the draw
 
 
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: r.stage)

@@ -474,8 +474,9 @@ def test_dynamic_temperature_in_the_decode_loops_fused_step_equals_the_chain():
 # ------------------------------------------------------------------ a free order (llama.cpp's --samplers)
 
 def test_a_free_order_names_stages_by_ours_or_llama_cpps_names():
-    assert sampling.chain("top_k;typ_p;temperature") == ("logit_bias", "top_k", "typical", "temperature", "mirostat")
-    assert sampling.stage_names("min-p ; temp")[1:] == ("logit_bias", "min_p", "temperature", "mirostat")
+    assert sampling.chain("top_k;typ_p;temperature") == ("logit_bias", "top_k", "typical", "temperature",
+                                                        "adaptive_p", "mirostat")  # the two that draw: last
+    assert sampling.stage_names("min-p ; temp")[1:] == ("logit_bias", "min_p", "temperature", "adaptive_p", "mirostat")
     assert sampling.chain("temp;logit_bias")[:2] == ("temperature", "logit_bias")  # named: where it is named
     for bad in ("top_k;bogus", "", "top_k;top-k"):
         with pytest.raises(ValueError, match="order"):

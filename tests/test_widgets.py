@@ -372,3 +372,29 @@ def test_the_base_explorers_usage_builds_a_working_explorer(demo):
     assert explorer.story and explorer.generate_calls == 1 and not explorer.error.value
     explorer.prompt.value = "The dragon"
     assert explorer.generate_calls == 2 and explorer.story
+
+
+def test_the_grammar_marks_each_candidate_for_the_demo_model_only(demo, tok):
+    from txtgen_nb import corpus
+
+    ex = widgets.SamplingExplorer(max_new_tokens=STEPS, seed=0)  # the demo, chosen in the Model menu
+    assert ex.knows_grammar and ex.truth.layout.display == "" and ex.current_step_data().valid is None
+    png = ex.plot.value
+    ex.truth.value = True
+    data = ex.current_step_data()
+    allowed = corpus.valid_next_tokens(ex.tokenizer, decode(ex.tokenizer, ex.trace.context_ids(0, ex.shown_step)))
+    assert list(data.valid) == [int(i) in allowed for i in data.ids]
+    assert ex.plot.value != png  # redrawn with the marks
+    ex.view.value = "pipeline"
+    assert not ex.error.value
+    branch = widgets.BranchExplorer(max_new_tokens=STEPS, seed=0)
+    branch.truth.value = True
+    assert all(label[:2] in ("✓ ", "✗ ") for label, _ in branch.alternative.options)
+    prompt = "Once upon a time, there was a"
+    dist = widgets.DistributionExplorer(prompt=prompt)
+    dist.truth.value = True
+    allowed = corpus.valid_next_tokens(dist.tokenizer, prompt)
+    assert list(dist.current_step_data().valid) == [int(i) in allowed for i in dist.current_step_data().ids]
+    own = widgets.SamplingExplorer(*demo, max_new_tokens=STEPS)  # a model given in code: the grammar may not apply
+    own.truth.value = True
+    assert not own.knows_grammar and own.truth.layout.display == "none" and own.oracle is None

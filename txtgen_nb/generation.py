@@ -118,6 +118,7 @@ class LoopState:
     lengths: jax.Array  # [B] int32 new tokens per row
     done: jax.Array  # [B] bool: row ended (end-of-sequence, its limit, or a stop string)
     mu: jax.Array  # [B] float32 Mirostat's μ (the classic loop leaves it as it is)
+    adaptive: jax.Array  # [B, 2] float32 adaptive-p's history: weighted sum, total weight (likewise)
     trace: dict | None  # trace buffers [B, trace steps, ...], or None
 
 
@@ -141,7 +142,9 @@ def _start(prompt, pad, limit, seeds, settings, stop_ids, constraint, *, config,
     state = LoopState(step=jnp.int32(0), cache=init_cache(config, batch, prompt_len + max_steps),
                       logits=jnp.zeros((batch, config.vocab_size), jnp.float32),
                       tokens=jnp.zeros((batch, max_steps), jnp.int32), lengths=jnp.zeros((batch,), jnp.int32),
-                      done=limit <= 0, mu=sampling.mirostat_initial_mu(settings.mirostat_tau), trace=trace)
+                      done=limit <= 0, mu=sampling.mirostat_initial_mu(settings.mirostat_tau),
+                      adaptive=sampling.adaptive_initial_state(settings.adaptive_target, settings.adaptive_decay),
+                      trace=trace)
     return state, inputs
 
 
@@ -224,29 +227,33 @@ def _categorical(inputs: LoopInputs, step: jax.Array, filtered: jax.Array) -> ja
         inputs.keys, filtered).astype(jnp.int32)
 
 
-def _draw_classic(inputs: LoopInputs, s: LoopState, top: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+def _draw_classic(inputs: LoopInputs, s: LoopState, top: jax.Array | None) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Temperature, top-k, top-p and min-p only: the whole batch filtered at once (no vmap, so
     ``filter_logits_fast`` skips the vocabulary sort with one ``lax.cond``), then one draw per row.
     ``top``: the ids of the 64 largest raw logits ``[B, 64]`` when the trace's window holds them."""
     t = inputs.settings
     filtered = sampling.filter_logits_fast(s.logits, temperature=t.temperature, top_k=t.top_k, top_p=t.top_p,
                                            min_p=t.min_p, top_ids=top)
-    return _categorical(inputs, s.step, filtered), s.mu
+    return _categorical(inputs, s.step, filtered), s.mu, s.adaptive
 
 
-def _draw_full(inputs: LoopInputs, s: LoopState, top: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+def _draw_full(inputs: LoopInputs, s: LoopState, top: jax.Array | None) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Every rule, with the context right-aligned (``[-1 ..., prompt, generated so far]``) for the
-    penalties and Mirostat's μ updated per row (``top`` is unused: this chain sorts the row)."""
+    penalties, and Mirostat's μ and adaptive-p's history updated per row (``top`` is unused: this
+    chain sorts the row)."""
     max_steps = s.tokens.shape[1]
     generated = jnp.where(jnp.arange(max_steps)[None] < s.step, s.tokens, -1)  # [B, S]
     context = jnp.roll(jnp.concatenate([inputs.prompt, generated], axis=1), max_steps - s.step, axis=1)
     coins = jax.vmap(lambda key: jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, s.step), 1)))(
         inputs.keys)
-    filtered = sampling.filter_logits(s.logits, inputs.settings, context, num_generated=s.step, mu=s.mu,
-                                      xtc_coin=coins, stop_ids=inputs.stop_ids, fused=True)
-    token = _categorical(inputs, s.step, filtered)
-    mu, _ = sampling.mirostat_update(s.mu, filtered, token, inputs.settings.mirostat_tau, inputs.settings.mirostat_eta)
-    return token, mu
+    t = inputs.settings
+    stages = sampling.filter_stages(s.logits, t, context, num_generated=s.step, mu=s.mu, xtc_coin=coins,
+                                    stop_ids=inputs.stop_ids, adaptive=s.adaptive, fused=True)
+    token = _categorical(inputs, s.step, stages.final)
+    mu, _ = sampling.mirostat_update(s.mu, stages.final, token, t.mirostat_tau, t.mirostat_eta)
+    before = getattr(stages, sampling.stage_before("adaptive_p", t.order))
+    adaptive = sampling.adaptive_update(s.adaptive, before, token, t.adaptive_target, t.adaptive_decay)
+    return token, mu, adaptive
 
 
 _CONSTRAINTS: dict[int, tuple[Callable[[list[int]], Collection[int]], int]] = {}
@@ -282,7 +289,7 @@ def _step(model: Transformer, inputs: LoopInputs, s: LoopState, draw, constraine
     # the classic sampler reuses the window when it is exactly its own top_k (a slice of a larger
     # top_k makes XLA:CPU sort the whole row instead: measured 2x slower on the GPT-2-small shape)
     shared = top is not None and top[1].shape[-1] == min(sampling.TOP_K_CAP, s.logits.shape[-1])
-    token, mu = draw(inputs, s, top[1] if shared else None)
+    token, mu, adaptive = draw(inputs, s, top[1] if shared else None)
     token = jnp.where(s.done, 0, token)
     lengths = s.lengths + (~s.done).astype(jnp.int32)
     done = s.done | jnp.any(token[:, None] == inputs.stop_ids[None], axis=-1) | (lengths >= inputs.limit)
@@ -294,7 +301,7 @@ def _step(model: Transformer, inputs: LoopInputs, s: LoopState, draw, constraine
     logits, cache = model(token[:, None], positions=position, mask=_mask(slots, slot, inputs.pad), cache=s.cache,
                           cache_index=slot)
     return LoopState(step=s.step + 1, cache=cache, logits=logits[:, -1], tokens=s.tokens.at[:, s.step].set(token),
-                     lengths=lengths, done=done, mu=mu, trace=trace)
+                     lengths=lengths, done=done, mu=mu, adaptive=adaptive, trace=trace)
 
 
 def _decode(graphdef, params, state: LoopState, inputs: LoopInputs, until, *, full: bool = False,

@@ -99,6 +99,18 @@ def _mirostat_replay(pre: jax.Array, tokens: jax.Array, tau: jax.Array, eta: jax
     return mu, surprise
 
 
+@jax.jit
+def _adaptive_replay(before: jax.Array, tokens: jax.Array, target: jax.Array, decay: jax.Array) -> jax.Array:
+    """Adaptive-p's history before each step ``[L, 2]`` from its input ``before [L, V]`` and the sampled
+    ``tokens [L]``: the decode loop's update, one step after another."""
+    def step(state, xs):
+        logits, token = xs
+        return sampling.adaptive_update(state, logits, token, target, decay), state
+
+    _, states = jax.lax.scan(step, sampling.adaptive_initial_state(target, decay), (before, tokens))
+    return states
+
+
 @dataclasses.dataclass(frozen=True)
 class MirostatReplay:
     """Mirostat v2 at every step of one row, replayed from the trace with the sampler's own functions."""
@@ -337,6 +349,10 @@ class Trace:
         padded = sampling.filter_stages(logits, s, contexts, num_generated=steps, xtc_coin=self._xtc_coins(row, steps),
                                         stop_ids=self._stop_array())
         stages = sampling.Stages(*(stage[:n] for stage in padded))
+        if s.adaptive_target > 0 and n:
+            shaped = sampling.apply_adaptive_p(_adaptive_input(stages, s), s.adaptive_target,
+                                               self.adaptive_states(row, s, stages), s.adaptive_decay)
+            stages = stages._replace(adaptive_p=shaped, mirostat=shaped)
         if s.mirostat_tau <= 0 or not n:
             return stages
         mu = self._mirostat(row, s, stages).mu
@@ -357,6 +373,29 @@ class Trace:
             self._cache[key] = self._mirostat(row, s, self.row_stages(row, dataclasses.replace(s, mirostat_tau=0.0)))
         return self._cache[key]
 
+    def adaptive_states(self, row: int, settings: SamplingSettings | None = None,
+                        stages: sampling.Stages | None = None) -> np.ndarray:
+        """Adaptive-p's history ``(weighted sum, total weight)`` before each step of ``row`` ``[L, 2]``, as
+        the decode loop carried it (replayed: the loop keeps none); ``stages``: the row's, if at hand.
+
+        Usage: ``w, t = trace.adaptive_states(0).T; 2 * target - w / t  # the adapted target at each step``
+        """
+        s = settings or self.settings[row]
+        if s.adaptive_target <= 0:
+            raise ValueError(f"row {row} does not use adaptive-p (adaptive_target is {s.adaptive_target:g})")
+        key = ("adaptive", row, s)
+        if key not in self._cache:
+            n = int(self.lengths[row])
+            stages = self.row_stages(row, dataclasses.replace(s, adaptive_target=0.0)) if stages is None else stages
+            size = _pow2(n)  # few lengths, few compiles; the padded steps are dropped
+            before = np.zeros((size, self.vocab_size), np.float32)
+            before[:n] = np.asarray(_adaptive_input(stages, s))
+            tokens = np.zeros(size, np.int32)
+            tokens[:n] = self.token_ids[row, :n]
+            self._cache[key] = np.asarray(_adaptive_replay(before, tokens, jnp.float32(s.adaptive_target),
+                                                           jnp.float32(s.adaptive_decay)))[:n]
+        return self._cache[key]
+
     def _mirostat(self, row: int, s: SamplingSettings, stages: sampling.Stages | None) -> MirostatReplay:
         """The replay from the stages of every step (Mirostat's input is the same whatever its μ)."""
         n = int(self.lengths[row])
@@ -372,10 +411,13 @@ class Trace:
         return MirostatReplay(mu=mu, surprise=surprise, tau=float(s.mirostat_tau), eta=float(s.mirostat_eta))
 
     def _step_state(self, row: int, steps: list[int], s: SamplingSettings, scalar: bool = False) -> dict[str, Any]:
-        """The random and carried inputs of ``steps``: XTC's coin, with Mirostat μ, and the stop ids."""
+        """The random and carried inputs of ``steps``: XTC's coin, Mirostat's μ and adaptive-p's history
+    where they are on, and the stop ids."""
         state = dict(xtc_coin=self._xtc_coins(row, np.asarray(steps)))
         if s.mirostat_tau > 0:
             state["mu"] = self.mirostat(row, s).mu[steps]
+        if s.adaptive_target > 0:
+            state["adaptive"] = self.adaptive_states(row, s)[steps]
         return {**{k: v[0] if scalar else v for k, v in state.items()}, "stop_ids": self._stop_array()}
 
     def _stop_array(self) -> np.ndarray:
@@ -445,9 +487,14 @@ class Trace:
         return self.top_ids[row, step][keep].astype(np.int32), _softmax(scaled)
 
 
+def _adaptive_input(stages: sampling.Stages, s: SamplingSettings) -> jax.Array:
+    """The logits entering adaptive-p (the stage before it)."""
+    return getattr(stages, sampling.stage_before("adaptive_p", s.order))
+
+
 def _mirostat_input(stages: sampling.Stages, s: SamplingSettings) -> jax.Array:
     """The logits entering Mirostat (the stage before it: it is last in every chain)."""
-    return getattr(stages, sampling.stage_names(s.order)[-2])
+    return getattr(stages, sampling.stage_before("mirostat", s.order))
 
 
 def _kept(final: jax.Array) -> tuple[np.ndarray, np.ndarray]:

@@ -48,20 +48,22 @@ from txtgen_nb.sampling.processors import (DRY_DEFAULT_BREAKERS, apply_bad_words
                                            apply_min_new_tokens, apply_no_repeat_ngram, apply_presence_frequency,
                                            apply_repetition_penalty, breaker_ids, token_counts)
 from txtgen_nb.sampling.records import (ADVANCED, CHAINS, FIELDS, ORDERS, RULE, RULES, ChainInputs, Field, Rule,
-                                        Stages, chain, examples, stage_names)
+                                        Stages, chain, examples, stage_before, stage_names)
 from txtgen_nb.sampling.settings import (INT_FIELDS, NUMERIC_FIELDS, STATIC_FIELDS, SamplingSettings, usual_values,
                                          uses_extras)
-from txtgen_nb.sampling.truncation import (apply_epsilon, apply_eta, apply_mirostat, apply_top_n_sigma, apply_typical,
-                                           apply_xtc, mirostat_initial_mu, mirostat_update)
+from txtgen_nb.sampling.truncation import (adaptive_initial_state, adaptive_update, apply_adaptive_p, apply_epsilon,
+                                           apply_eta, apply_mirostat, apply_top_n_sigma, apply_typical, apply_xtc,
+                                           mirostat_initial_mu, mirostat_update)
 
 __all__ = [
     "ADVANCED", "CHAINS", "DRY_DEFAULT_BREAKERS", "FIELDS", "INT_FIELDS", "NEG_INF", "NUMERIC_FIELDS", "ORDERS",
     "RULE", "RULES", "STATIC_FIELDS", "TOP_K_CAP", "VOCAB_BUCKET_MIN", "Array", "ArrayLike", "ChainInputs", "Field",
-    "Rule", "SamplingSettings", "Stages", "apply_bad_words", "apply_dry", "apply_epsilon", "apply_eta",
+    "Rule", "SamplingSettings", "Stages", "adaptive_initial_state", "adaptive_update", "apply_adaptive_p",
+    "apply_bad_words", "apply_dry", "apply_epsilon", "apply_eta",
     "apply_logit_bias", "apply_min_new_tokens", "apply_min_p", "apply_mirostat", "apply_no_repeat_ngram",
     "apply_presence_frequency", "apply_repetition_penalty", "apply_temperature", "apply_top_k", "apply_top_k_by_rank",
     "apply_top_n_sigma", "apply_top_p", "apply_top_p_by_rank", "apply_typical", "apply_xtc", "breaker_ids", "chain",
     "effective_temperature", "entropy", "examples", "filter_logits", "filter_logits_fast", "filter_stages",
-    "mirostat_initial_mu", "mirostat_update", "probabilities", "sample_token", "sort_descending", "stage_names",
+    "mirostat_initial_mu", "mirostat_update", "probabilities", "sample_token", "sort_descending", "stage_before", "stage_names",
     "token_counts", "uses_extras", "usual_values",
 ]

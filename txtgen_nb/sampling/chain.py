@@ -21,7 +21,7 @@ VOCAB_BUCKET_MIN = 16
 
 
 def _inputs(x: Array, s: SamplingSettings, context: Array | None, num_generated: Array | None,
-            mu: Array | None, coin: Array | None, stop_ids: Array | None) -> ChainInputs:
+            mu: Array | None, coin: Array | None, stop_ids: Array | None, adaptive: Array | None) -> ChainInputs:
     ids = generated = None
     steps = per_row(0 if num_generated is None else num_generated, x, jnp.int32)
     if context is not None:
@@ -29,7 +29,7 @@ def _inputs(x: Array, s: SamplingSettings, context: Array | None, num_generated:
         if num_generated is not None:
             generated = jnp.where(jnp.arange(ids.shape[-1]) >= ids.shape[-1] - steps[..., None], ids, -1)
     return ChainInputs(ids, generated, None, mu, coin, by_rank=s.order != "hf",  # llama.cpp's and free orders
-                       stop_ids=stop_ids, steps=steps)
+                       stop_ids=stop_ids, steps=steps, adaptive=adaptive)
 
 
 def _classic_fused(x: Array, s: SamplingSettings, _inputs: ChainInputs) -> Array:
@@ -41,9 +41,10 @@ def _classic_fused(x: Array, s: SamplingSettings, _inputs: ChainInputs) -> Array
 
 @functools.partial(jax.jit, static_argnames="fused")
 def _run_stages(logits: Array, s: SamplingSettings, context: Array | None, num_generated: Array | None,
-                mu: Array | None, coin: Array | None, stop_ids: Array | None, fused: bool = False) -> Stages:
+                mu: Array | None, coin: Array | None, stop_ids: Array | None, adaptive: Array | None = None,
+                fused: bool = False) -> Stages:
     x = jnp.asarray(logits, jnp.float32)
-    inputs = _inputs(x, s, context, num_generated, mu, coin, stop_ids)
+    inputs = _inputs(x, s, context, num_generated, mu, coin, stop_ids, adaptive)
     fused = fused and s.order == "hf"  # the classic four are adjacent in Hugging Face's order only
     out = {"raw": x}
     for name in chain(s.order):
@@ -81,6 +82,7 @@ def filter_stages(
     mu: ArrayLike | None = None,
     xtc_coin: ArrayLike | None = None,
     stop_ids: ArrayLike | None = None,
+    adaptive: ArrayLike | None = None,
     fused: bool = False,
     **fields: Any,
 ) -> Stages:
@@ -90,7 +92,8 @@ def filter_stages(
     banned words and DRY; without it they are skipped); its last ``num_generated`` entries are the
     generated ones (presence and frequency penalties; default: all; ``min_new_tokens`` counts
     ``num_generated``, default 0). ``mu``: Mirostat's current μ (default ``2 τ``). ``xtc_coin``: a
-    uniform draw per row deciding whether XTC fires (default: it fires). ``stop_ids [S]``: the ids
+    uniform draw per row deciding whether XTC fires (default: it fires). ``adaptive [..., 2]``:
+    adaptive-p's history (default its start). ``stop_ids [S]``: the ids
 that end a row (``min_new_tokens`` removes them; -1 unused). ``fused``: in the Hugging
     Face order, compute temperature → min-p in one sort-free step (the decode loop's way: the same
     final result, but ``.temperature`` … ``.min_p`` are then not separate). Instead of ``settings``,
@@ -102,11 +105,11 @@ that end a row (``min_new_tokens`` removes them; -1 unused). ``fused``: in the H
     logits = jnp.asarray(logits, jnp.float32)
     vocab = logits.shape[-1]
     if isinstance(logits, jax.core.Tracer):
-        return _run_stages(logits, s, context, num_generated, mu, xtc_coin, stop_ids, fused)
+        return _run_stages(logits, s, context, num_generated, mu, xtc_coin, stop_ids, adaptive, fused)
     # pad the vocabulary with removed tokens to a power of two: few shapes, few compiles
     bucket = max(VOCAB_BUCKET_MIN, 1 << (vocab - 1).bit_length())
     padded = jnp.pad(logits, [(0, 0)] * (logits.ndim - 1) + [(0, bucket - vocab)], constant_values=NEG_INF)
-    stages = _run_stages(padded, s, context, num_generated, mu, xtc_coin, stop_ids, fused)
+    stages = _run_stages(padded, s, context, num_generated, mu, xtc_coin, stop_ids, adaptive, fused)
     return Stages(*(stage[..., :vocab] for stage in stages))
 
 

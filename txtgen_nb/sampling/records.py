@@ -56,6 +56,7 @@ class ChainInputs(NamedTuple):
     by_rank: bool  # llama.cpp's cuts: exactly a count of tokens by rank, no extra ties (static)
     stop_ids: Array | None = None  # [S] int32 ids that end a row (EOS, end of turn), -1 unused; None: none known
     steps: Array | None = None  # [...] int32 tokens generated so far (min_new_tokens)
+    adaptive: Array | None = None  # [..., 2] adaptive-p's history (weighted sum, total weight); None: its start
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +169,10 @@ def _xtc_title(s: Settings, before: np.ndarray, after: np.ndarray, _mu) -> str:
     return f"XTC {s.xtc_threshold:g}: {'fired' if fired else 'not fired'}"
 
 
+def _adaptive_title(s: Settings, before: np.ndarray, after: np.ndarray, _mu) -> str:
+    return f"adaptive-p {s.adaptive_target:g} (decay {s.adaptive_decay:g})"
+
+
 def _mirostat_title(s: Settings, _before, _after, mu: float | None) -> str:
     return f"Mirostat τ={s.mirostat_tau:g}" + ("" if mu is None else f": μ={mu:.2f} bits")
 
@@ -278,6 +283,17 @@ RULES: tuple[Rule, ...] = (
          label=lambda s: f"XTC {s.xtc_threshold:g} @ {s.xtc_probability:g}", title=_xtc_title,
          examples=(("XTC", dict(xtc_threshold=0.1, xtc_probability=0.5)),),
          usual=dict(xtc_threshold=0.1, xtc_probability=0.5)),
+    Rule("adaptive_p", "llama.cpp adaptive-p (PR #17927)",
+         (_field("adaptive_target", "adaptive-p target", "must be between 0 and 1 (0 = off)", _between(0, 1),
+                 (0.0, 1.0, 0.05)),
+          _field("adaptive_decay", "adaptive-p decay", "must be between 0 and 0.99", _between(0, 0.99),
+                 (0.0, 0.99, 0.01))),
+         on=lambda s: s.adaptive_target > 0,
+         run=lambda x, s, c: truncation.apply_adaptive_p(x, s.adaptive_target, c.adaptive, s.adaptive_decay),
+         label=lambda s: f"adaptive-p {s.adaptive_target:g}" + (f" decay {s.adaptive_decay:g}"
+                                                               if s.adaptive_decay != 0.9 else ""),
+         title=_adaptive_title, names=("adaptive-p", "adaptive"),
+         examples=(("adaptive-p", dict(adaptive_target=0.3, min_p=0.05)),)),  # llama.cpp: min-p before it
     Rule("mirostat", "llama.cpp Mirostat v2 (Basu et al. 2021)",
          (_field("mirostat_tau", "Mirostat τ", "must be >= 0", lambda v: v >= 0, (0.0, 10.0, 0.1)),
           _field("mirostat_eta", "Mirostat η", "must be >= 0", lambda v: v >= 0, (0.0, 1.0, 0.01))),
@@ -295,19 +311,21 @@ ORDERS = ("hf", "llama.cpp")
 CHAINS: dict[str, tuple[str, ...]] = {
     "hf": tuple(rule.stage for rule in RULES),  # RULES are listed in Hugging Face's order
     "llama.cpp": ("logit_bias", "penalties", "no_repeat_ngram", "bad_words", "min_new_tokens", "dry", "top_n_sigma",
-                  "top_k", "typical", "top_p", "min_p", "epsilon", "eta", "xtc", "temperature", "mirostat"),
+                  "top_k", "typical", "top_p", "min_p", "epsilon", "eta", "xtc", "temperature", "adaptive_p", "mirostat"),
 }
 
 
 _BY_NAME = {name: rule.stage for rule in RULES for name in (rule.stage, *rule.names)}
+_LAST = ("adaptive_p", "mirostat")  # the rules that draw: after every other stage in every order
 
 
 def chain(order: str) -> tuple[str, ...]:
     """The stages an ``order`` applies: ``"hf"``, ``"llama.cpp"`` or a free order like llama.cpp's
     ``--samplers`` string, stage names (or llama.cpp's, e.g. ``typ_p``) joined by ``;``. A free order
     runs only the stages it names, cutting by rank as llama.cpp does; a logit bias (not a
-    ``--samplers`` name) runs first unless named elsewhere, Mirostat, the draw, always last. An
-    unknown or repeated name raises ``ValueError``.
+    ``--samplers`` name) runs first unless named elsewhere; adaptive-p and Mirostat, which draw, always
+    last (llama.cpp appends adaptive-p after the others wherever it is named). An unknown or repeated
+    name raises ``ValueError``.
 
     Usage: ``chain("top_k;typ_p;temperature")  # ('logit_bias', 'top_k', 'typical', 'temperature', 'mirostat')``
     """
@@ -318,11 +336,11 @@ def chain(order: str) -> tuple[str, ...]:
     if unknown or not names:
         raise ValueError(f"order must be one of {', '.join(ORDERS)} or stage names joined by ';' "
                          f"({', '.join(CHAINS['hf'])}), got {order!r}")
-    stages = [_BY_NAME[name] for name in names if _BY_NAME[name] != "mirostat"]
+    stages = [_BY_NAME[name] for name in names if _BY_NAME[name] not in _LAST]
     if len(set(stages)) < len(stages):
         raise ValueError(f"order names a stage twice: {order!r}")
     first = () if "logit_bias" in stages else ("logit_bias",)  # llama.cpp always applies a logit bias first
-    return (*first, *stages, "mirostat")
+    return (*first, *stages, *_LAST)
 
 
 def stage_names(order: str = "hf") -> tuple[str, ...]:
@@ -331,6 +349,13 @@ def stage_names(order: str = "hf") -> tuple[str, ...]:
     Usage: ``[getattr(stages, n) for n in stage_names(settings.order)]``
     """
     return ("raw",) + chain(order)
+
+
+def stage_before(stage: str, order: str = "hf") -> str:
+    """The stage whose result ``stage`` takes in ``order`` (``"raw"`` for the first): what adaptive-p's
+    and Mirostat's updates read. Usage: ``stage_before("mirostat", s.order)  # 'adaptive_p'``"""
+    names = stage_names(order)
+    return names[names.index(stage) - 1]
 
 
 class Stages(collections.namedtuple("Stages", ("raw",) + CHAINS["hf"])):

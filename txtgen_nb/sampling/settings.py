@@ -111,6 +111,8 @@ class SamplingSettings:
     dynatemp_range: float = 0.0  # llama.cpp dynamic T: T ± this, by the entropy of the tokens in play; 0 = off
     dynatemp_exponent: float = 1.0  # dynamic temperature: how the normalised entropy maps onto the range
     min_new_tokens: int = 0  # HF: the stop ids (EOS, end of turn) removed until this many new tokens; 0 = off
+    adaptive_target: float = 0.0  # llama.cpp adaptive-p: favour tokens near this probability; 0 = off
+    adaptive_decay: float = 0.9  # adaptive-p: memory of its running average, about 1 / (1 - decay) tokens
     dry_sequence_breakers: tuple[int, ...] = ()  # token ids that end a DRY repeat (static: changing recompiles)
     order: str = "hf"  # "hf", "llama.cpp" (temperature last) or stage names joined by ";"; static
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias) added to the raw logits (a dict works); static

@@ -1,4 +1,4 @@
-"""Truncation rules beyond the classic four: top-nσ, typical, epsilon, eta, XTC and Mirostat v2.
+"""Truncation rules beyond the classic four: top-nσ, typical, epsilon, eta, XTC, Mirostat v2 and adaptive-p.
 
 Usage: ``apply_typical(logits, 0.9)``
 """
@@ -144,3 +144,53 @@ def mirostat_update(mu: ArrayLike, final_logits: Array, token: ArrayLike, tau: A
     surprise = -jnp.take_along_axis(logp, jnp.asarray(token, jnp.int32)[..., None], axis=-1)[..., 0] / jnp.log(2.0)
     tau_, mu_ = per_row(tau, final_logits), per_row(mu, final_logits)
     return jnp.where(tau_ > 0, mu_ - per_row(eta, final_logits) * (surprise - tau_), mu_), surprise
+
+
+ADAPTIVE_WIDTH, ADAPTIVE_PEAK, ADAPTIVE_SHARPNESS = 0.3, 5.0, 10.0  # llama.cpp's constants (not settings)
+ADAPTIVE_DECAY_MAX = 0.99  # llama.cpp clamps the decay to [0, 0.99]
+
+
+def adaptive_initial_state(target: ArrayLike, decay: ArrayLike) -> Array:
+    """Adaptive-p's starting history ``[..., 2]``: ``(weighted sum, total weight)`` primed as if the
+    target had been met all along, ``(target / (1 - decay), 1 / (1 - decay))`` (llama.cpp).
+
+    Usage: ``state = adaptive_initial_state(0.5, 0.9)``
+    """
+    target = jnp.asarray(target, jnp.float32)
+    decay = jnp.clip(jnp.asarray(decay, jnp.float32), 0.0, ADAPTIVE_DECAY_MAX)
+    return jnp.stack(jnp.broadcast_arrays(target / (1 - decay), 1 / (1 - decay)), axis=-1)
+
+
+def apply_adaptive_p(logits: Array, target: ArrayLike, state: ArrayLike | None = None,
+                     decay: ArrayLike = 0.9) -> Array:
+    """llama.cpp's adaptive-p (PR #17927): new logits that favour tokens whose probability is near an
+    adapted target, ``5 - 10 d² / (1 + d)`` with ``d = |p - adapted| / 0.3``, where ``adapted = 2 target -
+    (mean probability of the tokens drawn so far)`` (an exponential average; ``state``: its ``(weighted
+    sum, total weight)``, default the start, see :func:`adaptive_initial_state`); removed tokens stay
+    removed; ``target`` 0 disables (llama.cpp: a negative target). Update the state after each draw with
+    :func:`adaptive_update`.
+
+    Usage: ``apply_adaptive_p(logits, target=0.5, state=state)``
+    """
+    target_ = column(target, logits)
+    state = adaptive_initial_state(target, decay) if state is None else jnp.asarray(state, jnp.float32)
+    weighted, total = column(state[..., 0], logits), column(state[..., 1], logits)
+    goal = jnp.clip(target_, 0.0, 1.0)
+    adapted = jnp.clip(jnp.where(total == 0, goal, 2 * goal - weighted / jnp.where(total == 0, 1.0, total)), 0.0, 1.0)
+    distance = jnp.abs(jax.nn.softmax(logits, axis=-1) - adapted) / ADAPTIVE_WIDTH
+    shaped = ADAPTIVE_PEAK - ADAPTIVE_SHARPNESS * distance**2 / (1 + distance)
+    return jnp.where((target_ > 0) & jnp.isfinite(logits), shaped, logits)
+
+
+def adaptive_update(state: ArrayLike, before: Array, token: ArrayLike, target: ArrayLike,
+                    decay: ArrayLike) -> Array:
+    """Adaptive-p's history after drawing ``token``: ``(p + decay · sum, 1 + decay · weight)`` with ``p``
+    the token's probability in ``before`` (adaptive-p's input, not its reshaped output), where it is on.
+
+    Usage: ``state = adaptive_update(state, before, token, target=0.5, decay=0.9)``
+    """
+    state = jnp.asarray(state, jnp.float32)
+    p = jnp.take_along_axis(jax.nn.softmax(before, axis=-1), jnp.asarray(token, jnp.int32)[..., None], axis=-1)[..., 0]
+    d = jnp.clip(per_row(decay, before), 0.0, ADAPTIVE_DECAY_MAX)
+    new = jnp.stack([p + d * state[..., 0], 1 + d * state[..., 1]], axis=-1)
+    return jnp.where((per_row(target, before) > 0)[..., None], new, state)

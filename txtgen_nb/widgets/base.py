@@ -37,13 +37,13 @@ import ipywidgets as widgets
 from flax import nnx
 from tokenizers import Tokenizer
 
-from txtgen_nb import generation, viz
+from txtgen_nb import corpus, generation, viz
 from txtgen_nb.api import MODELS, load_model_and_tokenizer
 from txtgen_nb.generation import GenerationResult, SamplingSettings, Stream, Trace
 from txtgen_nb.model import context_length
 from txtgen_nb.tokenizer import shown_prompt, special_tokens
 from txtgen_nb.widgets.controls import SamplingControls, new_tokens_limit
-from txtgen_nb.widgets.layout import chat_box, model_note, model_parts, model_picker, prompt_box
+from txtgen_nb.widgets.layout import chat_box, model_note, model_parts, model_picker, prompt_box, truth_box
 
 DEFAULT_PROMPT = "Once upon a time"
 MODEL_TURN = threading.Lock()  # one explorer generates at a time: the first compiles, the others reuse it
@@ -87,6 +87,8 @@ class Explorer:
     or a name of :data:`txtgen_nb.api.MODELS`) or the bundled demo model is loaded, and a **Model**
     menu switches between the tutorials' models. Where the model has a chat template, **Chat**
     (``chat=True``) wraps the prompt as the user's message and the view shows the template greyed.
+    With the demo model chosen there, **Mark what the grammar allows** puts the story grammar's ✓ / ✗
+    on every candidate (:func:`txtgen_nb.corpus.valid_next_tokens`).
     Errors in loading or in a callback are shown in ``.error`` as one line; ``.status`` shows what
     is running; ``.generate_calls`` counts model calls.
     """
@@ -129,6 +131,8 @@ class Explorer:
         self.model_picker = model_picker(str(checkpoint) if picked and checkpoint is not None else None, shown=picked)
         self.model_note = widgets.HTML(model_note(self.model_picker.value) if picked else "")
         self.chat = chat_box(chat)
+        self.truth = truth_box()
+        self.knows_grammar = False  # the model is the demo, trained on the story grammar
         with self.errors_shown():
             self._load(model, params, tokenizer, None if picked else checkpoint)
 
@@ -142,11 +146,18 @@ class Explorer:
         self.model, self.params, self.tokenizer = model, params, tokenizer
         self._warmed = False
         self.chat.layout.display = "" if self.has_chat_template else "none"
+        self.knows_grammar = not any(given) and checkpoint is None and self.model_picker.value == next(iter(MODELS))
+        self.truth.layout.display = "" if self.knows_grammar else "none"
 
     @property
     def has_chat_template(self) -> bool:
         """Whether the loaded model has a chat template (then **Chat** is shown)."""
         return self.tokenizer is not None and special_tokens(self.tokenizer).chat_template is not None
+
+    @property
+    def oracle(self):
+        """``corpus.valid_next_tokens`` while **Mark what the grammar allows** is ticked (demo model), else ``None``."""
+        return corpus.valid_next_tokens if self.knows_grammar and self.truth.value else None
 
     @property
     def chat_on(self) -> bool:
@@ -366,7 +377,7 @@ class Explorer:
         without a model, and a bad starting setting shows in the error box. ``.prompt_area`` holds
         the model menu, the prompt and **Chat**; choosing a model or ticking Chat generates again."""
         self.controls, self.prompt = controls, prompt_box(prompt)
-        self.prompt_area = widgets.VBox([self.model_picker, self.model_note, self.prompt, self.chat],
+        self.prompt_area = widgets.VBox([self.model_picker, self.model_note, self.prompt, self.chat, self.truth],
                                         layout=widgets.Layout(width="100%"))
         self.observe(self.model_picker, self.pick_model)
         self.observe(self.chat, self.run)
@@ -392,7 +403,8 @@ class Explorer:
         """``viz.step_data`` of the shown step now (callbacks: without waiting for a generation)."""
         if self.trace is None:
             raise ValueError("nothing generated yet")
-        return viz.step_data(self.trace, self.tokenizer, self.shown_step, settings=self.settings(), top_n=self.top_n)
+        return viz.step_data(self.trace, self.tokenizer, self.shown_step, settings=self.settings(), top_n=self.top_n,
+                             oracle=self.oracle)
 
     def start(self) -> None:
         """The first run at construction, keeping any error shown so far."""

@@ -81,6 +81,7 @@ class BranchExplorer(Explorer):
             self.observe(slider, self.show_step)
         self.observe(self.seed, self.run)
         self.observe(self.step, self.show_step)
+        self.observe(self.truth, self.show_step)
         self.observe(self.text, self._on_token_click, name="selected")
 
     @property
@@ -117,13 +118,15 @@ class BranchExplorer(Explorer):
             self.step.value = self.text.selected
 
     def alternatives(self) -> list[tuple[str, int]]:
-        """The shown step's candidates as ``(label, token id)``: kept ones first, removed ones marked."""
+        """The shown step's candidates as ``(label, token id)``: kept ones first, removed ones marked, and
+        the grammar's ✓ / ✗ first when asked (**Mark what the grammar allows**)."""
         data = self.step_data()
-        rows = list(zip(data.ids.tolist(), data.labels, data.prob_before, data.prob_after, data.kept))
+        truth = [""] * len(data.ids) if data.valid is None else ["✓ " if v else "✗ " for v in data.valid]
+        rows = list(zip(data.ids.tolist(), data.labels, data.prob_before, data.prob_after, data.kept, truth))
         rows.sort(key=lambda row: not row[4])  # stable: kept first, each group by raw logit
-        return [(f"{label}  {before:.1%} → {after:.1%}" + (" (sampled)" if token == data.chosen else "")
+        return [(f"{mark}{label}  {before:.1%} → {after:.1%}" + (" (sampled)" if token == data.chosen else "")
                  + ("" if kept else "  ✗ removed"), token)
-                for token, label, before, after, kept in rows]
+                for token, label, before, after, kept, mark in rows]
 
     def default_alternative(self) -> int | None:
         """The most likely kept token other than the sampled one (else the most likely other token)."""

@@ -51,6 +51,7 @@ class DistributionExplorer(Explorer):
         for slider in c.sampler_controls:
             self.observe(slider, self.show)
         self.observe(self.prompt, self.run)
+        self.observe(self.truth, self.show)
         self.start()
 
     def run(self) -> None:
@@ -73,12 +74,14 @@ class DistributionExplorer(Explorer):
         """Redraw the before/after distribution with the sliders' settings (no model call)."""
         if self.trace is None:
             return
-        data = viz.distribution_data(self.logits(), self.tokenizer, self.settings(), top_n=self.top_n)
+        data = self.step_data()
         title = (f"next token after “{viz.tail(self.prompt.value, 40)}”\n{data.settings.label()}: "
                  f"kept {data.num_kept:,} of {data.vocab_size:,}; entropy {data.entropy_before:.2f} → "
                  f"{data.entropy_after:.2f} nats")
         self.plot.value = self.step_plot.png(data, title)
 
     def step_data(self) -> viz.StepData:
-        """``viz.distribution_data`` of the next token with the sliders' settings (no model call)."""
-        return viz.distribution_data(self.logits(), self.tokenizer, self.settings(), top_n=self.top_n)
+        """``viz.distribution_data`` of the next token with the sliders' settings (no model call), the
+        grammar's ✓ / ✗ on each candidate when asked (**Mark what the grammar allows**)."""
+        valid = None if self.oracle is None else set(self.oracle(self.tokenizer, self.prompt.value))
+        return viz.distribution_data(self.logits(), self.tokenizer, self.settings(), top_n=self.top_n, valid=valid)

@@ -43,6 +43,13 @@ def chat_box(value: bool = False) -> widgets.Checkbox:
                             layout=widgets.Layout(width="auto", margin="2px 8px 2px 0"))
 
 
+def truth_box() -> widgets.Checkbox:
+    """**Grammar**: mark each candidate ✓ / ✗ by what the story grammar allows next (shown only for the
+    demo model, which the grammar trained)."""
+    return widgets.Checkbox(value=False, description="Mark what the grammar allows (✓ / ✗)", indent=False,
+                            layout=widgets.Layout(width="auto", margin="2px 8px 2px 0"))
+
+
 def prompt_box(prompt: str) -> widgets.Textarea:
     """The prompt, acting when it loses focus (``continuous_update=False``)."""
     return widgets.Textarea(value=prompt, placeholder="Prompt", continuous_update=False,

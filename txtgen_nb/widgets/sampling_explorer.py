@@ -82,6 +82,7 @@ class SamplingExplorer(Explorer):
         self.observe(self.color_by, self.show_text)
         self.observe(self.step, self.show_step)
         self.observe(self.view, self.show_step)
+        self.observe(self.truth, self.show_step)
         self.observe(self.text, self._on_token_click, name="selected")
 
     @property
@@ -162,7 +163,7 @@ class SamplingExplorer(Explorer):
         if self.view.value == "pipeline":
             with self.busy("Drawing…"):
                 figure = viz.pipeline_view(self.trace, self.tokenizer, self.shown_step, settings=self.settings(),
-                                           width=7.8)
+                                           width=7.8, oracle=self.oracle)
                 self.plot.value = viz.figure_to_png(figure)
         else:
             self.plot.value = self.step_plot.png(self.step_data())
