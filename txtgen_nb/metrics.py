@@ -57,6 +57,41 @@ def repetition(text: str, n: int = 3) -> float:
     return 1.0 - len(set(grams)) / len(grams)
 
 
+def ends_in_loop(text: str, repeats: int = 3, longest: int = 20) -> bool:
+    """Whether ``text`` ends in a loop: its last words are one phrase of 1 to ``longest`` words said
+    ``repeats`` times in a row (our reading of Holtzman et al. 2020's "repetition": generations that
+    end repeating themselves).
+
+    Usage: ``ends_in_loop("she ran home . she ran home . she ran home .")  # True``
+    """
+    ws = words(text)
+    return any(len(ws) >= repeats * n and len(set(tuple(ws[len(ws) - (i + 1) * n: len(ws) - i * n])
+                                              for i in range(repeats))) == 1 for n in range(1, longest + 1))
+
+
+HOLTZMAN_REPETITION = {"greedy": 0.7366, "beam 16": 0.2894, "nucleus 0.95": 0.0036, "human": 0.0028}
+"""Holtzman et al. 2020, Table 1: the share of generations that end repeating (GPT-2 large, WebText)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Degeneration:
+    """How a decoding method's texts degenerate: loops at the end, repeated 3-grams, diversity."""
+
+    loops: float  # share of texts that end in a loop (ends_in_loop)
+    loops_se: float  # its standard error over texts
+    repetition_3: float  # mean share of repeated 3-grams within a text
+    distinct_2: float  # unique 2-grams over all, pooled across texts
+    texts: int
+
+
+def degeneration(texts: Sequence[str]) -> Degeneration:
+    """:class:`Degeneration` of a method's texts. Usage: ``degeneration(result.continuations).loops``"""
+    loops = np.array([ends_in_loop(t) for t in texts], float)
+    se = float(loops.std(ddof=1) / np.sqrt(loops.size)) if loops.size > 1 else float("nan")
+    return Degeneration(float(loops.mean()) if loops.size else 0.0, se,
+                        float(np.mean([repetition(t) for t in texts])) if texts else 0.0, distinct_n(texts), len(texts))
+
+
 # rows per generate call in a sweep, every call this one shape (one compile); on the demo model tokens
 # per second are flat from 16 to 256 rows
 SWEEP_BATCH = 16

@@ -35,7 +35,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import MaxNLocator, PercentFormatter
+from matplotlib.ticker import FormatStrFormatter, MaxNLocator, PercentFormatter
 from tokenizers import Tokenizer
 
 from txtgen_nb import sampling
@@ -43,7 +43,8 @@ from txtgen_nb.generation import SamplingSettings, Trace
 from txtgen_nb.tokenizer import decode, show_token, shown_prompt
 
 if TYPE_CHECKING:
-    from txtgen_nb.metrics import SweepRow
+    from txtgen_nb.metrics import Degeneration, SweepRow
+    from txtgen_nb.beam import BeamResult
     from txtgen_nb.truth import CutoffQuality, CutoffSummary, Oracle
 
 # One colour-blind-safe scheme (Okabe–Ito) for every view; cividis for continuous values.
@@ -1025,6 +1026,86 @@ def constraint_view(trace: Trace, rows: Sequence[int] | None = None) -> Figure:
     if len(rows) <= 8:
         fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=len(rows), fontsize=SMALL - 1,
                    frameon=False)
+    return fig
+
+
+def beam_view(result: "BeamResult", tokenizer: Tokenizer, max_steps: int = 14) -> Figure:
+    """A beam search step by step (:func:`txtgen_nb.beam.beam_search`): each column a step, each row a running
+    beam (best at the top) with the token it took, a line to the beam it continued; the best hypothesis in
+    vermillion; below, how many hypotheses ended at each step. The first ``max_steps`` steps.
+
+    Usage: ``beam_view(beam_search(model, params, tok, "Once upon a time", num_beams=4), tok)``
+    """
+    steps = result.steps[:max_steps]
+    beams = len(steps[0].tokens) if steps else 0
+    fig = _new_figure(0.42 * beams + 1.9)
+    ax = fig.subplots()
+    best = set(result.best_path())
+    for t, step in enumerate(steps):
+        for rank, (token, parent) in enumerate(zip(step.tokens, step.parents)):
+            on_best = (t, rank) in best
+            if t:
+                ax.plot([t - 1, t], [parent, rank], color=CHOSEN if on_best and (t - 1, int(parent)) in best
+                        else "#BBBBBB", linewidth=2.2 if on_best else 0.8, zorder=1)
+            ax.annotate(show_token(tokenizer, int(token), 9), (t, rank), ha="center", va="center", fontsize=SMALL - 2,
+                        color=CHOSEN if on_best else "#000000", fontweight="bold" if on_best else "normal",
+                        bbox=dict(facecolor="white", edgecolor=CHOSEN if on_best else "#888888", pad=1.5), zorder=2)
+        if step.ended:
+            ax.annotate(f"{len(step.ended)} ended", (t, beams - 0.3), ha="center", va="top", fontsize=SMALL - 2,
+                        color="#555555")
+    last = next(((t, rank) for t, rank in sorted(best) if rank < 0 and t < len(steps)), None)
+    if last is not None:
+        ax.annotate(f"best ends: {show_token(tokenizer, result.token_ids[-1], 9)}", (last[0], -0.7), ha="center",
+                    fontsize=SMALL - 2, color=CHOSEN, fontweight="bold")
+    ax.set_xlim(-0.6, max(len(steps), 1) - 0.4)
+    ax.set_ylim(beams - 0.2, -1.1)
+    ax.set_yticks(range(beams), [f"beam {k + 1}" for k in range(beams)], fontsize=SMALL - 1)
+    ax.set_xticks(range(len(steps)), [str(t) for t in range(len(steps))], fontsize=SMALL - 1)
+    ax.set_xlabel("step", fontsize=SMALL)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.set_title(f"Beam search, {beams} beams: the best hypothesis (score {result.score:.2f}) in vermillion\n"
+                 f"“{tail(result.continuation, 90)}”", fontsize=SMALL, loc="left")
+    return fig
+
+
+def degeneration_view(methods: dict[str, "Degeneration"], title: str = "",
+                      paper: dict[str, float] | None = None) -> Figure:
+    """Decoding methods side by side (:func:`txtgen_nb.metrics.degeneration` of each one's texts): the share
+    of texts that end in a loop (±1 standard error; ``paper``: a published figure per method, drawn as a
+    black tick, e.g. ``metrics.HOLTZMAN_REPETITION``), repeated 3-grams within a text, and distinct-2.
+
+    Usage: ``degeneration_view({"greedy": degeneration(greedy_texts), "beam 16": degeneration(beam_texts)})``
+    """
+    names = list(methods)
+    fig = _new_figure(1.2 + 0.42 * len(names))
+    axes = fig.subplots(1, 3, sharey=True)
+    y = np.arange(len(names))
+    panels = (("ends in a loop", "loops", "loops_se"), ("repeated 3-grams in a text", "repetition_3", None),
+              ("distinct-2 (diversity)", "distinct_2", None))
+    for i, (ax, (label, field, se)) in enumerate(zip(axes, panels)):
+        values = [getattr(methods[n], field) for n in names]
+        errors = [getattr(methods[n], se) for n in names] if se else None
+        ax.barh(y, values, xerr=errors, color=[READABLE_COLORS[j % len(READABLE_COLORS)] for j in y], capsize=3)
+        for j, value in enumerate(values):
+            end = value + (errors[j] if errors and np.isfinite(errors[j]) else 0)  # the label after the error bar
+            ax.annotate(f"{value:.0%}" if field != "distinct_2" else f"{value:.2f}", (end, j), xytext=(4, 0),
+                        textcoords="offset points", va="center", fontsize=SMALL - 1)
+        if field == "loops" and paper:
+            marks = [(j, paper[n]) for j, n in enumerate(names) if n in paper]
+            ax.plot([v for _, v in marks], [j for j, _ in marks], linestyle="", marker="|", markersize=16,
+                    color="black")
+        ax.set_title(label, fontsize=SMALL)
+        ax.set_xlim(0, 1.05 if field != "repetition_3" else max(0.05, max(values) * 1.3))
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0) if field != "distinct_2"
+                                     else FormatStrFormatter("%.1f"))
+        ax.tick_params(labelsize=SMALL - 1)
+        ax.grid(alpha=0.3, axis="x")
+    axes[0].set_yticks(y, names, fontsize=SMALL)
+    axes[0].invert_yaxis()
+    texts = methods[names[0]].texts if names else 0
+    note = "; black ticks: the paper's figures" if paper else ""
+    fig.suptitle(f"{title or 'How each decoding method degenerates'} ({texts} texts each{note})", fontsize=SMALL + 1)
     return fig
 
 

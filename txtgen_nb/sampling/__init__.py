@@ -64,6 +64,7 @@ __all__ = [
     "apply_presence_frequency", "apply_repetition_penalty", "apply_temperature", "apply_top_k", "apply_top_k_by_rank",
     "apply_top_n_sigma", "apply_top_p", "apply_top_p_by_rank", "apply_typical", "apply_xtc", "breaker_ids", "chain",
     "effective_temperature", "entropy", "examples", "filter_logits", "filter_logits_fast", "filter_stages",
-    "mirostat_initial_mu", "mirostat_update", "probabilities", "sample_token", "sort_descending", "stage_before", "stage_names",
+    "mirostat_initial_mu", "mirostat_update", "probabilities", "sample_token", "sort_descending", "stage_before",
+    "stage_names",
     "token_counts", "uses_extras", "usual_values",
 ]

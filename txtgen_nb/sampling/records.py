@@ -311,7 +311,8 @@ ORDERS = ("hf", "llama.cpp")
 CHAINS: dict[str, tuple[str, ...]] = {
     "hf": tuple(rule.stage for rule in RULES),  # RULES are listed in Hugging Face's order
     "llama.cpp": ("logit_bias", "penalties", "no_repeat_ngram", "bad_words", "min_new_tokens", "dry", "top_n_sigma",
-                  "top_k", "typical", "top_p", "min_p", "epsilon", "eta", "xtc", "temperature", "adaptive_p", "mirostat"),
+                  "top_k", "typical", "top_p", "min_p", "epsilon", "eta", "xtc", "temperature", "adaptive_p",
+                  "mirostat"),
 }
 
 
