@@ -320,3 +320,42 @@ def test_timeline_small_multiples_give_each_row_its_own_line_of_panels():
         np.testing.assert_array_equal(line.get_ydata(), data.num_kept[i])  # each row's own numbers
     assert fig.axes[2].get_yscale() == "log" and fig.axes[0].get_shared_y_axes().joined(fig.axes[0], fig.axes[9])
     assert render(fig)
+
+
+MANY = SamplingSettings(0.9, 40, 0.9, 0.05, repetition_penalty=1.2, presence_penalty=0.5, typical_p=0.9,
+                        epsilon_cutoff=0.001, top_n_sigma=2.0, xtc_probability=0.5, dry_multiplier=0.8)
+
+
+def texts_outside(fig: Figure) -> list[str]:
+    """The titles and labels of ``fig`` that run past its edges (what a projector would cut off) or over
+    each other."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer, box = canvas.get_renderer(), fig.bbox
+    texts = [fig._suptitle] if fig._suptitle is not None else []
+    for ax in fig.axes:
+        texts += [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label]
+    out, placed = [], []
+    for text in texts:
+        if text.get_visible() and text.get_text():
+            extent = text.get_window_extent(renderer)
+            if extent.x0 < box.x0 - 1 or extent.x1 > box.x1 + 1 or extent.y1 > box.y1 + 1:
+                out.append(text.get_text())
+            out += [f"{text.get_text()!r} over {other.get_text()!r}" for other, other_extent in placed
+                    if extent.overlaps(other_extent)]
+            placed.append((text, extent))
+    return out
+
+
+def test_no_title_runs_off_its_figure_with_every_sampler_on(trace, tiny_tok):
+    """Several samplers on make the longest labels: the titles wrap or shorten, none is cut off."""
+    label = MANY.label()
+    assert len(label) > 90  # long enough to test the wrapping
+    figures = {
+        "step": viz.step_view(trace, tiny_tok, 3, settings=MANY),
+        "pipeline": viz.pipeline_view(trace, tiny_tok, 3, settings=MANY),
+        "timeline": viz.timeline_view(trace, MANY),
+        "heatmap": viz.heatmap_view(trace, tiny_tok),
+    }
+    cut = {name: texts_outside(fig) for name, fig in figures.items()}
+    assert not any(cut.values()), cut

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import io
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -308,12 +309,27 @@ class StepPlot:
         return figure_to_png(self.update(data, title))
 
 
+TITLE_CHARS = 120  # characters of a title line at SMALL points that fit a figure WIDTH wide
+
+
+def short_label(s: SamplingSettings, chars: int = 80) -> str:
+    """``s.label()`` cut to the rules that fit in ``chars`` characters, the rest counted (a title names many
+    samplers without running off its figure). Usage: ``short_label(settings)  # 'T=0.9 · rep 1.2 · … +4 more'``"""
+    parts, kept = s.label().split(" · "), []
+    for i, part in enumerate(parts):
+        rest = len(parts) - i - 1
+        if kept and len(" · ".join(kept + [part])) + (len(f" · … +{rest} more") if rest else 0) > chars:
+            return " · ".join(kept) + f" · … +{len(parts) - len(kept)} more"
+        kept.append(part)
+    return " · ".join(kept)
+
+
 def _title(data: StepData) -> str:
     where = f"step {data.step}" if data.step is not None else "next token"
     context = f" after “{tail(data.context, 34)}”" if data.context else ""
     context += " (off the grammar: nothing is valid)" if data.off_grammar else ""
     constrained = "" if data.constraint_mass is None else f"; the grammar kept {data.constraint_mass:.0%} of p"
-    return (f"{where}{context}\n{data.settings.label()}: kept {data.num_kept:,} of {data.vocab_size:,}; "
+    return (f"{where}{context}\n{short_label(data.settings, 55)}: kept {data.num_kept:,} of {data.vocab_size:,}; "
             f"entropy {data.entropy_before:.2f} → {data.entropy_after:.2f} nats{constrained}")
 
 
@@ -345,6 +361,10 @@ def step_view(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
     return StepPlot(top_n).update(step_data(trace, tokenizer, step, row, settings, top_n, oracle))
 
 
+PIPELINE_COLUMNS = 6  # panels per row of the pipeline view: beyond it, panel titles would run into each other
+PANEL_CHARS = 20  # characters of a pipeline panel's title line (a sixth of the figure)
+
+
 def pipeline_view(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
                   settings: SamplingSettings | None = None, top_n: int = 12, width: float = WIDTH,
                   oracle: "Oracle | None" = None) -> Figure:
@@ -370,8 +390,13 @@ def pipeline_view(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
         if rule.is_on(s):
             panels.append((rule.panel_title(s, previous, logits, mu), logits))
         previous = logits
-    fig = _new_figure(0.27 * len(data.ids) + 1.9, width)
-    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]  # one panel when no rule is on
+    columns = min(len(panels), PIPELINE_COLUMNS)
+    rows = -(-len(panels) // columns)  # many samplers on: more rows, so that no panel's title runs into the next
+    fig = _new_figure((0.27 * len(data.ids) + 1.2) * rows + 0.7, width)
+    grid = fig.subplots(rows, columns, sharey=True, squeeze=False)
+    axes = grid.reshape(-1)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
     y = np.arange(len(data.ids))
     shown = np.zeros(len(data.ids))
     for ax, (name, logits) in zip(axes, panels):
@@ -381,15 +406,17 @@ def pipeline_view(trace: Trace, tokenizer: Tokenizer, step: int, row: int = 0,
         shown = np.where(kept, probs, shown)
         colors = [CHOSEN if t == data.chosen else (AFTER if k else REMOVED) for t, k in zip(data.ids, kept)]
         ax.barh(y, shown, color=colors)
-        ax.set_title(f"{name}\n{int(np.isfinite(logits).sum()):,} kept", fontsize=SMALL)
+        ax.set_title(f"{textwrap.fill(name, PANEL_CHARS)}\n{int(np.isfinite(logits).sum()):,} kept", fontsize=SMALL)
         ax.set_xlabel("probability", fontsize=SMALL)
         ax.tick_params(labelsize=SMALL)
         ax.set_xlim(0, _probability_limit(float(probs.max()) * 1.1))
         ax.xaxis.set_major_locator(MaxNLocator(nbins=3))
     axes[0].set_yticks(y, _truth_labels(data))
-    if data.valid is not None:
-        for tick, valid in zip(axes[0].get_yticklabels(), data.valid):
-            tick.set_color(VALID if valid else INVALID)
+    for first in grid[:, 0]:  # every row's first panel names the tokens (its y axis is shared)
+        first.tick_params(labelleft=True)
+        if data.valid is not None:
+            for tick, valid in zip(first.get_yticklabels(), data.valid):
+                tick.set_color(VALID if valid else INVALID)
     axes[0].invert_yaxis()
     fig.suptitle(f"{_title(data)}\nsampled token in vermillion; removed tokens in grey at their last probability",
                  fontsize=SMALL)
@@ -474,8 +501,9 @@ def _timeline_title(settings: Sequence[SamplingSettings]) -> str:
     notes = {"top-k": "top-k keeps a fixed number", "top-p": "the top-p nucleus grows and shrinks with the "
              "model's confidence", "min-p": "min-p keeps tokens near the top one",
              "Mirostat": "Mirostat keeps the tokens less surprising than μ"}
-    return "Sampling timeline: " + "; ".join(notes[name] for name in ("top-p", "top-k", "min-p", "Mirostat")
-                                             if name in used)
+    title = "Sampling timeline: " + "; ".join(notes[name] for name in ("top-p", "top-k", "min-p", "Mirostat")
+                                              if name in used)
+    return textwrap.fill(title, TITLE_CHARS)
 
 
 def timeline_view(trace: Trace, settings: SamplingSettings | None = None, rows: Sequence[int] | None = None,
