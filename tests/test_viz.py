@@ -359,3 +359,16 @@ def test_no_title_runs_off_its_figure_with_every_sampler_on(trace, tiny_tok):
     }
     cut = {name: texts_outside(fig) for name, fig in figures.items()}
     assert not any(cut.values()), cut
+
+
+@pytest.mark.parametrize("order", ["hf", "llama.cpp", "top_k;min_p;temperature"])
+def test_before_filtering_is_before_every_cut_in_every_order(trace, tiny_tok, order):
+    """In llama.cpp's order temperature comes last, after the cuts: "before filtering" is still the whole
+    distribution at the settings' temperature (no cut in it), and what the cuts keep is what is kept after."""
+    s = SamplingSettings(1.5, 5, 1.0, 0.05, order=order)
+    data = viz.step_data(trace, tiny_tok, 3, settings=s, top_n=30)
+    raw = trace.step_logits(0, 3)
+    expected = np.asarray(sampling.probabilities(sampling.apply_temperature(raw, 1.5)))
+    np.testing.assert_allclose(data.prob_before, expected[data.ids], atol=1e-6)
+    assert (data.prob_before > 0).all() and not data.kept.all()  # the removed candidates keep their bars
+    assert data.entropy_before == pytest.approx(float(sampling.entropy(sampling.apply_temperature(raw, 1.5))), abs=1e-4)

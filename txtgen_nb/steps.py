@@ -45,7 +45,7 @@ def entropy_before_filtering(trace: Trace, row: int = 0, settings: SamplingSetti
     """
     logits = _logits(trace, row)
     s = settings or trace.settings[row]
-    scaled = logits if s.temperature == 0 else np.asarray(sampling.filter_stages(logits, s).temperature)
+    scaled = logits if s.temperature == 0 else np.asarray(sampling.before_cuts(sampling.filter_stages(logits, s), s))
     return np.asarray(sampling.entropy(scaled)).reshape(-1)
 
 

@@ -90,7 +90,7 @@ def cutoff_quality(trace: Trace, tokenizer: Tokenizer, settings: SamplingSetting
     n = int(trace.lengths[row])
     valid = valid_mask(trace, tokenizer, row, oracle) if valid is None else valid[:n]
     stages = trace.row_stages(row, s)
-    heated = np.asarray(stages.temperature)[:n] if s.temperature > 0 else trace.row_logits(row)[:n]
+    heated = np.asarray(sampling.before_cuts(stages, s))[:n] if s.temperature > 0 else trace.row_logits(row)[:n]
     before = np.asarray(sampling.probabilities(heated))
     after = np.asarray(sampling.probabilities(np.asarray(stages.final)[:n]))
     kept = np.isfinite(np.asarray(stages.final)[:n])

@@ -153,13 +153,14 @@ def distribution_data(
     if chosen is not None and chosen not in ids:
         ids = np.concatenate([ids[:-1], [chosen]])
     final = np.asarray(stages.final)
+    before = sampling.before_cuts(stages, settings)
     after_k = _probs(np.asarray(stages.top_k))
     cumulative = np.cumsum(after_k[ids])
     return StepData(
         ids=ids, labels=[show_token(tokenizer, i) for i in ids], prob_raw=_probs(stages.raw)[ids],
-        prob_before=_probs(np.asarray(stages.temperature))[ids], prob_after=_probs(final)[ids],
+        prob_before=_probs(np.asarray(before))[ids], prob_after=_probs(final)[ids],
         kept=np.isfinite(final[ids]), cumulative=cumulative, chosen=chosen, num_kept=int(np.isfinite(final).sum()),
-        vocab_size=logits.size, entropy_before=float(sampling.entropy(stages.temperature)),
+        vocab_size=logits.size, entropy_before=float(sampling.entropy(before)),
         entropy_after=float(sampling.entropy(final)), settings=settings, context=context, step=step,
         valid=None if valid is None else np.isin(ids, list(valid)), off_grammar=valid is not None and not valid,
     )
@@ -460,14 +461,14 @@ def _row_timeline(trace: Trace, row: int, s: SamplingSettings) -> np.ndarray:
     n, ids = int(trace.lengths[row]), trace.token_ids[row]
     if n and bool(sampling.uses_extras(s)):
         exact = trace.row_stages(row, s)
-        return _summaries(np.asarray(exact.temperature), np.asarray(exact.final), ids[:n])
+        return _summaries(np.asarray(sampling.before_cuts(exact, s)), np.asarray(exact.final), ids[:n])
     logits, parts = trace.row_logits(row), []
     for start in range(0, n, TIMELINE_BLOCK):
         block = np.zeros((TIMELINE_BLOCK, trace.vocab_size), np.float32)
         size = min(TIMELINE_BLOCK, n - start)
         block[:size] = logits[start: start + size]
         stages = sampling.filter_stages(block, s)
-        heated, final = np.asarray(stages.temperature), np.asarray(stages.final)
+        heated, final = np.asarray(sampling.before_cuts(stages, s)), np.asarray(stages.final)
         del stages  # the block's other stages, freed before the next block is filtered
         parts.append(_summaries(heated, final, np.resize(ids[start: start + size], TIMELINE_BLOCK))[:, :size])
     return np.concatenate(parts, axis=1) if parts else np.zeros((4, 0))
@@ -727,7 +728,8 @@ def text_data(trace: Trace, tokenizer: Tokenizer, row: int = 0, color_by: str = 
     logits = trace.row_logits(row)[:length].reshape(length, vocab)
     stages = _row_stages(trace, row, s, list(range(length)))
     final = np.asarray(stages.final)
-    probs, before = _probs(final).reshape(length, vocab), _probs(np.asarray(stages.temperature)).reshape(length, vocab)
+    before = _probs(np.asarray(sampling.before_cuts(stages, s))).reshape(length, vocab)
+    probs = _probs(final).reshape(length, vocab)
     tokens = trace.token_ids[row, :length].astype(np.int64)
     steps = np.arange(length)
     chosen_p = probs[steps, tokens]

@@ -41,7 +41,7 @@ Usage::
 from __future__ import annotations
 
 from txtgen_nb.sampling.base import NEG_INF, Array, ArrayLike, entropy, probabilities, sort_descending
-from txtgen_nb.sampling.chain import VOCAB_BUCKET_MIN, filter_logits, filter_stages, sample_token
+from txtgen_nb.sampling.chain import VOCAB_BUCKET_MIN, before_cuts, filter_logits, filter_stages, sample_token
 from txtgen_nb.sampling.classic import (TOP_K_CAP, apply_min_p, apply_temperature, apply_top_k, apply_top_k_by_rank,
                                         apply_top_p, apply_top_p_by_rank, effective_temperature, filter_logits_fast)
 from txtgen_nb.sampling.processors import (DRY_DEFAULT_BREAKERS, apply_bad_words, apply_dry, apply_logit_bias,
@@ -59,7 +59,7 @@ __all__ = [
     "ADVANCED", "CHAINS", "DRY_DEFAULT_BREAKERS", "FIELDS", "INT_FIELDS", "NEG_INF", "NUMERIC_FIELDS", "ORDERS",
     "RULE", "RULES", "STATIC_FIELDS", "TOP_K_CAP", "VOCAB_BUCKET_MIN", "Array", "ArrayLike", "ChainInputs", "Field",
     "Rule", "SamplingSettings", "Stages", "adaptive_initial_state", "adaptive_update", "apply_adaptive_p",
-    "apply_bad_words", "apply_dry", "apply_epsilon", "apply_eta",
+    "apply_bad_words", "before_cuts", "apply_dry", "apply_epsilon", "apply_eta",
     "apply_logit_bias", "apply_min_new_tokens", "apply_min_p", "apply_mirostat", "apply_no_repeat_ngram",
     "apply_presence_frequency", "apply_repetition_penalty", "apply_temperature", "apply_top_k", "apply_top_k_by_rank",
     "apply_top_n_sigma", "apply_top_p", "apply_top_p_by_rank", "apply_typical", "apply_xtc", "breaker_ids", "chain",

@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 
 from txtgen_nb.sampling.base import NEG_INF, Array, ArrayLike, context_ids, per_row
-from txtgen_nb.sampling.classic import effective_temperature, filter_logits_fast
-from txtgen_nb.sampling.records import RULE, ChainInputs, Stages, chain
+from txtgen_nb.sampling.classic import apply_temperature, effective_temperature, filter_logits_fast
+from txtgen_nb.sampling.records import RULE, ChainInputs, Stages, chain, stage_before
 from txtgen_nb.sampling.settings import SamplingSettings
 
 VOCAB_BUCKET_MIN = 16
@@ -63,6 +63,21 @@ def _run_stages(logits: Array, s: SamplingSettings, context: Array | None, num_g
     for previous, name in zip(Stages._fields, Stages._fields[1:]):  # a stage a free order leaves out (off)
         out.setdefault(name, out[previous])  # repeats the one before it in Hugging Face's order
     return Stages(**out)
+
+
+def before_cuts(stages: Stages, s: SamplingSettings) -> Array:
+    """The distribution the settings' cuts start from, at their temperature: what the views call "before
+    filtering". The temperature stage itself where it comes before every cut that is on (Hugging Face's
+    order, usually); otherwise (llama.cpp's order, temperature last; top-nσ on) the logits before the first
+    cut that is on, divided by the temperature, so that no cut shows in it.
+
+    Usage: ``probabilities(before_cuts(filter_stages(logits, s), s))``
+    """
+    names = chain(s.order)
+    cuts = [n for n in names if not RULE[n].processor and n != "temperature" and RULE[n].is_on(s)]
+    if not cuts or ("temperature" in names and names.index("temperature") < names.index(cuts[0])):
+        return stages.temperature
+    return apply_temperature(getattr(stages, stage_before(cuts[0], s.order)), s.temperature)
 
 
 def _settings_from(settings: SamplingSettings | None, fields: dict[str, Any]) -> SamplingSettings:
