@@ -43,9 +43,12 @@ def advanced_sliders(start: SamplingSettings = FALLBACK) -> dict[str, widgets.Wi
     return sliders
 
 
+_ORIGINS = {f.name: rule.origin for rule in sampling.RULES for f in rule.fields}
+
+
 def _origin(field: str) -> str:
     """Where the rule that reads ``field`` comes from (a slider's tooltip)."""
-    return next(rule.origin for rule in sampling.RULES if any(f.name == field for f in rule.fields))
+    return _ORIGINS[field]
 
 
 def new_tokens_limit(context: int) -> int:
