@@ -12,6 +12,7 @@ from txtgen_nb import load_model_and_tokenizer
 from txtgen_nb.beam import beam_search, beam_search_ids
 
 from test_import_hf import save_folder
+from test_viz import texts_outside
 
 PROMPT = [5, 17, 42, 7, 99]
 
@@ -83,7 +84,7 @@ def test_degeneration_counts_loops_and_the_views_draw_them():
     fig = viz.degeneration_view({"greedy": d, "human": metrics.degeneration(["x y z"])}, "t",
                                 paper=metrics.HOLTZMAN_REPETITION)
     bars = [patch.get_width() for patch in fig.axes[0].patches]
-    assert bars == [0.5, 0.0] and "black ticks" in fig.get_suptitle()
+    assert bars == [0.5, 0.0] and "black ticks" in fig.get_suptitle() and not texts_outside(fig)
 
 
 def test_the_beam_view_follows_the_best_hypothesis():
@@ -97,4 +98,4 @@ def test_the_beam_view_follows_the_best_hypothesis():
     for (step, beam), token in zip(path[:-1], result.token_ids):  # the path's beams took the best text's tokens
         assert int(result.steps[step].tokens[beam]) == token
     fig = viz.beam_view(result, tok)
-    assert f"score {result.score:.2f}" in fig.axes[0].get_title(loc="left")
+    assert f"score {result.score:.2f}" in fig.axes[0].get_title(loc="left") and not texts_outside(fig)

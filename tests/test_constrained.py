@@ -10,6 +10,8 @@ import pytest
 from txtgen_nb import SamplingSettings, corpus, generate, generate_stream, generation, load_model_and_tokenizer
 from txtgen_nb.tokenizer import decode
 
+from test_viz import texts_outside
+
 HOT = SamplingSettings(2.0, 0, 1.0)  # hot enough that the model alone goes wrong within a few tokens
 SEEDS = list(range(6))
 
@@ -109,6 +111,7 @@ def test_the_views_say_what_the_constraint_took_away(demo):
     title = viz.StepPlot().update(data).axes[0].get_title(loc="left")
     assert f"the grammar kept {data.constraint_mass:.0%} of p" in title
     fig = viz.constraint_view(trace, rows=[0, 1])
+    assert not texts_outside(fig)
     lines = fig.axes[0].get_lines()
     np.testing.assert_allclose(lines[1].get_ydata(), 1 - trace.constraint_mass(1), rtol=1e-6)
     every = np.concatenate([1 - trace.constraint_mass(r) for r in (0, 1)])

@@ -10,6 +10,8 @@ from txtgen_nb import SamplingSettings, corpus, generate, load_model_and_tokeniz
 from txtgen_nb.generation import Trace
 from txtgen_nb.tokenizer import decode
 
+from test_viz import texts_outside
+
 ALLOWED = {0, 1, 5}
 
 
@@ -130,7 +132,11 @@ def test_the_cutoff_views_draw_what_they_are_given(demo):
     line = fig.axes[0].get_lines()[0]
     np.testing.assert_allclose(np.asarray(line.get_ydata(), float), np.where(q.judged, q.valid_kept, np.nan))
     assert f"{np.mean(q.valid_kept[q.judged]):.1%}" in fig.get_suptitle()
+    many = SamplingSettings(0.9, 40, 0.9, 0.05, repetition_penalty=1.2, typical_p=0.9, epsilon_cutoff=0.001,
+                            top_n_sigma=2.0, xtc_probability=0.5, dry_multiplier=0.8)
+    assert not texts_outside(viz.cutoff_view(truth.cutoff_quality(trace, tok, many)))  # long labels: shortened
     rows, best = truth.cutoff_sweep(trace, tok, {"top-p": [SamplingSettings(1.0, 0, p) for p in (0.5, 0.9)]})
     fig = viz.cutoff_sweep_view(rows, best)
+    assert not texts_outside(fig)
     texts = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "top-p" in texts and any("knows the answer" in t for t in texts)

@@ -999,7 +999,7 @@ def cutoff_view(quality: "CutoffQuality") -> Figure:
               (ax_bad, q.invalid_chance, q.best_invalid_chance, "chance of sampling an invalid token ↓"))
     for ax, ours, best, title in panels:
         ax.plot(steps, np.where(q.judged, ours, np.nan), color=AFTER, marker="o", markersize=3,
-                label=q.settings.label())
+                label=short_label(q.settings, 60))
         ax.plot(steps, np.where(q.judged, best, np.nan), color="black", linestyle=":", linewidth=1.5,
                 label="best top-r cut of each step")
         off = np.flatnonzero(~q.judged)
@@ -1024,7 +1024,7 @@ def cutoff_view(quality: "CutoffQuality") -> Figure:
                    f"invalid chance {mean['invalid_chance']:.2%}")
     else:
         summary = "the text is off the grammar from the first step"
-    fig.suptitle(f"{q.settings.label()} judged by the grammar\n{summary}", fontsize=SMALL)
+    fig.suptitle(f"{short_label(q.settings, 70)} judged by the grammar\n{summary}", fontsize=SMALL)
     handles, labels = ax_bad.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=SMALL - 1, frameon=False)
     return fig
