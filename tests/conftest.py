@@ -87,3 +87,21 @@ def assert_trace_equals_forward(model, trace, tolerance: float = 1e-4) -> None:
         start = len(trace.prompt_ids[row]) - 1
         for step in range(int(trace.lengths[row])):
             np.testing.assert_allclose(trace.logits[row, step], full[start + step], atol=tolerance, rtol=tolerance)
+
+
+def assert_the_loop_drew_from(trace, row: int, final) -> None:
+    """The decode loop's own draws, redone with the row's key from the replayed final logits ``[L, V]``, pick
+    the tokens it picked; and one step at a time gives the same stages as the whole row at once."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from txtgen_nb.generation import _row_key, seed_words
+
+    n = int(trace.lengths[row])
+    key = _row_key(jnp.asarray(seed_words(trace.seeds[row])))
+    redrawn = jax.vmap(lambda i, logits: jax.random.categorical(jax.random.fold_in(key, i), logits))(
+        jnp.arange(n), jnp.asarray(final))
+    assert np.asarray(redrawn).tolist() == trace.token_ids[row, :n].tolist()
+    step = n // 2
+    np.testing.assert_allclose(np.asarray(trace.stages(row, step).final), np.asarray(final)[step], atol=1e-5)

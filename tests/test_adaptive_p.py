@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from txtgen_nb import SamplingSettings, generate, load_model_and_tokenizer, sampling
-from txtgen_nb.generation import _row_key, seed_words
+
+from conftest import assert_the_loop_drew_from
 
 WIDTH, PEAK, SHARPNESS = 0.3, 5.0, 10.0  # llama-sampler.cpp's constants
 
@@ -81,12 +81,7 @@ def test_the_loop_carries_the_history_the_trace_replays(traced, order):
         kept = np.isfinite(entering)
         np.testing.assert_allclose(np.where(kept, final, 0), np.where(kept, np.stack(expected), 0), atol=1e-4)
         # the loop's own draw, redone with the row's key from the replayed distribution, picks the same token
-        key = _row_key(jnp.asarray(seed_words(trace.seeds[row])))
-        redrawn = jax.vmap(lambda i, logits: jax.random.categorical(jax.random.fold_in(key, i), logits))(
-            jnp.arange(n), final)
-        assert np.asarray(redrawn).tolist() == trace.token_ids[row, :n].tolist()
-        step = n // 2  # one step at a time gives the same stages as the whole row at once
-        np.testing.assert_allclose(np.asarray(trace.stages(row, step).final), final[step], atol=1e-5)
+        assert_the_loop_drew_from(trace, row, final)
     states = trace.adaptive_states(0)
     assert states[0].tolist() == pytest.approx([0.2 / 0.1, 1 / 0.1]) and np.ptp(states[:, 0]) > 0.1  # it moved
 

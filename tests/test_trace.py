@@ -5,16 +5,17 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings as hyp_settings, strategies as st
 
 from txtgen_nb import SamplingSettings, generate, load_model_and_tokenizer, sampling
 from txtgen_nb.generation import (
-    _decode_loop, _prefill_chunk, _row_key, _start, _trace_layout, compiled_programs, default_trace_k, seed_words,
+    _decode_loop, _prefill_chunk, _start, _trace_layout, compiled_programs, default_trace_k,
 )
 from txtgen_nb.trace import Trace, TraceLayout, record_step, trace_buffers
+
+from conftest import assert_the_loop_drew_from
 
 PROMPTS = ["", "Once upon a time", "The little dog ran to the park and saw a big red ball. Then"]
 ROW_SETTINGS = [SamplingSettings(0.0, 0), SamplingSettings(0.8, 50, 0.9), SamplingSettings(1.0, 0, 0.9),
@@ -248,12 +249,7 @@ def test_replayed_mu_is_the_one_the_loop_used(mirostat_traces):
         assert replay.mu[0] == 2 * s.mirostat_tau and np.ptp(replay.mu) > 1.0  # μ moved: the replay is not its start
         # the loop's own draw, redone with the row's key from the replayed distribution, picks the same token
         final = np.asarray(trace.row_stages(row).final)
-        key = _row_key(jnp.asarray(seed_words(trace.seeds[row])))
-        redrawn = jax.vmap(lambda i, logits: jax.random.categorical(jax.random.fold_in(key, i), logits))(
-            jnp.arange(n), final)
-        assert np.asarray(redrawn).tolist() == trace.token_ids[row, :n].tolist()
-        step = n // 2  # one step at a time gives the same stages as the whole row at once
-        np.testing.assert_allclose(np.asarray(trace.stages(row, step).final), final[step], atol=1e-5)
+        assert_the_loop_drew_from(trace, row, final)
 
 
 def test_mean_surprise_settles_near_tau(mirostat_traces):
