@@ -108,3 +108,54 @@ def test_sweep_keeps_orders_apart_and_compiles_once_per_chain(tiny_model, tiny_t
     metrics.sweep(model, params, tiny_tok, "Once", settings=again * 3, seeds=3, max_new_tokens=5, batch=4,
                   progress=False)
     assert compiled_programs() == before  # new values, more calls: the same programs
+
+
+def test_grouped_distinct_n_does_not_fall_as_texts_are_added():
+    stories = generate_stories(64, seed=3)
+    pooled = [metrics.distinct_n(stories[:n], 2) for n in (16, 64)]
+    assert pooled[1] < pooled[0]  # pooled: more texts share more 2-grams
+    small, large = metrics.grouped_distinct_n(stories[:16], 2, size=8), metrics.grouped_distinct_n(stories, 2, size=8)
+    groups = [metrics.distinct_n(stories[i:i + 8], 2) for i in range(0, 64, 8)]
+    assert large[0] == pytest.approx(np.mean(groups)) and large[1] == pytest.approx(np.std(groups, ddof=1) / np.sqrt(8))
+    assert abs(small[0] - large[0]) < 3 * small[1]  # the same quantity on fewer texts
+    assert metrics.grouped_distinct_n(stories[:5], 2, size=8) == (metrics.distinct_n(stories[:5], 2),
+                                                                 metrics.distinct_n_se(stories[:5], 2))
+
+
+def test_sweep_adds_seeds_where_the_error_is_above_the_target():
+    from txtgen_nb import load_model_and_tokenizer
+
+    model, params, tok, _ = load_model_and_tokenizer()  # the demo model: its stories have sentences to judge
+    grid = [SamplingSettings(0.0, 0), SamplingSettings(1.4, 0)]  # greedy: no spread; hot: about half wrong
+    rows = metrics.sweep(model, params, tok, "", settings=grid, seeds=4, target_se=1e-9, max_seeds=12,
+                         max_new_tokens=32, batch=4, progress=False)
+    greedy, hot = rows
+    assert greedy.grammatical_se == 0.0 and greedy.samples == 4  # below any target after the first round
+    assert hot.grammatical_se > 0 and hot.samples == 12  # topped up to max_seeds in rounds of 4
+    again = generate(model, params, tok, "", settings=grid[1], seed=9, max_new_tokens=32)
+    assert hot.texts[9] == again.texts[0]  # the added stories are seeds 4.. 11, as a single call gives them
+    plain = metrics.sweep(model, params, tok, "", settings=grid[1:], seeds=12, max_new_tokens=32, batch=4,
+                          progress=False)[0]
+    assert plain.texts == hot.texts and plain.distinct_2 == hot.distinct_2  # the same stories, the same numbers
+    with pytest.raises(ValueError, match="target_se"):
+        metrics.sweep(model, params, tok, "", settings=grid, seeds=4, target_se=0.0)
+
+
+def test_tuned_keeps_each_temperatures_best_gain_at_equal_diversity():
+    def row(t, d2, g, **fields):
+        base = metrics.summarise(["She ran."], ["eos"], SamplingSettings(t, 0, **fields))
+        return dataclasses.replace(base, distinct_2=d2, grammatical=g, grammatical_se=0.01)
+
+    curve = [row(0.5, 0.3, 1.0), row(1.0, 0.5, 0.8), row(2.0, 0.9, 0.0)]
+    tried = [row(1.0, 0.4, 0.92, min_p=0.1), row(2.0, 0.6, 0.9, min_p=0.1),  # gains +0.02, +0.3
+             row(1.0, 0.45, 0.9, min_p=0.2), row(2.0, 0.95, 0.5, min_p=0.2)]  # +0.05; outside the curve
+    best = metrics.tuned(tried, curve)
+    assert [(r.temperature, r.settings.min_p) for r in best] == [(1.0, 0.2), (2.0, 0.1)]
+    assert metrics.tuned([tried[3]], curve) == [tried[3]]  # nothing comparable: the row it has
+
+
+def test_sweep_groups_gives_each_name_its_rows(tiny_model, tiny_tok):
+    model, params, _ = tiny_model
+    groups = {"cool": [SamplingSettings(0.5, 0)], "hot": [SamplingSettings(1.5, 0), SamplingSettings(2.0, 0)]}
+    rows = metrics.sweep_groups(model, params, tiny_tok, "Once", groups, seeds=2, max_new_tokens=5, progress=False)
+    assert {name: [r.settings for r in rs] for name, rs in rows.items()} == groups

@@ -98,12 +98,17 @@ def test_settings_change_names_each_field_by_its_record():
     assert settings_change(old, new) == "DRY base 1.75 → 2, top-k 50 → 40"
 
 
-def test_usual_values_turn_on_one_rule_each():
-    usual = sampling.usual_values()
-    assert "top-p 0.9" in usual and "min-p 0.1" in usual
-    for name, s in usual.items():
-        on = [rule.stage for rule in RULES if rule.is_on(s) and rule.stage != "temperature"]
-        assert len(on) == 1 and s.label() == f"T=1 · {name}"
+def test_every_compared_rule_gets_the_same_tuning_budget():
+    grid = sampling.tuning_grid()
+    assert {"top-k", "top-p", "min-p", "typical", "ε", "η", "top-nσ", "XTC", "Mirostat"} == set(grid)
+    assert grid["top-p"][0] == SamplingSettings.off(top_p=0.9)  # the usual value first
+    hot = sampling.tuning_grid([1.0, 2.0])["min-p"]
+    assert [(s.temperature, s.min_p) for s in hot] == [(1.0, 0.1), (2.0, 0.1), (1.0, 0.2), (2.0, 0.2)]
+    for name, values in grid.items():
+        assert len(values) == sampling.TUNING_BUDGET and len(set(values)) == len(values)
+        for s in values:
+            on = [rule.stage for rule in RULES if rule.is_on(s) and rule.stage != "temperature"]
+            assert len(on) == 1 and s.label().startswith(f"T=1 · {name} ")
 
 
 def test_the_rules_without_numeric_settings_are_the_static_ones():

@@ -299,6 +299,29 @@ def test_comparison_view_plots_each_setting_against_temperature_alone():
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["temperature alone", "min-p 0.1", "top-k 1"]
 
 
+def test_tuning_view_shows_every_value_tried_and_fills_each_rules_best():
+    from txtgen_nb import metrics
+
+    def row(t, d2, g, **fields):
+        base = metrics.summarise(["She ran."], ["eos"], SamplingSettings(t, **{"top_k": 0, **fields}))
+        return dataclasses.replace(base, distinct_2=d2, grammatical=g, grammatical_se=0.02)
+
+    alone = [row(0.5, 0.3, 1.0), row(1.0, 0.4, 0.8), row(2.0, 0.8, 0.1)]
+    groups = {"min-p": [row(1.0, 0.35, 0.95, min_p=0.1), row(2.0, 0.9, 0.05, min_p=0.1),
+                        row(1.0, 0.36, 0.9, min_p=0.2), row(2.0, 0.5, 0.7, min_p=0.2)],
+              "top-k": [row(1.0, 0.38, 0.85, top_k=40), row(2.0, 0.6, 0.5, top_k=40)]}
+    fig = viz.tuning_view(alone, groups)
+    cool, hot = fig.axes[:2]
+    assert [a.get_title() for a in (cool, hot)] == ["T = 1", "T = 2"]
+    assert [t.get_text() for t in cool.get_yticklabels()] == ["min-p 0.1", "min-p 0.2", "top-k 40"]
+    dots = {int(line.get_ydata()[0]): (line.get_xdata()[0], line.get_markerfacecolor())
+            for line in cool.lines if line.get_marker() not in ("|", "None", "")}
+    assert dots[0][0] == pytest.approx(0.95 - 0.9) and dots[1][0] == pytest.approx(0.9 - 0.88)
+    assert dots[0][1] != "white" and dots[1][1] == "white"  # min-p 0.1 is the better of the two at T=1
+    assert "more diverse than any T alone" in [t.get_text() for t in hot.texts]  # min-p 0.1 at T=2: past 0.8
+    assert not texts_outside(fig)
+
+
 def test_step_legend_names_only_the_rules_that_are_on(trace, tiny_tok):
     def legend(settings):
         fig = viz.step_view(trace, tiny_tok, 2, settings=settings)

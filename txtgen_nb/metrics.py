@@ -95,6 +95,7 @@ def degeneration(texts: Sequence[str]) -> Degeneration:
 # rows per generate call in a sweep, every call this one shape (one compile); on the demo model tokens
 # per second are flat from 16 to 256 rows
 SWEEP_BATCH = 16
+DIVERSITY_GROUP = 16  # stories per group of a sweep row's distinct-n (grouped_distinct_n)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,9 +107,9 @@ class SweepRow:
     sentences: int
     grammatical: float  # share of complete sentences the grammar accepts
     grammatical_se: float  # its standard error, stories as the unit (a story's sentences are not independent)
-    distinct_1: float
-    distinct_2: float
-    distinct_2_se: float  # jackknife standard error over stories
+    distinct_1: float  # unique words over all words; in a sweep, the mean over groups of DIVERSITY_GROUP stories
+    distinct_2: float  # the same for 2-grams (grouped_distinct_n)
+    distinct_2_se: float  # its standard error (groups, or the jackknife over stories)
     repetition_3: float  # mean over samples
     eos_share: float  # samples that ended by themselves
     texts: tuple[str, ...]
@@ -157,15 +158,38 @@ def distinct_n_se(texts: Sequence[str], n: int = 2, groups: int = 10) -> float:
     return float(np.sqrt((g - 1) / g * np.sum((estimates - estimates.mean()) ** 2)))
 
 
-def summarise(texts: Sequence[str], stop_reasons: Sequence[str], settings: SamplingSettings) -> SweepRow:
-    """A :class:`SweepRow` for the texts generated with one setting.
+def grouped_distinct_n(texts: Sequence[str], n: int = 2, size: int = 16) -> tuple[float, float]:
+    """(mean of :func:`distinct_n` over consecutive groups of ``size`` texts, its standard error).
+
+    Pooled distinct-n falls as texts are added (more texts share more n-grams); the mean over groups
+    of one size does not, so settings with different numbers of texts compare on it. Texts past the
+    last full group are left out; fewer than ``size`` texts: pooled, with the jackknife error.
+
+    Usage: ``d2, se = grouped_distinct_n(result.texts, 2, size=16)``
+    """
+    groups = len(texts) // size
+    if groups < 2:
+        return distinct_n(texts[: size * groups or None], n), distinct_n_se(texts[: size * groups or None], n)
+    values = np.array([distinct_n(texts[i * size:(i + 1) * size], n) for i in range(groups)])
+    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(groups))
+
+
+def summarise(texts: Sequence[str], stop_reasons: Sequence[str], settings: SamplingSettings,
+              group: int | None = None) -> SweepRow:
+    """A :class:`SweepRow` for the texts generated with one setting; distinct-n pooled over all texts,
+    or with ``group``, averaged over groups of that many (:func:`grouped_distinct_n`: rows with
+    different numbers of texts stay comparable).
 
     Usage: ``summarise(result.texts, result.stop_reasons, SamplingSettings(0.8, 0, top_p=0.9))``
     """
     share, se, sentences = grammatical_share(texts)
+    if group is None:
+        d1, (d2, d2_se) = distinct_n(texts, 1), (distinct_n(texts, 2), distinct_n_se(texts, 2))
+    else:
+        d1, (d2, d2_se) = grouped_distinct_n(texts, 1, group)[0], grouped_distinct_n(texts, 2, group)
     return SweepRow(
         settings=settings, samples=len(texts), sentences=sentences, grammatical=share, grammatical_se=se,
-        distinct_1=distinct_n(texts, 1), distinct_2=distinct_n(texts, 2), distinct_2_se=distinct_n_se(texts, 2),
+        distinct_1=d1, distinct_2=d2, distinct_2_se=d2_se,
         repetition_3=sum(repetition(t, 3) for t in texts) / max(1, len(texts)),
         eos_share=sum(r == "eos" for r in stop_reasons) / max(1, len(stop_reasons)), texts=tuple(texts),
     )
@@ -196,6 +220,27 @@ def _chunks(rows: list[tuple[SamplingSettings, int]], batch: int) -> list[list[t
     return chunks
 
 
+def _generate_rows(model: Transformer, params: nnx.State, tokenizer: Tokenizer, prompt: str,
+                   rows: list[tuple[SamplingSettings, int]], batch: int, max_new_tokens: int,
+                   bar) -> tuple[list[str], list[str]]:
+    """The (setting, seed) ``rows``' texts and stop reasons, ``batch`` rows a call, every call that shape."""
+    chunks = _chunks(rows, batch)
+    bar.total += len(chunks) * max_new_tokens
+    bar.refresh()
+    texts, reasons = [], []
+    for chunk in chunks:
+        filled = chunk + [chunk[-1]] * (batch - len(chunk))  # every call the same shape
+        stream = generate_stream(model, params, tokenizer, [prompt] * batch, max_new_tokens=max_new_tokens,
+                                 settings=[s for s, _ in filled], seed=[seed for _, seed in filled], chunk_seconds=0.25)
+        start = bar.n
+        for _pieces in stream:
+            bar.update(start + min(stream.steps_done, max_new_tokens) - bar.n)
+        bar.update(start + max_new_tokens - bar.n)
+        texts += stream.result.texts[: len(chunk)]
+        reasons += stream.result.stop_reasons[: len(chunk)]
+    return texts, reasons
+
+
 def sweep(
     model: Transformer,
     params: nnx.State,
@@ -207,6 +252,8 @@ def sweep(
     top_ps: Sequence[float] = (1.0,),
     top_k: int = 0,
     seeds: int = 16,
+    target_se: float | None = None,
+    max_seeds: int = 256,
     max_new_tokens: int = 80,
     batch: int = SWEEP_BATCH,
     progress: bool = True,
@@ -214,39 +261,45 @@ def sweep(
     """Each setting over ``seeds`` seeds (one story each), summarised: ``settings`` as given, or
     every (temperature, top-p) pair with ``top_k``.
 
-    Every setting uses seeds ``0 .. seeds-1``, so settings are compared on the same random draws.
+    Every setting uses seeds ``0 .. n-1``, so settings are compared on the same random draws. With
+    ``target_se``, a setting whose grammatical share still has a standard error of at least
+    ``target_se`` gets ``seeds`` more seeds, round after round, until it is below or the setting has
+    ``max_seeds``: the stories go where the error is (shares near 50 %), not where it is already
+    small. (Stopping on the error biases the estimate a little; far less than the error itself.)
+    Distinct-n is the mean over groups of ``DIVERSITY_GROUP`` stories, so rows of any size compare on
+    it (pooled distinct-n falls as stories are added); give ``seeds`` as a multiple of it.
     The rows run ``batch`` at a time, each call the same shape (a short call filled with repeats),
     so a sweep of any size compiles at most once per chain (classic or full) and static fields;
     rows of different ``static_key()`` (order, DRY breakers, logit bias, banned words) go in
-    separate calls. ``progress`` shows a bar of decoding
-    steps while it runs.
+    separate calls. ``progress`` shows a bar of decoding steps while it runs.
 
     Usage: ``sweep(model, params, tok, "", temperatures=[0.5, 1.0], top_ps=[1.0, 0.9], seeds=32)`` or
-    ``sweep(model, params, tok, "", settings=[SamplingSettings(1.0, 0, min_p=0.1)], seeds=64)``
+    ``sweep(model, params, tok, "", settings=[SamplingSettings(1.0, 0, min_p=0.1)], seeds=48, target_se=0.02)``
     """
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
+    if target_se is not None and not (target_se > 0 and max_seeds >= seeds):
+        raise ValueError(f"target_se must be > 0 and max_seeds >= seeds, got {target_se} and {max_seeds}")
     grid = _grid(settings, temperatures, top_ps, top_k)
-    rows = [(s, seed) for s in grid for seed in range(seeds)]
-    batch = min(batch, len(rows))
-    chunks = _chunks(rows, batch)
-    texts, reasons = [], []
+    texts: list[list[str]] = [[] for _ in grid]
+    reasons: list[list[str]] = [[] for _ in grid]
+    todo, batch = list(range(len(grid))), min(batch, len(grid) * seeds)
     from tqdm.auto import tqdm
 
-    with tqdm(total=len(chunks) * max_new_tokens, desc=f"sweep: {len(rows)} texts", unit="step",
-              disable=not progress, leave=False) as bar:
-        for i, chunk in enumerate(chunks):
-            filled = chunk + [chunk[-1]] * (batch - len(chunk))  # every call the same shape
-            stream = generate_stream(model, params, tokenizer, [prompt] * batch, max_new_tokens=max_new_tokens,
-                                     settings=[s for s, _ in filled], seed=[seed for _, seed in filled],
-                                     chunk_seconds=0.25)
-            for _pieces in stream:
-                bar.update(i * max_new_tokens + min(stream.steps_done, max_new_tokens) - bar.n)
-            bar.update((i + 1) * max_new_tokens - bar.n)
-            texts += stream.result.texts[: len(chunk)]
-            reasons += stream.result.stop_reasons[: len(chunk)]
-    return [summarise(texts[i * seeds:(i + 1) * seeds], reasons[i * seeds:(i + 1) * seeds], s)
-            for i, s in enumerate(grid)]
+    with tqdm(total=0, desc=f"sweep: {len(grid) * seeds} texts", unit="step", disable=not progress,
+              leave=False) as bar:
+        while todo:
+            rows = [(i, seed) for i in todo for seed in range(len(texts[i]), min(len(texts[i]) + seeds, max_seeds))]
+            jobs = [(grid[i], seed) for i, seed in rows]
+            new_texts, new_reasons = _generate_rows(model, params, tokenizer, prompt, jobs, batch, max_new_tokens, bar)
+            for (i, _), text, reason in zip(rows, new_texts, new_reasons):
+                texts[i].append(text)
+                reasons[i].append(reason)
+            todo = [i for i in todo if target_se is not None and len(texts[i]) < max_seeds
+                    and grammatical_share(texts[i])[1] >= target_se]
+            bar.set_description(f"sweep: {sum(map(len, texts))} texts" + (f", {len(todo)} settings need more"
+                                                                         if todo else ""))
+    return [summarise(t, r, s, group=DIVERSITY_GROUP) for t, r, s in zip(texts, reasons, grid)]
 
 
 def gain_at_equal_diversity(row: SweepRow, reference: Sequence[SweepRow]) -> tuple[float, float]:
@@ -271,6 +324,35 @@ def gain_at_equal_diversity(row: SweepRow, reference: Sequence[SweepRow]) -> tup
     slope = (y[right] - y[right - 1]) / (x[right] - x[right - 1]) if len(x) > 1 and x[right] > x[right - 1] else 0.0
     se = np.sqrt(row.grammatical_se ** 2 + level_se ** 2 + (slope * row.distinct_2_se) ** 2)
     return float(row.grammatical - level), float(se)
+
+
+def sweep_groups(model: Transformer, params: nnx.State, tokenizer: Tokenizer, prompt: str,
+                 groups: dict[str, Sequence[SamplingSettings]], **options) -> dict[str, list[SweepRow]]:
+    """:func:`sweep` over named groups of settings in one run (one progress bar, full batches), its rows
+    grouped back by name; ``options`` as for :func:`sweep`.
+
+    Usage: ``sweep_groups(model, params, tok, "", {"min-p": [SamplingSettings(2.0, 0, min_p=0.1)]}, seeds=48)``
+    """
+    rows = iter(sweep(model, params, tokenizer, prompt, settings=[s for group in groups.values() for s in group],
+                      **options))
+    return {name: [next(rows) for _ in group] for name, group in groups.items()}
+
+
+def tuned(rows: Sequence[SweepRow], reference: Sequence[SweepRow]) -> list[SweepRow]:
+    """At each temperature of ``rows`` (one rule's values tried there), the row with the largest gain at
+    equal diversity over ``reference`` (:func:`gain_at_equal_diversity`); where none of that temperature
+    lies within the reference curve, its first row (the usual value). Give every rule the same number
+    of values (``sampling.TUNING_BUDGET``): the best of more tries looks better by luck alone.
+
+    Usage: ``tuned(top_p_rows, temperature_rows)  # one row per temperature``
+    """
+    best: dict[float, tuple[float, SweepRow]] = {}
+    for row in rows:
+        gain = gain_at_equal_diversity(row, reference)[0]
+        score = gain if np.isfinite(gain) else -np.inf
+        if row.temperature not in best or score > best[row.temperature][0]:
+            best[row.temperature] = (score, row)
+    return [best[t][1] for t in sorted(best)]
 
 
 def format_table(rows: Sequence[SweepRow]) -> str:

@@ -983,6 +983,54 @@ def comparison_view(reference: Sequence["SweepRow"], families: dict[str, Sequenc
     return fig
 
 
+def _without_temperature(row: "SweepRow") -> str:
+    """A sweep row's setting without its temperature: ``"top-p 0.9"``."""
+    return " · ".join(row.settings.label().split(" · ")[1:]) or "temperature alone"
+
+
+def tuning_view(reference: Sequence["SweepRow"], groups: dict[str, Sequence["SweepRow"]]) -> Figure:
+    """Every value tried for each rule (:func:`txtgen_nb.metrics.sweep_groups` rows), one panel per
+    temperature: its grammatical share minus temperature alone's at the same distinct-2, ±1 standard
+    error. Each rule's best value at each temperature (:func:`txtgen_nb.metrics.tuned`) is filled, the
+    others open; a value more or less diverse than any temperature alone says so instead.
+
+    Usage: ``tuning_view(temperature_rows, metrics.sweep_groups(model, params, tok, "", grid, seeds=48))``
+    """
+    from txtgen_nb.metrics import gain_at_equal_diversity, tuned
+
+    temperatures = sorted({r.temperature for rows in groups.values() for r in rows})
+    lines = [(i, name, value) for i, name in enumerate(groups)
+             for value in dict.fromkeys(map(_without_temperature, groups[name]))]
+    fig = _new_figure(1.3 + 0.27 * len(lines))
+    axes = np.atleast_1d(fig.subplots(1, len(temperatures), sharey=True, squeeze=False)[0])
+    for ax, t in zip(axes, temperatures):
+        for i in range(1, len(groups), 2):  # every other rule on a grey band: its values read as one block
+            rows = [y for y, line in enumerate(lines) if line[0] == i]
+            ax.axhspan(rows[0] - 0.5, rows[-1] + 0.5, color="#f0f0f0", zorder=0)
+        for y, (i, name, value) in enumerate(lines):
+            best = {id(r) for r in tuned(groups[name], reference)}
+            for r in (r for r in groups[name] if r.temperature == t and _without_temperature(r) == value):
+                color, marker = READABLE_COLORS[i % len(READABLE_COLORS)], "osD^v<>pXh"[i % 10]
+                gain, se = gain_at_equal_diversity(r, reference)
+                if np.isfinite(gain):
+                    ax.errorbar(gain, y, xerr=se, color=color, marker=marker, markersize=6, capsize=2,
+                                markerfacecolor=color if id(r) in best else "white")
+                else:
+                    side = "more" if r.distinct_2 > max(q.distinct_2 for q in reference) else "less"
+                    ax.annotate(f"{side} diverse than any T alone", (0, y), fontsize=SMALL - 2, va="center",
+                                xytext=(4, 0), textcoords="offset points", color="#555555")
+        ax.axvline(0, color="black", linewidth=1)
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        ax.set_title(f"T = {t:g}", fontsize=SMALL + 1)
+        ax.set_xlabel("gain at equal diversity", fontsize=SMALL)
+        ax.grid(alpha=0.3, axis="x")
+    axes[0].set_yticks(range(len(lines)), [value for _, _, value in lines], fontsize=SMALL)
+    axes[0].set_ylim(len(lines) - 0.5, -0.5)
+    fig.suptitle("Every value tried: grammatical share minus T alone's at the same distinct-2 (±1 SE; "
+                 "filled: each rule's best)", fontsize=SMALL + 1)
+    return fig
+
+
 def cutoff_view(quality: "CutoffQuality") -> Figure:
     """One row's cutoff judged at every step against the grammar (:func:`txtgen_nb.truth.cutoff_quality`):
     the share of the valid probability kept (top) and the chance of sampling an invalid token (bottom), the

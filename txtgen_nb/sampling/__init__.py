@@ -47,9 +47,9 @@ from txtgen_nb.sampling.classic import (TOP_K_CAP, apply_min_p, apply_temperatur
 from txtgen_nb.sampling.processors import (DRY_DEFAULT_BREAKERS, apply_bad_words, apply_dry, apply_logit_bias,
                                            apply_min_new_tokens, apply_no_repeat_ngram, apply_presence_frequency,
                                            apply_repetition_penalty, breaker_ids, token_counts)
-from txtgen_nb.sampling.records import (ADVANCED, CHAINS, FIELDS, ORDERS, RULE, RULES, ChainInputs, Field, Rule,
-                                        Stages, chain, examples, stage_before, stage_names)
-from txtgen_nb.sampling.settings import (INT_FIELDS, NUMERIC_FIELDS, STATIC_FIELDS, SamplingSettings, usual_values,
+from txtgen_nb.sampling.records import (ADVANCED, CHAINS, FIELDS, ORDERS, RULE, RULES, TUNING_BUDGET, ChainInputs,
+                                        Field, Rule, Stages, chain, examples, stage_before, stage_names)
+from txtgen_nb.sampling.settings import (INT_FIELDS, NUMERIC_FIELDS, STATIC_FIELDS, SamplingSettings, tuning_grid,
                                          uses_extras)
 from txtgen_nb.sampling.truncation import (adaptive_initial_state, adaptive_update, apply_adaptive_p, apply_epsilon,
                                            apply_eta, apply_mirostat, apply_top_n_sigma, apply_typical, apply_xtc,
@@ -57,7 +57,8 @@ from txtgen_nb.sampling.truncation import (adaptive_initial_state, adaptive_upda
 
 __all__ = [
     "ADVANCED", "CHAINS", "DRY_DEFAULT_BREAKERS", "FIELDS", "INT_FIELDS", "NEG_INF", "NUMERIC_FIELDS", "ORDERS",
-    "RULE", "RULES", "STATIC_FIELDS", "TOP_K_CAP", "VOCAB_BUCKET_MIN", "Array", "ArrayLike", "ChainInputs", "Field",
+    "RULE", "RULES", "STATIC_FIELDS", "TOP_K_CAP", "TUNING_BUDGET", "VOCAB_BUCKET_MIN", "Array", "ArrayLike",
+    "ChainInputs", "Field",
     "Rule", "SamplingSettings", "Stages", "adaptive_initial_state", "adaptive_update", "apply_adaptive_p",
     "apply_bad_words", "before_cuts", "apply_dry", "apply_epsilon", "apply_eta",
     "apply_logit_bias", "apply_min_new_tokens", "apply_min_p", "apply_mirostat", "apply_no_repeat_ngram",
@@ -66,5 +67,5 @@ __all__ = [
     "effective_temperature", "entropy", "examples", "filter_logits", "filter_logits_fast", "filter_stages",
     "mirostat_initial_mu", "mirostat_update", "probabilities", "sample_token", "sort_descending", "stage_before",
     "stage_names",
-    "token_counts", "uses_extras", "usual_values",
+    "token_counts", "tuning_grid", "uses_extras",
 ]

@@ -76,7 +76,8 @@ class Rule:
     beyond_fast: Callable[[Settings], Any] | None = None  # a classic rule's settings the fast path does not do
     names: tuple[str, ...] = ()  # its other names in a custom order: llama.cpp's --samplers names and aliases
     examples: tuple[tuple[str, dict[str, Any]], ...] = ()  # (name, numeric fields) at work (notebook 07's batch)
-    usual: dict[str, Any] | None = None  # its usual value, untuned (notebook 07's comparison)
+    tuning: tuple[dict[str, Any], ...] = ()  # notebook 07's comparison: its usual value first, then one more the
+    # literature uses; every compared rule gets TUNING_BUDGET values, so none wins by being tuned harder
 
     @property
     def processor(self) -> bool:
@@ -235,7 +236,7 @@ RULES: tuple[Rule, ...] = (
          (_field("top_n_sigma", "top-nσ", "must be >= 0", lambda v: v >= 0, (0.0, 5.0, 0.1)),),
          on=lambda s: s.top_n_sigma > 0, run=lambda x, s, c: truncation.apply_top_n_sigma(x, s.top_n_sigma),
          label=lambda s: f"top-nσ {s.top_n_sigma:g}", title=_top_n_sigma_title, names=("top-n-sigma",),
-         examples=(("top-nσ", dict(top_n_sigma=1.0)),), usual=dict(top_n_sigma=1.0)),
+         examples=(("top-nσ", dict(top_n_sigma=1.0)),), tuning=(dict(top_n_sigma=1.0), dict(top_n_sigma=2.0))),
     Rule("temperature", "Ackley et al. 1985, every library; dynamic: llama.cpp temp-ext (from koboldcpp)",
          (_field("temperature", "temperature", "must be >= 0", lambda v: v >= 0),
           _field("dynatemp_range", "dynamic T ±", "must be >= 0 (0 = off)", lambda v: v >= 0, (0.0, 2.0, 0.05)),
@@ -247,34 +248,37 @@ RULES: tuple[Rule, ...] = (
          (_field("top_k", "top-k", "must be an integer >= 0", lambda v: v >= 0, integer=True),),
          on=lambda s: s.top_k > 0,
          run=lambda x, s, c: (classic.apply_top_k_by_rank if c.by_rank else classic.apply_top_k)(x, s.top_k),
-         label=lambda s: f"top-k {s.top_k}", classic=True, usual=dict(top_k=40), names=("top-k",)),
+         label=lambda s: f"top-k {s.top_k}", classic=True, tuning=(dict(top_k=40), dict(top_k=10)), names=("top-k",)),
     Rule("top_p", "nucleus sampling (Holtzman et al. 2020)",
          (_field("top_p", "top-p", "must be between 0 and 1", _between(0, 1)),),
          on=lambda s: s.top_p < 1,
          run=lambda x, s, c: (classic.apply_top_p_by_rank if c.by_rank else classic.apply_top_p)(x, s.top_p),
-         label=lambda s: f"top-p {s.top_p:g}", classic=True, usual=dict(top_p=0.9), names=("top-p", "nucleus")),
+         label=lambda s: f"top-p {s.top_p:g}", classic=True, tuning=(dict(top_p=0.9), dict(top_p=0.7)),
+         names=("top-p", "nucleus")),
     Rule("min_p", "min-p (Nguyen et al. 2024)",
          (_field("min_p", "min-p", "must be between 0 and 1", _between(0, 1)),),
          on=lambda s: s.min_p > 0, run=lambda x, s, c: classic.apply_min_p(x, s.min_p),
-         label=lambda s: f"min-p {s.min_p:g}", classic=True, usual=dict(min_p=0.1), names=("min-p",)),
+         label=lambda s: f"min-p {s.min_p:g}", classic=True, tuning=(dict(min_p=0.1), dict(min_p=0.2)),
+         names=("min-p",)),
     Rule("typical", "Hugging Face TypicalLogitsWarper (Meister et al. 2022)",
          (_field("typical_p", "typical p", "must be > 0 and <= 1 (1 = off)", lambda v: (0 < v) & (v <= 1),
                  (0.05, 1.0, 0.01)),),
          on=lambda s: s.typical_p < 1, run=lambda x, s, c: truncation.apply_typical(x, s.typical_p),
          label=lambda s: f"typical {s.typical_p:g}", names=("typ_p", "typical_p", "typical-p", "typ-p", "typ"),
          title=lambda s, before, _after, _mu: f"typical {s.typical_p:g}: H={float(entropy(before)):.2f}",
-         examples=(("typical", dict(typical_p=0.5)),), usual=dict(typical_p=0.9)),
+         examples=(("typical", dict(typical_p=0.5)),), tuning=(dict(typical_p=0.9), dict(typical_p=0.5))),
     Rule("epsilon", "Hugging Face EpsilonLogitsWarper (Hewitt et al. 2022)",
          (_field("epsilon_cutoff", "epsilon", "must be >= 0 and < 1", lambda v: (0 <= v) & (v < 1),
                  (0.0, 0.02, 0.0005)),),
          on=lambda s: s.epsilon_cutoff > 0, run=lambda x, s, c: truncation.apply_epsilon(x, s.epsilon_cutoff),
          label=lambda s: f"ε {s.epsilon_cutoff:g}", names=("epsilon_cutoff",),
-         examples=(("epsilon", dict(epsilon_cutoff=0.01)),), usual=dict(epsilon_cutoff=3e-4)),
+         examples=(("epsilon", dict(epsilon_cutoff=0.01)),),
+         tuning=(dict(epsilon_cutoff=3e-4), dict(epsilon_cutoff=3e-3))),
     Rule("eta", "Hugging Face EtaLogitsWarper (Hewitt et al. 2022)",
          (_field("eta_cutoff", "eta", "must be >= 0 and < 1", lambda v: (0 <= v) & (v < 1), (0.0, 0.02, 0.0005)),),
          on=lambda s: s.eta_cutoff > 0, run=lambda x, s, c: truncation.apply_eta(x, s.eta_cutoff),
          label=lambda s: f"η {s.eta_cutoff:g}", names=("eta_cutoff",),
-         examples=(("eta", dict(eta_cutoff=0.01)),), usual=dict(eta_cutoff=3e-4)),
+         examples=(("eta", dict(eta_cutoff=0.01)),), tuning=(dict(eta_cutoff=3e-4), dict(eta_cutoff=3e-3))),
     Rule("xtc", "llama.cpp XTC, exclude top choices (by p-e-w)",
          (_field("xtc_threshold", "XTC threshold", "must be between 0 and 1", _between(0, 1), (0.0, 0.5, 0.01)),
           _field("xtc_probability", "XTC chance", "must be between 0 and 1", _between(0, 1), (0.0, 1.0, 0.05))),
@@ -282,7 +286,8 @@ RULES: tuple[Rule, ...] = (
          run=lambda x, s, c: truncation.apply_xtc(x, s.xtc_threshold, s.xtc_probability, c.coin, c.by_rank),
          label=lambda s: f"XTC {s.xtc_threshold:g} @ {s.xtc_probability:g}", title=_xtc_title,
          examples=(("XTC", dict(xtc_threshold=0.1, xtc_probability=0.5)),),
-         usual=dict(xtc_threshold=0.1, xtc_probability=0.5)),
+         tuning=(dict(xtc_threshold=0.1, xtc_probability=0.5),
+                 dict(xtc_threshold=0.1, xtc_probability=0.25))),
     Rule("adaptive_p", "llama.cpp adaptive-p (PR #17927)",
          (_field("adaptive_target", "adaptive-p target", "must be between 0 and 1 (0 = off)", _between(0, 1),
                  (0.0, 1.0, 0.05)),
@@ -300,7 +305,7 @@ RULES: tuple[Rule, ...] = (
          on=lambda s: s.mirostat_tau > 0, run=lambda x, s, c: truncation.apply_mirostat(x, s.mirostat_tau, c.mu),
          label=lambda s: f"Mirostat τ={s.mirostat_tau:g} η={s.mirostat_eta:g}",
          title=_mirostat_title,
-         examples=(("Mirostat", dict(mirostat_tau=3.0)),), usual=dict(mirostat_tau=3.0)),
+         examples=(("Mirostat", dict(mirostat_tau=3.0)),), tuning=(dict(mirostat_tau=3.0), dict(mirostat_tau=5.0))),
 )
 RULE: dict[str, Rule] = {rule.stage: rule for rule in RULES}
 FIELDS: dict[str, Field] = {field.name: field for rule in RULES for field in rule.fields}
@@ -308,6 +313,8 @@ ADVANCED: tuple[Field, ...] = tuple(f for rule in RULES for f in rule.fields if 
 """The settings the Advanced section has sliders for, in chain order."""
 
 ORDERS = ("hf", "llama.cpp")
+TUNING_BUDGET = 2
+"""How many values of its own each rule gets in notebook 07's comparison (``Rule.tuning``)."""
 CHAINS: dict[str, tuple[str, ...]] = {
     "hf": tuple(rule.stage for rule in RULES),  # RULES are listed in Hugging Face's order
     "llama.cpp": ("logit_bias", "penalties", "no_repeat_ngram", "bad_words", "min_new_tokens", "dry", "top_n_sigma",

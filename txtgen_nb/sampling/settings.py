@@ -244,10 +244,15 @@ def uses_extras(s: SamplingSettings) -> Array:
     return jnp.any(jnp.stack([rule.needs_full(s) for rule in RULES]))
 
 
-def usual_values() -> dict[str, SamplingSettings]:
-    """Each truncation rule at its usual value, untuned, by its label (notebook 07's comparison).
+def tuning_grid(temperatures: Sequence[float] = (1.0,)) -> dict[str, list[SamplingSettings]]:
+    """Each compared rule's values for notebook 07's comparison (``Rule.tuning``: the usual one first,
+    the same number for every rule), each at every one of ``temperatures``, by the rule's name in labels.
 
-    Usage: ``usual_values()["top-p 0.9"]  # SamplingSettings.off(top_p=0.9)``
+    Usage: ``tuning_grid()["top-p"]  # [SamplingSettings.off(top_p=0.9), SamplingSettings.off(top_p=0.7)]``
     """
-    rows = [SamplingSettings.off(**rule.usual) for rule in RULES if rule.usual]
-    return {" · ".join(s.label().split(" · ")[1:]): s for s in rows}
+    grid = {}
+    for rule in RULES:
+        if rule.tuning:
+            rows = [SamplingSettings.off(temperature=t, **fields) for fields in rule.tuning for t in temperatures]
+            grid[rule.label(rows[0]).split()[0]] = rows
+    return grid
