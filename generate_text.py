@@ -8,10 +8,16 @@ Usage::
     from generate_text import load_model_and_tokenizer, generate_text
 """
 
+import os
+import sys
+
 from txtgen_nb.api import generate_text, load_model_and_tokenizer
 from txtgen_nb.cli import main
 
 __all__ = ["generate_text", "load_model_and_tokenizer", "main"]
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)  # skip the interpreter's teardown of JAX and XLA (0.3-0.6 s): a run leaves nothing to write

@@ -96,12 +96,11 @@ def assert_the_loop_drew_from(trace, row: int, final) -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    from txtgen_nb.generation import _row_key, seed_words
+    from txtgen_nb import rng
 
     n = int(trace.lengths[row])
-    key = _row_key(jnp.asarray(seed_words(trace.seeds[row])))
-    redrawn = jax.vmap(lambda i, logits: jax.random.categorical(jax.random.fold_in(key, i), logits))(
-        jnp.arange(n), jnp.asarray(final))
+    key = rng.row_key(jnp.asarray(rng.seed_words(trace.seeds[row])))
+    redrawn = jax.vmap(lambda i, logits: rng.draw(key, i, logits))(jnp.arange(n), jnp.asarray(final))
     assert np.asarray(redrawn).tolist() == trace.token_ids[row, :n].tolist()
     step = n // 2
     np.testing.assert_allclose(np.asarray(trace.stages(row, step).final), np.asarray(final)[step], atol=1e-5)

@@ -1104,7 +1104,7 @@ _TABLES: dict[int, tuple[object, _TokenTable]] = {}
 
 def _token_table(tokenizer) -> _TokenTable:
     """The text of every non-special token (byte-level pieces decoded; ``▁`` read as a space), cached."""
-    from txtgen_nb.tokenizer import _byte_level_bytes
+    from txtgen_nb.tokenizer import byte_level_bytes
 
     cached = _TABLES.get(id(tokenizer))
     if cached is not None and cached[0] is tokenizer:
@@ -1112,7 +1112,7 @@ def _token_table(tokenizer) -> _TokenTable:
     special = {i for i, added in tokenizer.get_added_tokens_decoder().items() if added.special}
     ids: dict[str, list[int]] = {}
     for piece, i in tokenizer.get_vocab(with_added_tokens=True).items():
-        raw = _byte_level_bytes(piece)
+        raw = byte_level_bytes(piece)
         try:
             text = raw.decode("utf-8") if raw is not None else piece.replace("\u2581", " ")
         except UnicodeDecodeError:

@@ -33,7 +33,7 @@ from flax import nnx
 from jax.experimental import io_callback
 from tokenizers import Tokenizer
 
-from txtgen_nb import sampling
+from txtgen_nb import rng, sampling
 from txtgen_nb.config import ModelConfig
 from txtgen_nb.model import Transformer, as_decoder, init_cache
 from txtgen_nb.sampling import SamplingSettings
@@ -82,16 +82,6 @@ def decode_steps(new_tokens: int, max_len: int) -> int:
     return _bucket(min(max(new_tokens, 1), max_len), limit=max_len, minimum=DECODE_BUCKET_MIN)
 
 
-def seed_words(seed: int) -> np.ndarray:
-    """Any Python int as two uint32 words (low, high of ``seed mod 2**64``)."""
-    value = int(seed) % (1 << 64)
-    return np.array([value & 0xFFFFFFFF, value >> 32], dtype=np.uint32)
-
-
-def _row_key(words: jax.Array) -> jax.Array:
-    return jax.random.fold_in(jax.random.key(words[0]), words[1])
-
-
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class LoopInputs:
@@ -136,7 +126,7 @@ def _start(prompt, pad, limit, seeds, settings, stop_ids, constraint, *, config,
     ``seeds`` [B, 2] uint32. No model call: :func:`prefill` fills the cache chunk by chunk."""
     batch, prompt_len = prompt.shape
     inputs = LoopInputs(prompt=jnp.where(jnp.arange(prompt_len)[None] >= pad[:, None], prompt, -1), pad=pad,
-                        limit=limit, keys=jax.vmap(_row_key)(seeds), settings=settings, stop_ids=stop_ids,
+                        limit=limit, keys=jax.vmap(rng.row_key)(seeds), settings=settings, stop_ids=stop_ids,
                         constraint=constraint)
     trace = None if trace_layout is None else trace_buffers(trace_layout, batch, config.vocab_size)
     state = LoopState(step=jnp.int32(0), cache=init_cache(config, batch, prompt_len + max_steps),
@@ -223,8 +213,7 @@ def prefill(graphdef, params, config, arrays: dict, *, max_steps: int, trace_lay
 
 def _categorical(inputs: LoopInputs, step: jax.Array, filtered: jax.Array) -> jax.Array:
     """One draw per row from ``filtered`` [B, V] with the row's key folded with the step."""
-    return jax.vmap(lambda key, row: jax.random.categorical(jax.random.fold_in(key, step), row, axis=-1))(
-        inputs.keys, filtered).astype(jnp.int32)
+    return jax.vmap(lambda key, row: rng.draw(key, step, row))(inputs.keys, filtered).astype(jnp.int32)
 
 
 def _draw_classic(inputs: LoopInputs, s: LoopState, top: jax.Array | None) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -244,8 +233,7 @@ def _draw_full(inputs: LoopInputs, s: LoopState, top: jax.Array | None) -> tuple
     max_steps = s.tokens.shape[1]
     generated = jnp.where(jnp.arange(max_steps)[None] < s.step, s.tokens, -1)  # [B, S]
     context = jnp.roll(jnp.concatenate([inputs.prompt, generated], axis=1), max_steps - s.step, axis=1)
-    coins = jax.vmap(lambda key: jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, s.step), 1)))(
-        inputs.keys)
+    coins = jax.vmap(lambda key: rng.coin(key, s.step))(inputs.keys)
     t = inputs.settings
     stages = sampling.filter_stages(s.logits, t, context, num_generated=s.step, mu=s.mu, xtc_coin=coins,
                                     stop_ids=inputs.stop_ids, adaptive=s.adaptive, fused=True)
@@ -479,7 +467,7 @@ def _prepare(model, params, tokenizer, prompts, *, max_new_tokens=100, temperatu
         arrays["constraint"] = np.int32(next(_CONSTRAINT_KEYS))
     request = _Request(rows_prompts, prompt_ids, seeds, settings, stops, max_new_tokens, arrays,
                        decode_steps(longest, model.config.max_len), layout, chat,
-                       bool(sampling.uses_extras(arrays["settings"])), allowed_after)
+                       sampling.uses_extras(arrays["settings"]), allowed_after)
     return model, params, request
 
 
@@ -563,7 +551,7 @@ def _batch_arrays(prompt_ids: list[list[int]], seeds: list[int], settings: list[
         pad[b] = prompt_len - len(ids)
         limit[b] = min(max_new_tokens, max_len - len(ids))
     words = np.zeros((padded_batch, 2), np.uint32)
-    words[:batch] = [seed_words(s) for s in seeds]
+    words[:batch] = [rng.seed_words(s) for s in seeds]
     stacked = SamplingSettings.stack(settings + settings[:1] * (padded_batch - batch))  # [padded_batch] per field
     if len(stop_ids) > STOP_SLOTS:
         raise ValueError(f"the model has {len(stop_ids)} stop tokens; at most {STOP_SLOTS} are supported")

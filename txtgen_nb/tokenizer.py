@@ -203,7 +203,7 @@ def show_token(tokenizer: Tokenizer, token_id: int, max_chars: int = 12) -> str:
     else:
         text = tokenizer.decode([token_id], skip_special_tokens=False)
         if "\ufffd" in text:
-            raw = _byte_level_bytes(piece)
+            raw = byte_level_bytes(piece)
             text = "".join(f"<0x{b:02X}>" for b in raw) if raw is not None else piece
     text = text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥").replace("\r", "␍")
     text = "".join(f"<0x{ord(ch):02X}>" if unicodedata.category(ch) in ("Cc", "Cf") else ch for ch in text)
@@ -212,8 +212,11 @@ def show_token(tokenizer: Tokenizer, token_id: int, max_chars: int = 12) -> str:
     return text
 
 
-def _byte_level_bytes(piece: str) -> bytes | None:
-    """Bytes behind a GPT-2 byte-level piece, or ``None`` if it is not one."""
+def byte_level_bytes(piece: str) -> bytes | None:
+    """Bytes behind a GPT-2 byte-level piece, or ``None`` if it is not one.
+
+    Usage: ``byte_level_bytes("Ġcat")  # b" cat"``
+    """
     table = _unicode_to_byte()
     try:
         return bytes(table[ch] for ch in piece)

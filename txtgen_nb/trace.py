@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from txtgen_nb import sampling
+from txtgen_nb import rng, sampling
 
 if TYPE_CHECKING:
     from txtgen_nb.generation import SamplingSettings
@@ -128,7 +128,7 @@ def _pow2(n: int, minimum: int = 1) -> int:
 def _window_kept(top: np.ndarray, lse: float, vocab: int, s: SamplingSettings) -> np.ndarray | None:
     """Mask over a window ``top [K]`` (descending raw logits) of the tokens ``s`` keeps, or ``None``
     when the window cannot decide it (a setting needs the normaliser or tokens beyond the window)."""
-    if bool(sampling.uses_extras(s)):
+    if sampling.uses_extras(s):
         return None  # the penalties and the other samplers need the whole row (and the context)
     if s.temperature <= 0:
         return np.arange(top.size) == 0  # greedy: the argmax, first in the window
@@ -426,10 +426,8 @@ class Trace:
 
     def _xtc_coins(self, row: int, steps: np.ndarray) -> np.ndarray:
         """XTC's uniform draw at each of ``steps`` ``[n]``: the decode loop's, from the row's seed."""
-        from txtgen_nb.generation import _row_key, seed_words  # generation imports this module
-
-        key = _row_key(jnp.asarray(seed_words(self.seeds[row])))
-        draw = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, i), 1)))
+        key = rng.row_key(jnp.asarray(rng.seed_words(self.seeds[row])))
+        draw = jax.vmap(lambda i: rng.coin(key, i))
         return np.asarray(draw(jnp.asarray(steps, jnp.int32))).reshape(-1)
 
     def _context_size(self, row: int) -> int:

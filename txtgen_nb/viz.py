@@ -436,7 +436,7 @@ def _row_stages(trace: Trace, row: int, s: SamplingSettings, steps: list[int]) -
     classic rules are on, else as the loop ran them (each step's context, XTC's coin, Mirostat's μ)."""
     if not steps:
         return sampling.filter_stages(np.zeros((0, trace.vocab_size), np.float32), s)
-    if not bool(sampling.uses_extras(s)):
+    if not sampling.uses_extras(s):
         return sampling.filter_stages(trace.row_logits(row)[steps], s)
     stages = trace.row_stages(row, s)
     return sampling.Stages(*[np.asarray(stage)[steps] for stage in stages])
@@ -459,7 +459,7 @@ def _row_timeline(trace: Trace, row: int, s: SamplingSettings) -> np.ndarray:
     to ``TIMELINE_BLOCK``: one compile), other rules with the trace's replay (context, XTC's coin,
     Mirostat's μ), as the loop filtered them."""
     n, ids = int(trace.lengths[row]), trace.token_ids[row]
-    if n and bool(sampling.uses_extras(s)):
+    if n and sampling.uses_extras(s):
         exact = trace.row_stages(row, s)
         return _summaries(np.asarray(sampling.before_cuts(exact, s)), np.asarray(exact.final), ids[:n])
     logits, parts = trace.row_logits(row), []
@@ -496,7 +496,7 @@ def _timeline_title(settings: Sequence[SamplingSettings]) -> str:
     used = {name for s in settings if s.temperature > 0
             for name, stage in rules.items() if sampling.RULE[stage].is_on(s)}
     if not used:
-        if any(bool(sampling.uses_extras(s)) for s in settings):
+        if any(sampling.uses_extras(s) for s in settings):
             return "Sampling timeline: confidence and uncertainty at every step, with the rules each label names"
         return "Sampling timeline: confidence and uncertainty at every step (no filter: every token stays)"
     notes = {"top-k": "top-k keeps a fixed number", "top-p": "the top-p nucleus grows and shrinks with the "

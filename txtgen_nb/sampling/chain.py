@@ -12,6 +12,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from txtgen_nb import rng
 from txtgen_nb.sampling.base import NEG_INF, Array, ArrayLike, context_ids, per_row
 from txtgen_nb.sampling.classic import apply_temperature, effective_temperature, filter_logits_fast
 from txtgen_nb.sampling.records import RULE, ChainInputs, Stages, chain, stage_before
@@ -161,7 +162,7 @@ def sample_token(
     Usage: ``sample_token(jax.random.key(42), logits, SamplingSettings(0.8, 50), context=ids)``
     """
     logits = jnp.asarray(logits, jnp.float32)
-    coin = jax.random.uniform(jax.random.fold_in(key, 1), logits.shape[:-1])
+    coin = rng.coin_of(key, logits.shape[:-1])
     filtered = filter_logits(logits, settings, context, num_generated=num_generated, mu=mu, xtc_coin=coin,
                              stop_ids=stop_ids, **fields)
     return jax.random.categorical(key, filtered, axis=-1).astype(jnp.int32)

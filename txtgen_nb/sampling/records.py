@@ -92,13 +92,13 @@ class Rule:
         """The same for traced settings: a traced ``bool``. Usage: ``lax.cond(rule.any_on(s), ...)``"""
         return jnp.any(jnp.asarray(self.on(s)))
 
-    def needs_full(self, s: Settings) -> Array:
-        """Whether the decode loop needs the full chain for this rule (traced): a rule beyond the
-        classic four when on, a classic one when its settings go beyond the fast path (dynamic
-        temperature). Usage: ``jnp.any(jnp.stack([r.needs_full(s) for r in RULES]))``"""
+    def needs_full(self, s: Settings) -> bool:
+        """Whether the decode loop needs the full chain for this rule (host values): a rule beyond
+        the classic four when on, a classic one when its settings go beyond the fast path (dynamic
+        temperature). Usage: ``any(r.needs_full(s) for r in RULES)``"""
         if not self.classic:
-            return self.any_on(s)
-        return jnp.bool_(False) if self.beyond_fast is None else jnp.any(jnp.asarray(self.beyond_fast(s)))
+            return self.is_on(s)
+        return self.beyond_fast is not None and bool(np.any(self.beyond_fast(s)))
 
     def panel_title(self, s: Settings, before: np.ndarray, after: np.ndarray, mu: float | None = None) -> str:
         """The pipeline panel's title: the rule, its setting, its key number (from its input ``before``)

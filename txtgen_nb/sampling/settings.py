@@ -11,10 +11,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from txtgen_nb.sampling.base import Array
 from txtgen_nb.sampling.records import FIELDS, ORDERS, RULE, RULES, Field, chain
 
 
@@ -232,16 +230,17 @@ def _unflatten(aux, leaves) -> SamplingSettings:
 jax.tree_util.register_pytree_node(SamplingSettings, _flatten, _unflatten)
 
 
-def uses_extras(s: SamplingSettings) -> Array:
+def uses_extras(s: SamplingSettings) -> bool:
     """Whether any row uses a rule beyond the classic four (temperature, top-k, top-p, min-p), a
-    setting of theirs beyond the fast path (dynamic temperature) or an order other than ``"hf"``: a traced
-    bool (the decode loop then runs the full chain).
+    setting of theirs beyond the fast path (dynamic temperature) or an order other than ``"hf"``: the
+    decode loop then runs the full chain. Read on the host, in NumPy: no JAX op to compile at start.
 
-    Usage: ``_decode(..., full=bool(uses_extras(settings)))``
+    Usage: ``_decode(..., full=uses_extras(settings))``
     """
     if s.order != "hf":
-        return jnp.bool_(True)
-    return jnp.any(jnp.stack([rule.needs_full(s) for rule in RULES]))
+        return True
+    host = jax.tree_util.tree_map(np.asarray, s)
+    return any(rule.needs_full(host) for rule in RULES)
 
 
 def tuning_grid(temperatures: Sequence[float] = (1.0,)) -> dict[str, list[SamplingSettings]]:
