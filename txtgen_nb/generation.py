@@ -38,7 +38,7 @@ from txtgen_nb.config import ModelConfig
 from txtgen_nb.model import Transformer, as_decoder, init_cache
 from txtgen_nb.sampling import SamplingSettings
 from txtgen_nb.tokenizer import decode, encode_prompt, special_tokens
-from txtgen_nb.trace import MIN_SLOTS, TRACE_TOP_K, Trace, TraceLayout, record_step, trace_buffers
+from txtgen_nb.trace import MIN_SLOTS, TRACE_TOP_K, Trace, TraceLayout, allowed_mask, record_step, trace_buffers
 
 PROMPT_BUCKET_MIN = MIN_SLOTS  # prompt slots: a power of two, at least 128 (every prompt of up to 128 tokens shares one cache shape)
 PREFILL_TOKENS = 64  # tokens one prefill call runs over the whole batch (a Stop waits for one call at most)
@@ -256,9 +256,7 @@ def _allowed_on_host(key, prompt, tokens, step, done) -> np.ndarray:
     prompt, tokens, step = np.asarray(prompt), np.asarray(tokens), int(step)
     out = np.ones((prompt.shape[0], vocab), bool)
     for b in np.flatnonzero(~np.asarray(done)):
-        ids = prompt[b][prompt[b] >= 0].tolist() + tokens[b, :step].tolist()
-        out[b] = False
-        out[b, [i for i in allowed_after(ids) if i < vocab]] = True
+        out[b] = allowed_mask(allowed_after, prompt[b][prompt[b] >= 0].tolist() + tokens[b, :step].tolist(), vocab)
     return out
 
 

@@ -300,8 +300,7 @@ class Trace:
         if key not in self._cache:
             mask = np.ones((self.num_steps, self.vocab_size), bool)
             for step in range(int(self.lengths[row])):
-                mask[step] = False
-                mask[step, [i for i in self.allowed_after(self.context_ids(row, step)) if i < self.vocab_size]] = True
+                mask[step] = allowed_mask(self.allowed_after, self.context_ids(row, step), self.vocab_size)
             self._cache[key] = mask
         return self._cache[key]
 
@@ -412,7 +411,7 @@ class Trace:
 
     def _step_state(self, row: int, steps: list[int], s: SamplingSettings, scalar: bool = False) -> dict[str, Any]:
         """The random and carried inputs of ``steps``: XTC's coin, Mirostat's μ and adaptive-p's history
-    where they are on, and the stop ids."""
+        where they are on, and the stop ids."""
         state = dict(xtc_coin=self._xtc_coins(row, np.asarray(steps)))
         if s.mirostat_tau > 0:
             state["mu"] = self.mirostat(row, s).mu[steps]
@@ -483,6 +482,17 @@ class Trace:
             return _kept(self.stages(row, step, s).final)
         scaled = self.top_logits[row, step][keep] / s.temperature if s.temperature > 0 else np.zeros(1, np.float32)
         return self.top_ids[row, step][keep].astype(np.int32), _softmax(scaled)
+
+
+def allowed_mask(allowed_after: Callable[[list[int]], Collection[int]], ids: list[int], vocab: int) -> np.ndarray:
+    """``[vocab]`` bool: the tokens a constraint allows after the context ``ids`` (ids past the vocabulary
+    dropped); the decode loop's mask and the trace's replay of it.
+
+    Usage: ``allowed_mask(allowed_after, [1, 17, 42], 2048)``
+    """
+    mask = np.zeros(vocab, bool)
+    mask[[i for i in allowed_after(ids) if i < vocab]] = True
+    return mask
 
 
 def _adaptive_input(stages: sampling.Stages, s: SamplingSettings) -> jax.Array:

@@ -962,8 +962,7 @@ def comparison_view(reference: Sequence["SweepRow"], families: dict[str, Sequenc
                                  va="bottom" if i == 0 else "top", xytext=(0, 5 if i == 0 else -5),
                                  textcoords="offset points")  # the lowest T above its dot, the others below
             else:
-                side = "more" if r.distinct_2 > max(q.distinct_2 for q in reference) else "less"
-                ax_gain.annotate(f"T={r.temperature:g}: {side} diverse than any T alone", (0, y), fontsize=SMALL - 2,
+                ax_gain.annotate(f"T={r.temperature:g}: {_beyond_curve(r, reference)}", (0, y), fontsize=SMALL - 2,
                                  xytext=(4, -4), textcoords="offset points", color="#555555")
     ax_trade.set_xlabel("distinct-2 (diversity) →")
     ax_trade.set_ylabel("grammatical sentences (quality) →")
@@ -981,6 +980,12 @@ def comparison_view(reference: Sequence["SweepRow"], families: dict[str, Sequenc
     fig.legend(*ax_trade.get_legend_handles_labels(), loc="outside lower center", ncol=min(5, len(names) + 1),
                fontsize=SMALL - 1, frameon=False)
     return fig
+
+
+def _beyond_curve(row: "SweepRow", reference: Sequence["SweepRow"]) -> str:
+    """Why ``row`` has no gain at equal diversity: it lies past either end of the reference curve."""
+    side = "more" if row.distinct_2 > max(q.distinct_2 for q in reference) else "less"
+    return f"{side} diverse than any T alone"
 
 
 def _without_temperature(row: "SweepRow") -> str:
@@ -1001,6 +1006,7 @@ def tuning_view(reference: Sequence["SweepRow"], groups: dict[str, Sequence["Swe
     temperatures = sorted({r.temperature for rows in groups.values() for r in rows})
     lines = [(i, name, value) for i, name in enumerate(groups)
              for value in dict.fromkeys(map(_without_temperature, groups[name]))]
+    best = {id(r) for rows in groups.values() for r in tuned(rows, reference)}  # each rule's best per temperature
     fig = _new_figure(1.3 + 0.27 * len(lines))
     axes = np.atleast_1d(fig.subplots(1, len(temperatures), sharey=True, squeeze=False)[0])
     for ax, t in zip(axes, temperatures):
@@ -1008,7 +1014,6 @@ def tuning_view(reference: Sequence["SweepRow"], groups: dict[str, Sequence["Swe
             rows = [y for y, line in enumerate(lines) if line[0] == i]
             ax.axhspan(rows[0] - 0.5, rows[-1] + 0.5, color="#f0f0f0", zorder=0)
         for y, (i, name, value) in enumerate(lines):
-            best = {id(r) for r in tuned(groups[name], reference)}
             for r in (r for r in groups[name] if r.temperature == t and _without_temperature(r) == value):
                 color, marker = READABLE_COLORS[i % len(READABLE_COLORS)], "osD^v<>pXh"[i % 10]
                 gain, se = gain_at_equal_diversity(r, reference)
@@ -1016,8 +1021,7 @@ def tuning_view(reference: Sequence["SweepRow"], groups: dict[str, Sequence["Swe
                     ax.errorbar(gain, y, xerr=se, color=color, marker=marker, markersize=6, capsize=2,
                                 markerfacecolor=color if id(r) in best else "white")
                 else:
-                    side = "more" if r.distinct_2 > max(q.distinct_2 for q in reference) else "less"
-                    ax.annotate(f"{side} diverse than any T alone", (0, y), fontsize=SMALL - 2, va="center",
+                    ax.annotate(_beyond_curve(r, reference), (0, y), fontsize=SMALL - 2, va="center",
                                 xytext=(4, 0), textcoords="offset points", color="#555555")
         ax.axvline(0, color="black", linewidth=1)
         ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
